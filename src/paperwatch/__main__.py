@@ -1,0 +1,5 @@
+import sys
+
+from paperwatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,255 @@
+"""The ``paperwatch`` command line: argparse subcommands, and the only place logging is set up.
+
+Errors users can act on are printed as one line each, without a traceback (``-v`` adds it),
+and map to exit codes: 0 success, 1 runtime failure, 2 usage, 78 config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from paperwatch import __version__
+from paperwatch.config import Config, find_config_file, load_config
+from paperwatch.errors import ConfigError, PaperwatchError
+from paperwatch.fetch import Fetcher
+from paperwatch.pipeline import DayReport, day_range, fetch_days, is_settled, recent_days, today_utc
+from paperwatch.store import Store
+
+log = logging.getLogger(__name__)
+
+Command = Callable[[argparse.Namespace, Config], Coroutine[Any, Any, int]]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        config = load_config(find_config_file(args.config))
+        return asyncio.run(args.command(args, config))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return exc.exit_code
+    except PaperwatchError as exc:
+        log.debug("details", exc_info=True)
+        print(f"paperwatch: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("paperwatch: interrupted; every day finished so far is stored", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paperwatch", description="Watch Hugging Face Daily Papers.")
+    parser.add_argument("-c", "--config", type=Path, metavar="FILE", help="the config file to use")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="say more (-vv: debug)")
+    parser.add_argument("--version", action="version", version=f"paperwatch {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    check = commands.add_parser("check", help="validate the config and print a summary")
+    check.set_defaults(command=_check)
+
+    fetch = commands.add_parser("fetch", help="fetch and store days (default: the recent days)")
+    fetch.add_argument("dates", nargs="*", type=_date, metavar="DATE")
+    fetch.set_defaults(command=_fetch)
+
+    backfill = commands.add_parser("backfill", help="fetch and store every day in a range, resumably")
+    backfill.add_argument("--since", type=_date, required=True, metavar="DATE")
+    backfill.add_argument("--until", type=_date, metavar="DATE", help="default: today (UTC)")
+    backfill.set_defaults(command=_backfill)
+
+    papers = commands.add_parser("papers", help="list stored papers, newest first")
+    papers.add_argument("--date", type=_date, metavar="DATE", help="featured on that day")
+    papers.add_argument("--since", type=_date, metavar="DATE", help="featured on that day or later")
+    papers.add_argument("--search", metavar="TEXT", help="full text over title, abstract and authors")
+    papers.add_argument("--limit", type=_positive, metavar="N")
+    papers.add_argument("--json", action="store_true", help="print a JSON array")
+    papers.set_defaults(command=_papers)
+
+    run = commands.add_parser("run", help="one full cycle now (--once)")
+    run.add_argument("--once", action="store_true", required=True,
+                     help="fetch the recent days and store them, then exit")
+    run.set_defaults(command=_run_once)
+
+    status = commands.add_parser("status", help="what has been fetched and how it went")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(command=_status)
+    return parser
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    # journald stamps every line itself
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2025-03-05") from None
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+async def _check(args: argparse.Namespace, config: Config) -> int:
+    where = config.path or "no config file: embedded defaults"
+    rules = sum(len(r.rules) for r in config.readers)
+    transport = (f"SMTP {config.mail.smtp.host}:{config.mail.smtp.port} ({config.mail.smtp.security})"
+                 if config.mail.smtp else f"Maildir {config.mail.maildir}")
+    print(f"config: {where}")
+    print(f"database: {config.paperwatch.database}")
+    print(f"source: {config.source.base_url}, poll {config.source.poll}, "
+          f"lookback {config.source.lookback_days} days")
+    print(f"readers: {len(config.readers)}, rules: {rules}")
+    for reader in config.readers:
+        print(f"  {reader.name} <{reader.email}>: {len(reader.rules)} rules, schedule {reader.schedule!r}")
+    print(f"mail: {transport}")
+    return 0
+
+
+async def _fetch(args: argparse.Namespace, config: Config) -> int:
+    days = sorted(set(args.dates)) or sorted(recent_days(config.source.lookback_days))
+    reports = await _fetch_and_store(config, days, on_day=lambda r: print(r.line(), flush=True))
+    return 1 if any(r.failed for r in reports) else 0
+
+
+async def _run_once(args: argparse.Namespace, config: Config) -> int:
+    reports = await _fetch_and_store(config, sorted(recent_days(config.source.lookback_days)),
+                                     on_day=lambda r: print(r.line(), flush=True))
+    return 1 if any(r.failed for r in reports) else 0
+
+
+async def _backfill(args: argparse.Namespace, config: Config) -> int:
+    until = min(args.until or today_utc(), today_utc())
+    if args.since > until:
+        print(f"paperwatch: nothing to do: --since {args.since} is after {until}", file=sys.stderr)
+        return 2
+    days = day_range(args.since, until)
+    async with await Store.open(config.paperwatch.database) as store:
+        states = await store.day_states(days)
+    todo = [d for d in days if not is_settled(states.get(d))]
+    print(f"backfill {args.since} .. {until}: {len(days)} days, {len(days) - len(todo)} already complete, "
+          f"{len(todo)} to fetch", flush=True)
+    progress = Progress(len(todo), sys.stdout)
+    reports = await _fetch_and_store(config, todo, on_day=progress.step)
+    progress.finish()
+    failed = [r for r in reports if r.failed]
+    stored = sum(r.papers for r in reports)
+    print(f"backfill done: {len(reports) - len(failed)} days stored ({stored} papers, "
+          f"{sum(r.new for r in reports)} new), {len(failed)} failed", flush=True)
+    for report in failed:
+        print(report.line(), file=sys.stderr)
+    return 1 if failed else 0
+
+
+async def _fetch_and_store(config: Config, days: list[dt.date],
+                           *, on_day: Callable[[DayReport], None]) -> list[DayReport]:
+    async with await Store.open(config.paperwatch.database) as store, Fetcher(config.source) as fetcher:
+        return await fetch_days(fetcher, store, config.source.base_url, days, on_day=on_day)
+
+
+async def _papers(args: argparse.Namespace, config: Config) -> int:
+    async with await Store.open(config.paperwatch.database) as store:
+        papers = await store.papers(date=args.date, since=args.since, search=args.search, limit=args.limit)
+    if args.json:
+        json.dump([p.as_json() for p in papers], sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return 0
+    for p in papers:
+        authors = ", ".join(p.authors[:3]) + (" et al." if len(p.authors) > 3 else "")
+        print(f"{p.daily_date}  {p.id:<11} {p.upvotes if p.upvotes is not None else '-':>4} up  {p.title}")
+        if authors:
+            print(f"{'':24}{authors}")
+    if not papers:
+        print("no stored papers match", file=sys.stderr)
+    return 0
+
+
+async def _status(args: argparse.Namespace, config: Config) -> int:
+    async with await Store.open(config.paperwatch.database) as store:
+        summary = await store.summary()
+        failed = await store.failed_days()
+        fetches = await store.recent_fetches(10)
+    if args.json:
+        out = {
+            "database": str(config.paperwatch.database),
+            "papers": summary.papers,
+            "first_day": _iso(summary.first_day),
+            "last_day": _iso(summary.last_day),
+            "days": {"ok": summary.days_ok, "empty": summary.days_empty, "failed": summary.days_failed},
+            "last_fetch": _iso(summary.last_fetch),
+            "failed_days": [{"day": s.day.isoformat(), "error": s.detail, "checked_at": s.checked_at.isoformat()}
+                            for s in failed],
+            "recent_fetches": [{"at": f.at.isoformat(), "day": _iso(f.day), "url": f.url, "status": f.status,
+                                "outcome": f.outcome, "source": f.source, "papers_seen": f.papers_seen,
+                                "papers_new": f.papers_new, "error": f.error} for f in fetches],
+        }
+        json.dump(out, sys.stdout, indent=2)
+        print()
+        return 0
+    span = f", featured {summary.first_day} .. {summary.last_day}" if summary.first_day else ""
+    print(f"database: {config.paperwatch.database}")
+    print(f"papers: {summary.papers}{span}")
+    print(f"days: {summary.days_ok} with papers, {summary.days_empty} without, {summary.days_failed} failing")
+    print(f"last fetch: {_when(summary.last_fetch)}")
+    for state in failed:
+        print(f"  failing {state.day} (last tried {_when(state.checked_at)}): {state.detail}")
+    if fetches:
+        print("recent fetches:")
+    for f in fetches:
+        counts = f"{f.papers_seen} papers, {f.papers_new} new" if f.outcome == "ok" else (f.error or "")
+        print(f"  {_when(f.at)}  {f.day}  {f.outcome:<12} {counts}")
+    return 0
+
+
+def _iso(value: dt.date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _when(value: dt.datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "never"
+
+
+class Progress:
+    """A one-line progress bar on a terminal; one plain line per day otherwise."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total, self.done, self.failed = total, 0, 0
+        self._stream = stream
+        self._tty = stream.isatty()
+
+    def step(self, report: DayReport) -> None:
+        self.done += 1
+        self.failed += report.failed
+        if not self._tty:
+            print(f"[{self.done}/{self.total}] {report.line()}", file=self._stream, flush=True)
+            return
+        filled = self.WIDTH * self.done // max(self.total, 1)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        note = f", {self.failed} failed" if self.failed else ""
+        self._stream.write(f"\r[{bar}] {self.done}/{self.total} days{note}  {report.line()[:60]:<60}")
+        self._stream.flush()
+
+    def finish(self) -> None:
+        if self._tty and self.total:
+            self._stream.write("\n")
+            self._stream.flush()

@@ -1,0 +1,54 @@
+"""The exceptions users can act on.
+
+    PaperwatchError
+     ├── ConfigError      the config file is wrong (exit 78); carries every problem found
+     ├── FetchError       a URL could not be fetched (after retries), or was refused
+     ├── ParseError       a page or API answer did not have the shape we know
+     └── StoreError       the database could not be opened or written
+
+Every message is written for the person running paperwatch: it names the file, key or URL
+and says what happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class PaperwatchError(Exception):
+    """Base of every error paperwatch reports to its user."""
+
+    exit_code = 1
+
+
+class ConfigError(PaperwatchError):
+    """The configuration is invalid; ``problems`` holds one line per mistake."""
+
+    exit_code = 78
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class FetchError(PaperwatchError):
+    """A URL could not be fetched; the message names the URL and what happened."""
+
+    def __init__(self, url: str, reason: str, *, status: int | None = None) -> None:
+        self.url = url
+        self.reason = reason
+        self.status = status
+        super().__init__(f"{url}: {reason}")
+
+
+class ParseError(PaperwatchError):
+    """A page did not have a shape we know how to read (the site may have changed)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{url}: {reason}")
+
+
+class StoreError(PaperwatchError):
+    """The database could not be opened, migrated or written."""

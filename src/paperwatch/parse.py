@@ -1,0 +1,207 @@
+"""Pure functions from the bytes the site served to papers.
+
+A daily page embeds its data as entity-escaped JSON in the ``data-props`` attribute of the
+element whose ``data-target`` is ``DailyPapers``; that is read first. When the element is
+missing the visible ``<article>`` cards are read instead (fewer fields, logged). A 200 page
+with neither is a changed page, an error, never "no papers". A page that shows another day
+than the one asked for (weekends, holidays) means that day has no papers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from paperwatch.errors import ParseError
+from paperwatch.models import DayPage, PageSource, Paper
+
+log = logging.getLogger(__name__)
+
+DATA_TARGET = "DailyPapers"
+_SPACE = re.compile(r"[\s\x00-\x1f\x7f]+")
+_PAPER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
+_DIGITS = re.compile(r"\d[\d,]*")
+_HREF_ID = re.compile(r"^/papers/([^/?#]+)$")
+
+
+def clean_text(value: object) -> str | None:
+    """Collapse runs of whitespace and control characters to one space and trim; non-text is None."""
+    if not isinstance(value, str):
+        return None
+    text = _SPACE.sub(" ", value).strip()
+    return text or None
+
+
+def parse_daily_page(body: bytes, *, day: dt.date, url: str) -> DayPage:
+    """Read one ``/papers/date/DAY`` page; raise ParseError when its shape is unknown."""
+    tree = LexborHTMLParser(body)
+    node = tree.css_first(f'[data-target="{DATA_TARGET}"]')
+    if node is not None:
+        return _from_props(_props(node, url), day=day, url=url)
+    cards = tree.css("article")
+    if cards:
+        log.warning("%s: no hydration JSON on the page, reading its %d cards instead", url, len(cards))
+        return _from_cards(tree, cards, day=day, url=url)
+    raise ParseError(url, "page has changed shape: neither the DailyPapers data nor paper cards found")
+
+
+def parse_daily_api(body: bytes, *, day: dt.date, url: str) -> DayPage:
+    """Read one page of ``/api/daily_papers?date=DAY``: a JSON array of items."""
+    items = _json(body, url)
+    if not isinstance(items, list):
+        raise ParseError(url, f"expected a JSON array of papers, got {type(items).__name__}")
+    return DayPage(day=day, papers=_papers(items, day=day, url=url), source=PageSource.API)
+
+
+def _props(node: LexborNode, url: str) -> Mapping[str, Any]:
+    raw = node.attributes.get("data-props")
+    if not raw:
+        raise ParseError(url, "the DailyPapers element has no data-props")
+    props = _json(raw, url)
+    if not isinstance(props, dict):
+        raise ParseError(url, "the DailyPapers data is not a JSON object")
+    return props
+
+
+def _json(raw: str | bytes, url: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ParseError(url, f"broken JSON ({exc})") from exc
+
+
+def _from_props(props: Mapping[str, Any], *, day: dt.date, url: str) -> DayPage:
+    items = props.get("dailyPapers")
+    if not isinstance(items, list):
+        raise ParseError(url, "the DailyPapers data has no dailyPapers list")
+    period = props.get("periodType", "day")
+    shown = props.get("dateString")
+    if period != "day":
+        reason = f"page shows a {period} view"
+    elif shown is not None and shown != day.isoformat():
+        reason = f"page shows {shown}"
+    else:
+        reason = None
+    if reason:
+        return DayPage(day=day, papers=(), source=PageSource.JSON, empty_reason=reason)
+    return DayPage(day=day, papers=_papers(items, day=day, url=url), source=PageSource.JSON)
+
+
+def _papers(items: Iterable[Any], *, day: dt.date, url: str) -> tuple[Paper, ...]:
+    papers: dict[str, Paper] = {}
+    skipped = 0
+    for item in items:
+        paper = _paper(item, day) if isinstance(item, dict) else None
+        if paper is None:
+            skipped += 1
+        else:
+            papers.setdefault(paper.id, paper)
+    if skipped:
+        if not papers:
+            raise ParseError(url, f"none of the {skipped} papers listed has an id and a title")
+        log.warning("%s: skipped %d papers without an id or title", url, skipped)
+    return tuple(papers.values())
+
+
+def _paper(item: Mapping[str, Any], day: dt.date) -> Paper | None:
+    paper = item.get("paper")
+    if not isinstance(paper, dict):
+        return None
+    paper_id = paper.get("id")
+    title = clean_text(item.get("title")) or clean_text(paper.get("title"))
+    if not isinstance(paper_id, str) or not _PAPER_ID.match(paper_id) or title is None:
+        return None
+    return Paper(
+        id=paper_id,
+        title=title,
+        summary=clean_text(paper.get("summary")) or clean_text(item.get("summary")),
+        authors=_authors(paper.get("authors")),
+        daily_date=day,
+        published_at=_text(paper.get("publishedAt")) or _text(item.get("publishedAt")),
+        upvotes=_count(paper.get("upvotes")),
+        comments=_count(item.get("numComments")),
+        github_repo=_text(paper.get("githubRepo")),
+        github_stars=_count(paper.get("githubStars")),
+        project_page=_text(paper.get("projectPage")),
+        organization=_organization(item.get("organization")) or _organization(paper.get("organization")),
+        ai_keywords=_strings(paper.get("ai_keywords")),
+    )
+
+
+def _authors(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    names = (clean_text(a.get("name")) for a in value if isinstance(a, dict))
+    return tuple(name for name in names if name)
+
+
+def _organization(value: object) -> str | None:
+    if not isinstance(value, dict):
+        return None
+    return clean_text(value.get("fullname")) or clean_text(value.get("name"))
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(s for s in map(clean_text, value) if s)
+
+
+def _text(value: object) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _count(value: object) -> int | None:
+    # bool is an int subclass, and a count of True is nonsense
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _from_cards(tree: LexborHTMLParser, cards: list[LexborNode], *, day: dt.date, url: str) -> DayPage:
+    time = tree.css_first("time[datetime]")
+    shown = time.attributes.get("datetime") if time is not None else None
+    if shown and shown[:10] != day.isoformat():
+        return DayPage(day=day, papers=(), source=PageSource.CARDS, empty_reason=f"page shows {shown[:10]}")
+    papers = {p.id: p for p in (_card(card, day) for card in cards) if p is not None}
+    if not papers:
+        raise ParseError(url, f"page has changed shape: none of its {len(cards)} cards has a paper link")
+    return DayPage(day=day, papers=tuple(papers.values()), source=PageSource.CARDS)
+
+
+def _card(card: LexborNode, day: dt.date) -> Paper | None:
+    link = card.css_first("h3 a[href]")
+    match = _HREF_ID.match(link.attributes.get("href") or "") if link is not None else None
+    if link is None or match is None:
+        return None
+    paper_id, title = match.group(1), clean_text(link.text())
+    if not _PAPER_ID.match(paper_id) or title is None:
+        return None
+    comments = card.css_first(f'a[href="/papers/{paper_id}#community"]')
+    return Paper(
+        id=paper_id,
+        title=title,
+        authors=tuple(n for n in (clean_text(li.attributes.get("title")) for li in card.css("ul > li[title]")) if n),
+        daily_date=day,
+        upvotes=_card_upvotes(card),
+        comments=_number(comments.text()) if comments is not None else None,
+        complete=False,
+    )
+
+
+def _card_upvotes(card: LexborNode) -> int | None:
+    for selector in ("label div.leading-none", "div.shadow-alternate div.leading-none"):
+        node = card.css_first(selector)
+        if node is not None:
+            return _number(node.text())
+    upvote = re.search(r"Upvote\s+(\d[\d,]*)", card.text())
+    return _number(upvote.group(1)) if upvote else None
+
+
+def _number(text: str) -> int | None:
+    found = _DIGITS.search(text)
+    return int(found.group().replace(",", "")) if found else None

@@ -1,0 +1,513 @@
+"""SQLite storage: the schema, its migrations, and the only SQL in the project.
+
+Durability first: WAL, ``synchronous=FULL``, a busy timeout, and every write inside one
+``BEGIN IMMEDIATE`` transaction, one per day fetched, so a crash or a failing day never leaves
+half a day behind nor touches the days already stored. A paper is keyed by its arXiv id; a
+later fetch updates what changes (upvotes, comments, links) and never replaces a value with
+nothing, so a thinner page (cards only) cannot erase what a full one stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiosqlite
+
+from paperwatch.errors import StoreError
+from paperwatch.models import DayPage, Paper, Validators
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 30_000
+
+# Each entry moves the schema from version i to i+1; never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE papers (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        summary TEXT,
+        published_at TEXT,
+        daily_date TEXT,
+        upvotes INTEGER,
+        comments INTEGER,
+        github_repo TEXT,
+        github_stars INTEGER,
+        project_page TEXT,
+        organization TEXT,
+        ai_keywords TEXT NOT NULL DEFAULT '[]',
+        complete INTEGER NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL
+    );
+    CREATE INDEX papers_daily_date ON papers(daily_date);
+    CREATE TABLE authors (
+        paper_id TEXT NOT NULL REFERENCES papers(id),
+        position INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (paper_id, position)
+    ) WITHOUT ROWID;
+    CREATE INDEX authors_name ON authors(name COLLATE NOCASE);
+    CREATE TABLE features (
+        paper_id TEXT NOT NULL REFERENCES papers(id),
+        day TEXT NOT NULL,
+        PRIMARY KEY (paper_id, day)
+    ) WITHOUT ROWID;
+    CREATE INDEX features_day ON features(day);
+    CREATE VIRTUAL TABLE papers_fts USING fts5(
+        id UNINDEXED, title, summary, authors, tokenize = 'unicode61 remove_diacritics 2'
+    );
+    CREATE TABLE days (
+        day TEXT PRIMARY KEY,
+        outcome TEXT NOT NULL,
+        papers INTEGER NOT NULL DEFAULT 0,
+        source TEXT,
+        detail TEXT,
+        checked_at TEXT NOT NULL,
+        ok_at TEXT
+    );
+    CREATE TABLE fetches (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        day TEXT,
+        url TEXT NOT NULL,
+        status INTEGER,
+        outcome TEXT NOT NULL,
+        source TEXT,
+        papers_seen INTEGER NOT NULL DEFAULT 0,
+        papers_new INTEGER NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    CREATE INDEX fetches_day ON fetches(day, at);
+    CREATE TABLE validators (
+        url TEXT PRIMARY KEY,
+        etag TEXT,
+        last_modified TEXT
+    );
+    """,
+)
+
+_PAPER_COLUMNS = (
+    "id, title, summary, published_at, daily_date, upvotes, comments, github_repo, "
+    "github_stars, project_page, organization, ai_keywords, complete"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DayFetch:
+    """The outcome of fetching one day, as the pipeline hands it over to be recorded.
+
+    Exactly one of ``page`` (read and parsed), ``not_modified`` (304) or ``error`` is set.
+    ``validators`` are stored only with a page read from that URL.
+    """
+
+    day: dt.date
+    url: str
+    status: int | None
+    page: DayPage | None = None
+    not_modified: bool = False
+    error: str | None = None
+    validators: Validators | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DayState:
+    """What the store knows of one day: its last outcome and when it last fetched cleanly."""
+
+    day: dt.date
+    outcome: str
+    papers: int
+    detail: str | None
+    checked_at: dt.datetime
+    ok_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRecord:
+    """One row of the fetch log."""
+
+    at: dt.datetime
+    day: dt.date | None
+    url: str
+    status: int | None
+    outcome: str
+    source: str | None
+    papers_seen: int
+    papers_new: int
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Counts for ``status``."""
+
+    papers: int
+    days_ok: int
+    days_empty: int
+    days_failed: int
+    first_day: dt.date | None
+    last_day: dt.date | None
+    last_fetch: dt.datetime | None
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Store:
+    """The database; open with ``async with await Store.open(path)`` or ``Store.open`` + ``close``."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        # One connection serves every task: transactions must take turns on it.
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating or migrating as needed) the database at ``path``."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+        store = cls(db, path)
+        try:
+            await store._configure()
+            await store._migrate()
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def _configure(self) -> None:
+        try:
+            await self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = await self._scalar("PRAGMA journal_mode = WAL")
+            await self._db.execute("PRAGMA synchronous = FULL")
+            await self._db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: not a usable SQLite database: {exc}") from exc
+        if mode != "wal":
+            log.warning("%s: journal mode is %s, not WAL (is it on a network file system?)", self.path, mode)
+
+    async def _migrate(self) -> None:
+        version = await self._scalar("PRAGMA user_version")
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path}: written by a newer paperwatch (schema {version}, this one knows "
+                f"{len(MIGRATIONS)}); upgrade paperwatch or point it at another database"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            # executescript commits whatever is open first, so the script carries its own transaction.
+            script = f"BEGIN IMMEDIATE;\n{MIGRATIONS[number]}\nPRAGMA user_version = {number + 1};\nCOMMIT;"
+            try:
+                await self._db.executescript(script)
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: could not migrate to schema {number + 1}: {exc}") from exc
+            log.info("%s: schema migrated to version %d", self.path, number + 1)
+
+    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._db.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        async with self._write_lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot start a write: {exc}") from exc
+            try:
+                yield
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            try:
+                await self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._db.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: write failed: {exc}") from exc
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def record_day(self, fetch: DayFetch) -> int:
+        """Store one day's outcome in one transaction; return how many papers were new."""
+        now = utcnow().isoformat()
+        new = 0
+        try:
+            async with self._transaction():
+                if fetch.page is not None:
+                    new = await self._save_papers(fetch.page, now)
+                    if fetch.validators is not None:
+                        await self._save_validators(fetch.url, fetch.validators)
+                await self._save_day_state(fetch, now)
+                await self._log_fetch(fetch, now, new)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: could not store {fetch.day}: {exc}") from exc
+        return new
+
+    async def _save_papers(self, page: DayPage, now: str) -> int:
+        old = {p.id: p for p in await self._papers_by_id([p.id for p in page.papers])}
+        for paper in page.papers:
+            before = old.get(paper.id)
+            merged = paper if before is None else merge(before, paper)
+            await self._write_paper(merged, now, is_new=before is None)
+            await self._db.execute(
+                "INSERT OR IGNORE INTO features (paper_id, day) VALUES (?, ?)", (paper.id, page.day.isoformat())
+            )
+        return sum(1 for p in page.papers if p.id not in old)
+
+    async def _write_paper(self, p: Paper, now: str, *, is_new: bool) -> None:
+        values = (
+            p.id, p.title, p.summary, p.published_at, _iso(p.daily_date), p.upvotes, p.comments,
+            p.github_repo, p.github_stars, p.project_page, p.organization,
+            json.dumps(list(p.ai_keywords), ensure_ascii=False), int(p.complete),
+        )
+        if is_new:
+            await self._db.execute(
+                f"INSERT INTO papers ({_PAPER_COLUMNS}, first_seen, last_seen) VALUES ({', '.join('?' * 15)})",
+                (*values, now, now),
+            )
+        else:
+            assignments = ", ".join(f"{c.strip()} = ?" for c in _PAPER_COLUMNS.split(",")[1:])
+            await self._db.execute(
+                f"UPDATE papers SET {assignments}, last_seen = ? WHERE id = ?", (*values[1:], now, p.id)
+            )
+        await self._db.execute("DELETE FROM authors WHERE paper_id = ?", (p.id,))
+        await self._db.executemany(
+            "INSERT INTO authors (paper_id, position, name) VALUES (?, ?, ?)",
+            [(p.id, i, name) for i, name in enumerate(p.authors)],
+        )
+        await self._db.execute("DELETE FROM papers_fts WHERE id = ?", (p.id,))
+        await self._db.execute(
+            "INSERT INTO papers_fts (id, title, summary, authors) VALUES (?, ?, ?, ?)",
+            (p.id, p.title, p.summary or "", "; ".join(p.authors)),
+        )
+
+    async def _save_validators(self, url: str, v: Validators) -> None:
+        await self._db.execute(
+            "INSERT INTO validators (url, etag, last_modified) VALUES (?, ?, ?) "
+            "ON CONFLICT (url) DO UPDATE SET etag = excluded.etag, last_modified = excluded.last_modified",
+            (url, v.etag, v.last_modified),
+        )
+
+    async def _save_day_state(self, fetch: DayFetch, now: str) -> None:
+        if fetch.error is not None:
+            # A failure is news about the day, but the papers and ok_at it had stay as they were.
+            await self._db.execute(
+                "INSERT INTO days (day, outcome, detail, checked_at) VALUES (?, 'failed', ?, ?) "
+                "ON CONFLICT (day) DO UPDATE SET outcome = 'failed', detail = excluded.detail, "
+                "checked_at = excluded.checked_at",
+                (fetch.day.isoformat(), fetch.error, now),
+            )
+            return
+        if fetch.page is None:  # 304: what we stored is still what the site has
+            await self._db.execute(
+                "UPDATE days SET checked_at = ?, ok_at = ? WHERE day = ?", (now, now, fetch.day.isoformat())
+            )
+            return
+        page = fetch.page
+        outcome = "empty" if page.empty_reason is not None else "ok"
+        count = await self._scalar("SELECT count(*) FROM features WHERE day = ?", (page.day.isoformat(),))
+        await self._db.execute(
+            "INSERT INTO days (day, outcome, papers, source, detail, checked_at, ok_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (day) DO UPDATE SET outcome = excluded.outcome, papers = excluded.papers, "
+            "source = excluded.source, detail = excluded.detail, checked_at = excluded.checked_at, "
+            "ok_at = excluded.ok_at",
+            (page.day.isoformat(), outcome, count, page.source.value, page.empty_reason, now, now),
+        )
+
+    async def _log_fetch(self, fetch: DayFetch, now: str, new: int) -> None:
+        if fetch.error is not None:
+            outcome = "failed"
+        elif fetch.not_modified:
+            outcome = "not_modified"
+        else:
+            outcome = "empty" if fetch.page is not None and fetch.page.empty_reason else "ok"
+        page = fetch.page
+        await self._db.execute(
+            "INSERT INTO fetches (at, day, url, status, outcome, source, papers_seen, papers_new, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (now, fetch.day.isoformat(), fetch.url, fetch.status, outcome,
+             page.source.value if page else None, len(page.papers) if page else 0, new,
+             fetch.error or (page.empty_reason if page else None)),
+        )
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def validators(self, url: str) -> Validators | None:
+        async with self._db.execute("SELECT etag, last_modified FROM validators WHERE url = ?", (url,)) as cur:
+            row = await cur.fetchone()
+        return Validators(etag=row[0], last_modified=row[1]) if row else None
+
+    async def day_states(self, days: Iterable[dt.date]) -> dict[dt.date, DayState]:
+        wanted = [d.isoformat() for d in days]
+        states: dict[dt.date, DayState] = {}
+        for chunk in _chunks(wanted, 500):
+            sql = f"SELECT day, outcome, papers, detail, checked_at, ok_at FROM days WHERE day IN ({_marks(chunk)})"
+            async with self._db.execute(sql, chunk) as cur:
+                async for row in cur:
+                    state = DayState(dt.date.fromisoformat(row[0]), row[1], row[2], row[3],
+                                     dt.datetime.fromisoformat(row[4]), _datetime(row[5]))
+                    states[state.day] = state
+        return states
+
+    async def papers(self, *, date: dt.date | None = None, since: dt.date | None = None,
+                     search: str | None = None, limit: int | None = None) -> list[Paper]:
+        """Stored papers, newest first, filtered by featured day and full-text search."""
+        where, params = [], []
+        if date is not None:
+            where.append("p.id IN (SELECT paper_id FROM features WHERE day = ?)")
+            params.append(date.isoformat())
+        if since is not None:
+            where.append("p.id IN (SELECT paper_id FROM features WHERE day >= ?)")
+            params.append(since.isoformat())
+        if search is not None:
+            where.append("p.id IN (SELECT id FROM papers_fts WHERE papers_fts MATCH ?)")
+            params.append(fts_query(search))
+        sql = f"SELECT {_PAPER_COLUMNS} FROM papers p"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY p.daily_date DESC, p.upvotes DESC, p.id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        try:
+            rows = await self._db.execute_fetchall(sql, params)
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot search for {search!r}: {exc}") from exc
+        return await self._with_authors(list(rows))
+
+    async def _papers_by_id(self, ids: Sequence[str]) -> list[Paper]:
+        rows: list[Any] = []
+        for chunk in _chunks(list(ids), 500):
+            rows += await self._db.execute_fetchall(
+                f"SELECT {_PAPER_COLUMNS} FROM papers WHERE id IN ({_marks(chunk)})", chunk
+            )
+        return await self._with_authors(rows)
+
+    async def _with_authors(self, rows: list[Any]) -> list[Paper]:
+        ids = [row[0] for row in rows]
+        authors: dict[str, list[str]] = {i: [] for i in ids}
+        for chunk in _chunks(ids, 500):
+            sql = f"SELECT paper_id, name FROM authors WHERE paper_id IN ({_marks(chunk)}) ORDER BY paper_id, position"
+            for paper_id, name in await self._db.execute_fetchall(sql, chunk):
+                authors[paper_id].append(name)
+        return [_paper(row, authors[row[0]]) for row in rows]
+
+    async def recent_fetches(self, limit: int = 20) -> list[FetchRecord]:
+        sql = ("SELECT at, day, url, status, outcome, source, papers_seen, papers_new, error "
+               "FROM fetches ORDER BY id DESC LIMIT ?")
+        rows = await self._db.execute_fetchall(sql, (limit,))
+        return [FetchRecord(dt.datetime.fromisoformat(r[0]), _date(r[1]), *r[2:]) for r in rows]
+
+    async def failed_days(self) -> list[DayState]:
+        rows = await self._db.execute_fetchall("SELECT day FROM days WHERE outcome = 'failed' ORDER BY day DESC")
+        states = await self.day_states(dt.date.fromisoformat(r[0]) for r in rows)
+        return sorted(states.values(), key=lambda s: s.day, reverse=True)
+
+    async def summary(self) -> Summary:
+        papers = await self._scalar("SELECT count(*) FROM papers")
+        counts = dict(await self._db.execute_fetchall("SELECT outcome, count(*) FROM days GROUP BY outcome"))
+        first, last = (await self._db.execute_fetchall("SELECT min(day), max(day) FROM features"))[0]
+        last_fetch = await self._scalar("SELECT max(at) FROM fetches")
+        return Summary(papers, counts.get("ok", 0), counts.get("empty", 0), counts.get("failed", 0),
+                       _date(first), _date(last), _datetime(last_fetch))
+
+
+def merge(old: Paper, new: Paper) -> Paper:
+    """What to store when ``new`` is fetched for a paper already stored as ``old``.
+
+    Counts and links follow the site; a value the new record lacks keeps the old one; a
+    partial record (cards) never replaces a complete author list; the paper keeps the first
+    day it was featured.
+    """
+    authors = new.authors if new.complete or len(new.authors) > len(old.authors) else old.authors
+    days = [d for d in (old.daily_date, new.daily_date) if d is not None]
+    return replace(
+        new,
+        title=new.title if new.complete or not old.complete else old.title,
+        summary=new.summary or old.summary,
+        authors=authors,
+        daily_date=min(days) if days else None,
+        published_at=new.published_at or old.published_at,
+        upvotes=_first(new.upvotes, old.upvotes),
+        comments=_first(new.comments, old.comments),
+        github_repo=new.github_repo or old.github_repo,
+        github_stars=_first(new.github_stars, old.github_stars),
+        project_page=new.project_page or old.project_page,
+        organization=new.organization or old.organization,
+        ai_keywords=new.ai_keywords or old.ai_keywords,
+        complete=old.complete or new.complete,
+    )
+
+
+def fts_query(text: str) -> str:
+    """Turn a user's words into an FTS5 query: every word must appear; ``word*`` is a prefix."""
+    terms = []
+    for word in text.split():
+        prefix = word.endswith("*")
+        word = word.rstrip("*").replace('"', '""')
+        if word:
+            terms.append(f'"{word}"' + ("*" if prefix else ""))
+    if not terms:
+        raise StoreError(f"nothing to search for in {text!r}")
+    return " AND ".join(terms)
+
+
+def _first(a: int | None, b: int | None) -> int | None:
+    return a if a is not None else b
+
+
+def _paper(row: Sequence[Any], authors: list[str]) -> Paper:
+    return Paper(
+        id=row[0], title=row[1], summary=row[2], published_at=row[3], daily_date=_date(row[4]),
+        upvotes=row[5], comments=row[6], github_repo=row[7], github_stars=row[8], project_page=row[9],
+        organization=row[10], ai_keywords=tuple(json.loads(row[11])), complete=bool(row[12]),
+        authors=tuple(authors),
+    )
+
+
+def _iso(day: dt.date | None) -> str | None:
+    return day.isoformat() if day else None
+
+
+def _date(text: str | None) -> dt.date | None:
+    return dt.date.fromisoformat(text) if text else None
+
+
+def _datetime(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text) if text else None
+
+
+def _marks(items: Sequence[object]) -> str:
+    return ", ".join("?" * len(items))
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,158 @@
+"""The ``paperwatch`` command as users run it: a real process against the fake site."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from conftest import write_config
+from fakehf import FakeHF, Fault
+from paperwatch.cli import Progress
+from paperwatch.pipeline import DayReport
+
+START = dt.date(2025, 2, 3)  # a Monday
+WEEKS = 3
+
+
+async def paperwatch(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "paperwatch", *args, cwd=cwd, env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def expected_json(item: dict[str, Any], day: dt.date) -> dict[str, Any]:
+    """What ``papers --json`` must say of a served item, written out independently of the parser."""
+    paper = item["paper"]
+
+    def text(value: Any) -> Any:
+        return " ".join(value.split()) if isinstance(value, str) else None
+
+    org = item.get("organization") or paper.get("organization")
+    return {
+        "id": paper["id"],
+        "title": text(item.get("title") or paper["title"]),
+        "summary": text(paper.get("summary")),
+        "authors": [text(a["name"]) for a in paper.get("authors", [])],
+        "daily_date": day.isoformat(),
+        "published_at": paper.get("publishedAt"),
+        "upvotes": paper.get("upvotes"),
+        "comments": item.get("numComments"),
+        "github_repo": paper.get("githubRepo"),
+        "github_stars": paper.get("githubStars"),
+        "project_page": paper.get("projectPage"),
+        "organization": (org.get("fullname") or org.get("name")) if org else None,
+        "ai_keywords": paper.get("ai_keywords", []),
+        "url": f"https://huggingface.co/papers/{paper['id']}",
+    }
+
+
+async def test_backfill_through_429s_and_5xx_stores_exactly_what_the_site_had(tmp_path: Path,
+                                                                              fake_hf: FakeHF) -> None:
+    days = [START + dt.timedelta(days=n) for n in range(7 * WEEKS)]
+    weekdays = [d for d in days if d.weekday() < 5]
+    for n, day in enumerate(weekdays):
+        fake_hf.days[day] = [FakeHF.make_item(day, i) for i in range(8 + n % 5)]
+    fake_hf.fail_first(2, Fault.status(429, headers={"Retry-After": "0"}), Fault.status(503))
+    config = write_config(tmp_path / "pw.toml", fake_hf.base_url, max_concurrency=2)
+
+    code, out, err = await paperwatch("-c", str(config), "backfill", "--since", str(days[0]),
+                                      "--until", str(days[-1]))
+    assert code == 0, err
+    assert f"{len(days)} days stored" in out and "0 failed" in out
+    assert fake_hf.max_in_flight <= 2
+    assert all(r.headers.get("User-Agent", "").startswith("paperwatch/") for r in fake_hf.requests)
+
+    code, out, err = await paperwatch("-c", str(config), "papers", "--json")
+    assert code == 0, err
+    stored = {p["id"]: p for p in json.loads(out)}
+    served = {i["paper"]["id"]: expected_json(i, day) for day in weekdays for i in fake_hf.items(day)}
+    assert stored == served
+
+    seen = len(fake_hf.requests)
+    code, out, _ = await paperwatch("-c", str(config), "backfill", "--since", str(days[0]),
+                                    "--until", str(days[-1]))
+    assert code == 0 and f"{len(days)} already complete, 0 to fetch" in out
+    assert len(fake_hf.requests) == seen, "a second backfill must not fetch complete days again"
+
+
+async def test_fetch_reports_each_day_and_exits_1_when_one_failed(tmp_path: Path, fake_hf: FakeHF) -> None:
+    good, bad = dt.date(2025, 3, 5), dt.date(2025, 3, 6)
+    fake_hf.days[good] = [FakeHF.make_item(good, n) for n in range(4)]
+    fake_hf.days[bad] = [FakeHF.make_item(bad, n) for n in range(4)]
+    fake_hf.fail(f"/papers/date/{bad}", *[Fault.status(500)] * 10)
+    config = write_config(tmp_path / "pw.toml", fake_hf.base_url, retries=1)
+    code, out, err = await paperwatch("-c", str(config), "fetch", str(good), str(bad))
+    assert code == 1
+    assert f"{good}: 4 papers, 4 new" in out.splitlines()
+    assert f"{bad}: failed: {fake_hf.base_url}/papers/date/{bad}: HTTP 500 (gave up after 2 tries)" in out
+    assert "Traceback" not in err
+
+    code, out, _ = await paperwatch("-c", str(config), "status", "--json")
+    status = json.loads(out)
+    assert status["papers"] == 4 and status["days"]["failed"] == 1
+    assert status["failed_days"][0]["day"] == str(bad)
+
+
+async def test_papers_search_and_filters(tmp_path: Path, fake_hf: FakeHF) -> None:
+    day = dt.date(2025, 3, 5)
+    fake_hf.days[day] = [FakeHF.make_item(day, n) for n in range(5)]
+    target = fake_hf.items(day)[0]["paper"]
+    config = write_config(tmp_path / "pw.toml", fake_hf.base_url)
+    assert (await paperwatch("-c", str(config), "fetch", str(day)))[0] == 0
+    word = max(re.findall(r"[A-Za-z]{6,}", target["title"]), key=len)
+    code, out, _ = await paperwatch("-c", str(config), "papers", "--search", word, "--json")
+    assert code == 0 and target["id"] in {p["id"] for p in json.loads(out)}
+    code, out, _ = await paperwatch("-c", str(config), "papers", "--date", "2025-03-04", "--json")
+    assert json.loads(out) == []
+    code, out, _ = await paperwatch("-c", str(config), "papers", "--limit", "2")
+    assert code == 0 and len([line for line in out.splitlines() if line.startswith("2025-03-05")]) == 2
+
+
+async def test_papers_works_with_no_config_file_at_all(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "PAPERWATCH_CONFIG": "", "STATE_DIRECTORY": ""}
+    code, out, err = await paperwatch("papers", "--json", env=env, cwd=tmp_path)
+    assert (code, json.loads(out)) == (0, []), err
+    assert (tmp_path / "data" / "paperwatch" / "paperwatch.db").exists()
+
+
+async def test_a_broken_config_names_the_key_and_exits_78(tmp_path: Path) -> None:
+    config = tmp_path / "pw.toml"
+    config.write_text('[source]\nmax_concurency = 2\nlookback_days = "three"\n')
+    code, out, err = await paperwatch("-c", str(config), "fetch")
+    assert code == 78 and out == ""
+    assert f"{config}:2: source.max_concurency: unknown key, did you mean max_concurrency?" in err
+    assert f"{config}:3: source.lookback_days" in err
+    assert "Traceback" not in err
+
+
+async def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    code, _, err = await paperwatch("fetch", "yesterday")
+    assert code == 2 and "is not a date like 2025-03-05" in err
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    report = DayReport(dt.date(2025, 3, 5), "u", "ok", papers=3, new=1)
+    tty, plain = Tty(), io.StringIO()
+    for stream in (tty, plain):
+        bar = Progress(2, stream)
+        bar.step(report)
+        bar.step(report)
+        bar.finish()
+    assert tty.getvalue().count("\r") == 2 and "[" + "#" * 30 + "] 2/2 days" in tty.getvalue()
+    assert plain.getvalue().splitlines() == ["[1/2] 2025-03-05: 3 papers, 1 new", "[2/2] 2025-03-05: 3 papers, 1 new"]

@@ -1,0 +1,192 @@
+"""The page parser: real-shaped pages in, papers out; unknown shapes are errors, never 0 papers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from paperwatch.errors import ParseError
+from paperwatch.models import PageSource
+from paperwatch.parse import clean_text, parse_daily_api, parse_daily_page
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+DAY = dt.date(2025, 3, 5)
+URL = "http://site/papers/date/2025-03-05"
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes()
+
+
+def page(props: dict[str, object], *, attrs_first: bool = False) -> bytes:
+    """A page carrying ``props`` in the hydration div, with either attribute order."""
+    escaped = html.escape(json.dumps(props), quote=True)
+    attrs = [f'data-props="{escaped}"', 'data-target="DailyPapers"', 'class="SVELTE_HYDRATER contents"']
+    if not attrs_first:
+        attrs.reverse()
+    return f"<html><body><section><div {' '.join(attrs)}></div></section></body></html>".encode()
+
+
+def item(paper_id: str = "2503.00001", **paper: object) -> dict[str, object]:
+    return {"paper": {"id": paper_id, "title": "A title", **paper}, "numComments": 2}
+
+
+def test_daily_page_reads_every_paper_from_the_hydration_json() -> None:
+    result = parse_daily_page(sample("papers-date-2025-03-05.html"), day=DAY, url=URL)
+    assert result.source is PageSource.JSON
+    assert result.empty_reason is None
+    assert len(result.papers) == 26
+    first = result.papers[0]
+    assert first.id == "2503.10655"
+    assert first.authors == ("Mohammad Salakhutdinov", "Ruslan Vapnik", "Vladimir O'Brien")
+    assert first.organization == "Ai2"
+    assert first.comments == 4
+    assert first.daily_date == DAY
+    assert "\n" not in (first.summary or "")
+
+
+def test_page_and_api_of_the_same_day_agree() -> None:
+    from_page = parse_daily_page(sample("papers-date-2025-03-05.html"), day=DAY, url=URL)
+    from_api = parse_daily_api(sample("api-daily_papers-2025-03-05.json"), day=DAY, url=URL)
+    assert from_api.source is PageSource.API
+    assert sorted(from_page.papers, key=lambda p: p.id) == sorted(from_api.papers, key=lambda p: p.id)
+
+
+def test_cards_are_read_when_the_json_is_missing_and_the_log_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    day = dt.date(2025, 3, 6)
+    result = parse_daily_page(sample("papers-date-2025-03-06-cards-only.html"), day=day, url=URL)
+    assert result.source is PageSource.CARDS
+    assert len(result.papers) == 26
+    paper = next(p for p in result.papers if p.id == "2503.18705")
+    assert paper.title == "Tokens-to-Token ViT: Training Vision Transformers from Scratch on ImageNet"
+    assert paper.upvotes == 27 and paper.comments == 3
+    assert paper.authors == ("Zoubin Schmidhuber", "Sanjeev LeCun", "Yann Cho")
+    assert not paper.complete and paper.summary is None
+    assert "no hydration JSON" in caplog.text
+
+
+def test_a_weekend_page_showing_another_day_means_no_papers() -> None:
+    result = parse_daily_page(sample("papers-date-2025-03-08-weekend.html"), day=dt.date(2025, 3, 8), url=URL)
+    assert result.papers == ()
+    assert result.empty_reason == "page shows 2025-03-06"
+
+
+def test_cards_for_another_day_mean_no_papers() -> None:
+    body = sample("papers-date-2025-03-06-cards-only.html")
+    result = parse_daily_page(body, day=dt.date(2025, 3, 7), url=URL)
+    assert result.papers == () and result.empty_reason == "page shows 2025-03-06"
+
+
+@pytest.mark.parametrize(
+    ("props", "reason"),
+    [
+        ({"dateString": "2025-03-05", "periodType": "week", "dailyPapers": [item()]}, "page shows a week view"),
+        ({"dateString": "2025-03-04", "periodType": "day", "dailyPapers": [item()]}, "page shows 2025-03-04"),
+    ],
+)
+def test_other_periods_and_dates_are_empty_days(props: dict[str, object], reason: str) -> None:
+    result = parse_daily_page(page(props), day=DAY, url=URL)
+    assert result.papers == () and result.empty_reason == reason
+
+
+def test_the_data_div_is_found_in_any_attribute_order_and_under_any_parent() -> None:
+    props = {"dateString": "2025-03-05", "dailyPapers": [item()]}
+    assert len(parse_daily_page(page(props, attrs_first=True), day=DAY, url=URL).papers) == 1
+    assert len(parse_daily_page(page(props), day=DAY, url=URL).papers) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"<html><body><main><h1>Daily Papers</h1></main></body></html>", "changed shape"),
+        (b"", "changed shape"),
+        (b'<div data-target="DailyPapers" data-props="{&quot;dailyPapers&quot;:[{&quot;pa"></div>', "broken JSON"),
+        (b'<div data-target="DailyPapers" data-props="[1, 2]"></div>', "not a JSON object"),
+        (b'<div data-target="DailyPapers" data-props="{}"></div>', "no dailyPapers list"),
+        (b'<div data-target="DailyPapers"></div>', "no data-props"),
+        (b"<article><h3>no link</h3></article>", "none of its 1 cards"),
+    ],
+)
+def test_unknown_shapes_are_errors_naming_the_url(body: bytes, message: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_daily_page(body, day=DAY, url=URL)
+    assert message in str(caught.value)
+    assert str(caught.value).startswith(URL)
+
+
+def test_truncated_real_page_is_an_error_not_fewer_papers() -> None:
+    body = sample("papers-date-2025-03-05.html")
+    with pytest.raises(ParseError):
+        parse_daily_page(body[: len(body) // 2], day=DAY, url=URL)
+
+
+def test_every_optional_field_may_be_missing() -> None:
+    props = {"dateString": "2025-03-05", "dailyPapers": [{"paper": {"id": "2503.00002", "title": "Bare"}}]}
+    (paper,) = parse_daily_page(page(props), day=DAY, url=URL).papers
+    assert paper.as_json() == {
+        "id": "2503.00002", "title": "Bare", "summary": None, "authors": [], "daily_date": "2025-03-05",
+        "published_at": None, "upvotes": None, "comments": None, "github_repo": None, "github_stars": None,
+        "project_page": None, "organization": None, "ai_keywords": [],
+        "url": "https://huggingface.co/papers/2503.00002",
+    }
+
+
+def test_wrongly_typed_fields_become_missing_not_errors() -> None:
+    props = {"dateString": "2025-03-05", "dailyPapers": [
+        item(upvotes="12", githubStars=True, authors=[{"name": 3}, "x", {"name": " Ada  Lovelace "}],
+             ai_keywords="nope", organization=[1]),
+    ]}
+    (paper,) = parse_daily_page(page(props), day=DAY, url=URL).papers
+    assert paper.upvotes is None and paper.github_stars is None
+    assert paper.authors == ("Ada Lovelace",)
+    assert paper.ai_keywords == () and paper.organization is None
+
+
+def test_items_without_id_or_title_are_skipped_and_all_bad_is_an_error() -> None:
+    good_and_bad = {"dateString": "2025-03-05", "dailyPapers": [item(), {"paper": {"title": "no id"}}, 7]}
+    assert [p.id for p in parse_daily_page(page(good_and_bad), day=DAY, url=URL).papers] == ["2503.00001"]
+    all_bad = {"dateString": "2025-03-05", "dailyPapers": [{"paper": {"title": "no id"}}]}
+    with pytest.raises(ParseError, match="none of the 1 papers"):
+        parse_daily_page(page(all_bad), day=DAY, url=URL)
+
+
+def test_an_empty_day_in_the_json_is_zero_papers_not_an_error() -> None:
+    result = parse_daily_page(page({"dateString": "2025-03-05", "dailyPapers": []}), day=DAY, url=URL)
+    assert result.papers == () and result.empty_reason is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("Deep\n  Learning", "Deep Learning"),
+        ("  a\t\tb \r\n c  ", "a b c"),
+        ("<b>bold</b> & co", "<b>bold</b> & co"),
+        ("nul\x00byte", "nul byte"),
+        ("line\u2028sep", "line sep"),
+        ("   ", None),
+        (None, None),
+        (42, None),
+    ],
+)
+def test_text_is_whitespace_collapsed_and_otherwise_kept(raw: object, clean: str | None) -> None:
+    assert clean_text(raw) == clean
+
+
+def test_html_in_titles_is_kept_as_text() -> None:
+    props = {"dateString": "2025-03-05", "dailyPapers": [item(title="x")]}
+    props["dailyPapers"][0]["title"] = "When <script>alert(1)</script> & \n  LaTeX $x<y$"  # type: ignore[index]
+    (paper,) = parse_daily_page(page(props), day=DAY, url=URL).papers
+    assert paper.title == "When <script>alert(1)</script> & LaTeX $x<y$"
+
+
+def test_api_answer_that_is_not_an_array_is_an_error() -> None:
+    with pytest.raises(ParseError, match="expected a JSON array"):
+        parse_daily_api(b'{"error": "Invalid date"}', day=DAY, url=URL)
+    with pytest.raises(ParseError, match="broken JSON"):
+        parse_daily_api(b'[{"paper": {"id"', day=DAY, url=URL)

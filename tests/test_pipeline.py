@@ -1,0 +1,135 @@
+"""fetch → parse → store for real, against the fake site, into a real SQLite file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ConfigFactory
+from fakehf import FakeHF, Fault
+from paperwatch.config import Config
+from paperwatch.fetch import Fetcher
+from paperwatch.models import PageSource
+from paperwatch.pipeline import DayReport, fetch_days, recent_days
+from paperwatch.store import Store
+
+WED, THU, FRI, SAT = (dt.date(2025, 3, 5) + dt.timedelta(days=n) for n in range(4))
+
+
+class Harness:
+    def __init__(self, config: Config, store: Store, fetcher: Fetcher) -> None:
+        self.config, self.store, self.fetcher = config, store, fetcher
+
+    async def fetch(self, *days: dt.date) -> dict[dt.date, DayReport]:
+        reports = await fetch_days(self.fetcher, self.store, self.config.source.base_url, days)
+        return {r.day: r for r in reports}
+
+    async def ids(self, day: dt.date | None = None) -> set[str]:
+        return {p.id for p in await self.store.papers(date=day)}
+
+
+@pytest.fixture
+async def run(make_config: ConfigFactory, fake_hf: FakeHF) -> AsyncIterator[Harness]:
+    for day in (WED, THU, FRI):
+        fake_hf.days[day] = [FakeHF.make_item(day, n) for n in range(6)]
+    config = make_config()
+    async with await Store.open(config.paperwatch.database) as store, Fetcher(config.source) as fetcher:
+        yield Harness(config, store, fetcher)
+
+
+def served_ids(fake_hf: FakeHF, day: dt.date) -> set[str]:
+    return {item["paper"]["id"] for item in fake_hf.items(day)}
+
+
+async def test_days_are_stored_with_every_paper(run: Harness, fake_hf: FakeHF) -> None:
+    reports = await run.fetch(WED, THU)
+    assert [reports[d].line() for d in (WED, THU)] == [f"{WED}: 6 papers, 6 new", f"{THU}: 6 papers, 6 new"]
+    assert await run.ids(WED) == served_ids(fake_hf, WED)
+
+
+async def test_a_failing_day_is_reported_and_the_others_still_land(run: Harness, fake_hf: FakeHF) -> None:
+    fake_hf.page_mode[THU] = "changed"
+    fake_hf.fail(f"/api/daily_papers?date={THU}", *[Fault.status(503)] * 10)
+    reports = await run.fetch(WED, THU, FRI)
+    assert reports[THU].failed
+    url = f"{fake_hf.base_url}/papers/date/{THU}"
+    assert reports[THU].detail is not None and reports[THU].detail.startswith(f"{url}: page has changed shape")
+    assert "the API fallback failed too" in reports[THU].detail and "\n" not in reports[THU].detail
+    assert await run.ids() == served_ids(fake_hf, WED) | served_ids(fake_hf, FRI)
+
+
+@pytest.mark.parametrize("mode", ["changed", "broken_json", "truncated"])
+async def test_an_unreadable_page_falls_back_to_the_api(run: Harness, fake_hf: FakeHF, mode: str) -> None:
+    fake_hf.page_mode[WED] = mode
+    reports = await run.fetch(WED)
+    assert reports[WED].source is PageSource.API
+    assert await run.ids(WED) == served_ids(fake_hf, WED)
+    assert any(r.path == "/api/daily_papers" for r in fake_hf.requests)
+
+
+async def test_a_later_full_page_completes_what_the_cards_gave(run: Harness, fake_hf: FakeHF) -> None:
+    fake_hf.page_mode[WED] = "cards"
+    assert (await run.fetch(WED))[WED].source is PageSource.CARDS
+    assert all(p.summary is None for p in await run.store.papers())
+    fake_hf.page_mode[WED] = "json"
+    assert (await run.fetch(WED))[WED].new == 0
+    by_id = {p.id: p for p in await run.store.papers()}
+    for item in fake_hf.items(WED):
+        assert by_id[item["paper"]["id"]].authors == tuple(a["name"] for a in item["paper"]["authors"])
+        assert by_id[item["paper"]["id"]].summary
+
+
+@pytest.mark.parametrize("policy", ["latest", "redirect", "redirect_date"])
+async def test_a_weekend_is_a_day_without_papers_whatever_the_site_shows(run: Harness, fake_hf: FakeHF,
+                                                                         policy: str) -> None:
+    fake_hf.latest_policy = policy
+    report = (await run.fetch(SAT))[SAT]
+    assert report.outcome == "empty" and report.papers == 0
+    assert await run.ids() == set()
+
+
+async def test_a_growing_day_adds_the_late_papers(run: Harness, fake_hf: FakeHF) -> None:
+    fake_hf.days[WED] = fake_hf.days[WED][:2]
+    assert (await run.fetch(WED))[WED].new == 2
+    fake_hf.days[WED] = [FakeHF.make_item(WED, n) for n in range(9)]
+    report = (await run.fetch(WED))[WED]
+    assert (report.papers, report.new) == (9, 7)
+
+
+async def test_an_unchanged_page_costs_no_parse_and_no_paper_write(run: Harness, fake_hf: FakeHF) -> None:
+    await run.fetch(WED)
+    before = _rows(run.store.path, "SELECT id, last_seen FROM papers")
+    assert (await run.fetch(WED))[WED].outcome == "not_modified"
+    assert fake_hf.requests[-1].status == 304
+    assert _rows(run.store.path, "SELECT id, last_seen FROM papers") == before
+
+
+async def test_validators_of_a_page_that_failed_are_not_kept(run: Harness, fake_hf: FakeHF) -> None:
+    fake_hf.page_mode[WED] = "changed"
+    await run.fetch(WED)
+    fake_hf.page_mode[WED] = "json"
+    await run.fetch(WED)
+    page_requests = [r for r in fake_hf.requests if r.path == f"/papers/date/{WED}"]
+    assert "If-None-Match" not in page_requests[-1].headers
+
+
+async def test_days_after_today_are_skipped_without_a_request(run: Harness, fake_hf: FakeHF) -> None:
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    assert (await run.fetch(tomorrow))[tomorrow].outcome == "skipped"
+    assert fake_hf.requests == []
+
+
+def test_recent_days_count_back_from_today() -> None:
+    assert recent_days(3, today=FRI) == [FRI, THU, WED]
+
+
+def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(path)
+    try:
+        return sorted(db.execute(sql).fetchall())
+    finally:
+        db.close()

@@ -1,0 +1,171 @@
+"""The store: a real SQLite file; papers are merged, never lost, and every fetch is recorded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from paperwatch.errors import StoreError
+from paperwatch.models import DayPage, PageSource, Paper, Validators
+from paperwatch.store import MIGRATIONS, DayFetch, Store, merge
+
+DAY = dt.date(2025, 3, 5)
+
+
+def paper(paper_id: str = "2503.00001", **fields: object) -> Paper:
+    base: dict[str, object] = {
+        "title": "Grokking at the edge", "summary": "We study grokking.", "authors": ("Ada Lovelace", "Alan Turing"),
+        "daily_date": DAY, "upvotes": 3, "comments": 1, "github_repo": "https://github.com/x/y",
+        "ai_keywords": ("grokking",),
+    }
+    base.update(fields)
+    return Paper(id=paper_id, **base)  # type: ignore[arg-type]
+
+
+def ok(day: dt.date, *papers: Paper, source: PageSource = PageSource.JSON,
+       validators: Validators | None = None) -> DayFetch:
+    return DayFetch(day, f"http://site/papers/date/{day}", 200, page=DayPage(day, papers, source),
+                    validators=validators)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with await Store.open(tmp_path / "state" / "paperwatch.db") as opened:
+        yield opened
+
+
+async def test_schema_is_created_with_durable_settings(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    async with await Store.open(path):
+        pass
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+async def test_a_database_from_a_newer_paperwatch_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer paperwatch"):
+        await Store.open(path)
+
+
+async def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=str(path)):
+        await Store.open(path)
+
+
+async def test_papers_round_trip_with_authors_in_order(store: Store) -> None:
+    authors = tuple(f"Author {n}" for n in range(12))
+    assert await store.record_day(ok(DAY, paper(authors=authors), paper("2503.00002"))) == 2
+    stored = {p.id: p for p in await store.papers()}
+    assert stored["2503.00001"] == paper(authors=authors)
+    assert len(stored) == 2
+
+
+async def test_refetch_updates_counts_and_keeps_first_seen_and_counts_nothing_new(store: Store, tmp_path: Path) -> None:
+    await store.record_day(ok(DAY, paper(upvotes=3)))
+    first_seen = _column(store, "first_seen")
+    assert await store.record_day(ok(DAY, paper(upvotes=40, comments=9, github_stars=120))) == 0
+    (p,) = await store.papers()
+    assert (p.upvotes, p.comments, p.github_stars) == (40, 9, 120)
+    assert _column(store, "first_seen") == first_seen
+
+
+async def test_a_paper_featured_again_later_is_still_one_paper(store: Store) -> None:
+    later = DAY + dt.timedelta(days=6)
+    await store.record_day(ok(DAY, paper()))
+    assert await store.record_day(ok(later, paper(daily_date=later))) == 0
+    (p,) = await store.papers()
+    assert p.daily_date == DAY
+    assert [x.id for x in await store.papers(date=later)] == ["2503.00001"]
+    assert [x.id for x in await store.papers(date=DAY)] == ["2503.00001"]
+
+
+async def test_a_cards_only_fetch_never_overwrites_with_less(store: Store) -> None:
+    full = paper(authors=tuple(f"A{n}" for n in range(9)), project_page="https://p.example")
+    await store.record_day(ok(DAY, full))
+    thin = Paper(id=full.id, title="Grokking at the…", authors=full.authors[:5], daily_date=DAY,
+                 upvotes=50, comments=4, complete=False)
+    await store.record_day(ok(DAY, thin, source=PageSource.CARDS))
+    (p,) = await store.papers()
+    assert p == merge(full, thin)
+    assert p.authors == full.authors and p.summary == full.summary and p.title == full.title
+    assert p.project_page == "https://p.example" and p.upvotes == 50 and p.complete
+
+
+async def test_a_failed_day_keeps_what_was_stored(store: Store) -> None:
+    await store.record_day(ok(DAY, paper()))
+    await store.record_day(DayFetch(DAY, "http://site/x", 503, error="http://site/x: HTTP 503"))
+    assert [p.id for p in await store.papers()] == ["2503.00001"]
+    (state,) = (await store.day_states([DAY])).values()
+    assert state.outcome == "failed" and state.papers == 1 and state.ok_at is not None
+    fetch = (await store.recent_fetches())[0]
+    assert (fetch.outcome, fetch.status, fetch.error) == ("failed", 503, "http://site/x: HTTP 503")
+
+
+async def test_validators_are_remembered_per_url(store: Store) -> None:
+    await store.record_day(ok(DAY, paper(), validators=Validators('"abc"', "Wed, 05 Mar 2025 10:00:00 GMT")))
+    assert await store.validators(f"http://site/papers/date/{DAY}") == Validators(
+        '"abc"', "Wed, 05 Mar 2025 10:00:00 GMT")
+    assert await store.validators("http://site/other") is None
+
+
+async def test_not_modified_writes_no_papers(store: Store) -> None:
+    await store.record_day(ok(DAY, paper()))
+    last_seen = _column(store, "last_seen")
+    await store.record_day(DayFetch(DAY, f"http://site/papers/date/{DAY}", 304, not_modified=True))
+    assert _column(store, "last_seen") == last_seen
+    assert (await store.recent_fetches())[0].outcome == "not_modified"
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("grokking", {"2503.00001"}),
+        ("GROKKING edge", {"2503.00001"}),
+        ("turing", {"2503.00001"}),
+        ("lovel*", {"2503.00001"}),
+        ("naive", {"2503.00002"}),  # stored as "naïve": diacritics don't matter
+        ('diffusion "unbalanced', {"2503.00002"}),  # quotes in user text are not syntax
+        ("grokking diffusion", set()),
+    ],
+)
+async def test_full_text_search_over_title_abstract_and_authors(store: Store, query: str, expected: set[str]) -> None:
+    await store.record_day(ok(DAY, paper(), paper("2503.00002", title='Naïve diffusion "unbalanced',
+                                                  summary="Other", authors=("Grace Hopper",))))
+    assert {p.id for p in await store.papers(search=query)} == expected
+
+
+async def test_listing_is_newest_first_and_filtered(store: Store) -> None:
+    days = [DAY + dt.timedelta(days=n) for n in range(3)]
+    for n, day in enumerate(days):
+        await store.record_day(ok(day, paper(f"2503.0000{n}", daily_date=day)))
+    assert [p.id for p in await store.papers()] == ["2503.00002", "2503.00001", "2503.00000"]
+    assert [p.id for p in await store.papers(since=days[1])] == ["2503.00002", "2503.00001"]
+    assert [p.id for p in await store.papers(limit=1)] == ["2503.00002"]
+
+
+async def test_summary_counts_days_by_outcome(store: Store) -> None:
+    await store.record_day(ok(DAY, paper()))
+    weekend = DAY + dt.timedelta(days=3)
+    await store.record_day(DayFetch(weekend, "u", 200, page=DayPage(weekend, (), PageSource.JSON, "page shows x")))
+    await store.record_day(DayFetch(DAY + dt.timedelta(days=1), "u", None, error="timed out"))
+    summary = await store.summary()
+    assert (summary.papers, summary.days_ok, summary.days_empty, summary.days_failed) == (1, 1, 1, 1)
+
+
+def _column(store: Store, column: str) -> str:
+    db = sqlite3.connect(store.path)
+    try:
+        return str(db.execute(f"SELECT {column} FROM papers").fetchone()[0])
+    finally:
+        db.close()
