@@ -47,7 +47,7 @@ class DayReport:
 
     def line(self) -> str:
         if self.outcome == "ok":
-            via = "" if self.source is PageSource.JSON else f" (read from the {self.source.value if self.source else '?'})"
+            via = f" (read from the {self.source.value})" if self.source in (PageSource.CARDS, PageSource.API) else ""
             return f"{self.day}: {self.papers} papers, {self.new} new{via}"
         if self.outcome == "empty":
             return f"{self.day}: no papers ({self.detail})"
