@@ -125,14 +125,17 @@ async def _check(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _fetch(args: argparse.Namespace, config: Config) -> int:
-    days = sorted(set(args.dates)) or sorted(recent_days(config.source.lookback_days))
-    reports = await _fetch_and_store(config, days, on_day=lambda r: print(r.line(), flush=True))
-    return 1 if any(r.failed for r in reports) else 0
+    return await _fetch_and_report(config, sorted(set(args.dates)) or recent_days(config.source.lookback_days))
 
 
 async def _run_once(args: argparse.Namespace, config: Config) -> int:
-    reports = await _fetch_and_store(config, sorted(recent_days(config.source.lookback_days)),
-                                     on_day=lambda r: print(r.line(), flush=True))
+    return await _fetch_and_report(config, recent_days(config.source.lookback_days))
+
+
+async def _fetch_and_report(config: Config, days: list[dt.date]) -> int:
+    reports = await _fetch_and_store(config, sorted(days))
+    for report in reports:
+        print(report.line())
     return 1 if any(r.failed for r in reports) else 0
 
 
@@ -160,7 +163,7 @@ async def _backfill(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _fetch_and_store(config: Config, days: list[dt.date],
-                           *, on_day: Callable[[DayReport], None]) -> list[DayReport]:
+                           *, on_day: Callable[[DayReport], None] | None = None) -> list[DayReport]:
     async with await Store.open(config.paperwatch.database) as store, Fetcher(config.source) as fetcher:
         return await fetch_days(fetcher, store, config.source.base_url, days, on_day=on_day)
 

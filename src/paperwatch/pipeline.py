@@ -101,7 +101,8 @@ async def fetch_day(fetcher: Fetcher, store: Store, base_url: str, day: dt.date)
     fetched = await _read_day(fetcher, base_url, day, await store.validators(url))
     new = await store.record_day(fetched)
     if fetched.error is not None:
-        log.error("%s", fetched.error)
+        # The caller reports it to the user (a summary line, or the daemon's log): say it once.
+        log.info("%s", fetched.error)
         return DayReport(day, url, "failed", detail=fetched.error)
     if fetched.not_modified or fetched.page is None:
         return DayReport(day, url, "not_modified")
