@@ -37,7 +37,7 @@ async def run(make_config: ConfigFactory, fake_hf: FakeHF) -> AsyncIterator[Harn
     for day in (WED, THU, FRI):
         fake_hf.days[day] = [FakeHF.make_item(day, n) for n in range(6)]
     config = make_config()
-    async with await Store.open(config.paperwatch.database) as store, Fetcher(config.source) as fetcher:
+    async with await Store.open(config.database) as store, Fetcher(config.source) as fetcher:
         yield Harness(config, store, fetcher)
 
 

@@ -35,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         config = load_config(find_config_file(args.config))
-        return asyncio.run(args.command(args, config))
+        command: Command = args.command
+        return asyncio.run(command(args, config))
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -114,7 +115,7 @@ async def _check(args: argparse.Namespace, config: Config) -> int:
     transport = (f"SMTP {config.mail.smtp.host}:{config.mail.smtp.port} ({config.mail.smtp.security})"
                  if config.mail.smtp else f"Maildir {config.mail.maildir}")
     print(f"config: {where}")
-    print(f"database: {config.paperwatch.database}")
+    print(f"database: {config.database}")
     print(f"source: {config.source.base_url}, poll {config.source.poll}, "
           f"lookback {config.source.lookback_days} days")
     print(f"readers: {len(config.readers)}, rules: {rules}")
@@ -145,7 +146,7 @@ async def _backfill(args: argparse.Namespace, config: Config) -> int:
         print(f"paperwatch: nothing to do: --since {args.since} is after {until}", file=sys.stderr)
         return 2
     days = day_range(args.since, until)
-    async with await Store.open(config.paperwatch.database) as store:
+    async with await Store.open(config.database) as store:
         states = await store.day_states(days)
     todo = [d for d in days if not is_settled(states.get(d))]
     print(f"backfill {args.since} .. {until}: {len(days)} days, {len(days) - len(todo)} already complete, "
@@ -164,12 +165,12 @@ async def _backfill(args: argparse.Namespace, config: Config) -> int:
 
 async def _fetch_and_store(config: Config, days: list[dt.date],
                            *, on_day: Callable[[DayReport], None] | None = None) -> list[DayReport]:
-    async with await Store.open(config.paperwatch.database) as store, Fetcher(config.source) as fetcher:
+    async with await Store.open(config.database) as store, Fetcher(config.source) as fetcher:
         return await fetch_days(fetcher, store, config.source.base_url, days, on_day=on_day)
 
 
 async def _papers(args: argparse.Namespace, config: Config) -> int:
-    async with await Store.open(config.paperwatch.database) as store:
+    async with await Store.open(config.database) as store:
         papers = await store.papers(date=args.date, since=args.since, search=args.search, limit=args.limit)
     if args.json:
         json.dump([p.as_json() for p in papers], sys.stdout, ensure_ascii=False, indent=2)
@@ -186,13 +187,13 @@ async def _papers(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _status(args: argparse.Namespace, config: Config) -> int:
-    async with await Store.open(config.paperwatch.database) as store:
+    async with await Store.open(config.database) as store:
         summary = await store.summary()
         failed = await store.failed_days()
         fetches = await store.recent_fetches(10)
     if args.json:
         out = {
-            "database": str(config.paperwatch.database),
+            "database": str(config.database),
             "papers": summary.papers,
             "first_day": _iso(summary.first_day),
             "last_day": _iso(summary.last_day),
@@ -208,7 +209,7 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
         print()
         return 0
     span = f", featured {summary.first_day} .. {summary.last_day}" if summary.first_day else ""
-    print(f"database: {config.paperwatch.database}")
+    print(f"database: {config.database}")
     print(f"papers: {summary.papers}{span}")
     print(f"days: {summary.days_ok} with papers, {summary.days_empty} without, {summary.days_failed} failing")
     print(f"last fetch: {_when(summary.last_fetch)}")

@@ -181,6 +181,13 @@ class Config(_Section):
     mail: MailConfig = MailConfig()
     readers: tuple[Reader, ...] = ()
 
+    @property
+    def database(self) -> Path:
+        """The database file, always absolute once loaded."""
+        if self.paperwatch.database is None:
+            raise RuntimeError("Config.database used before load_config resolved it")
+        return self.paperwatch.database
+
     @field_validator("readers")
     @classmethod
     def _unique_reader_names(cls, readers: tuple[Reader, ...]) -> tuple[Reader, ...]:

@@ -125,7 +125,7 @@ class Fetcher:
 
     def _delay(self, url: str, failure: _Retry, tries: int) -> float:
         if failure.wait is None:
-            step = self._source.backoff * 2 ** (tries - 1)
+            step: float = self._source.backoff * 2.0 ** (tries - 1)
             return min(MAX_BACKOFF, step / 2 + random.uniform(0, step / 2))
         if failure.wait > self._source.max_wait:
             raise FetchError(url, f"rate limited: the site asks us to wait {failure.wait:.0f} s, "
@@ -235,7 +235,7 @@ def server_wait(headers: CIMultiDictProxy[str]) -> float | None:
         except (TypeError, ValueError):
             when = None
         if when is not None and when.tzinfo is not None:
-            return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+            return max(0.0, float((when - dt.datetime.now(dt.UTC)).total_seconds()))
     found = _RATELIMIT_T.search(headers.get("RateLimit") or "")
     return float(found.group(1)) if found else None
 

@@ -379,7 +379,8 @@ class Store:
     async def papers(self, *, date: dt.date | None = None, since: dt.date | None = None,
                      search: str | None = None, limit: int | None = None) -> list[Paper]:
         """Stored papers, newest first, filtered by featured day and full-text search."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int] = []
         if date is not None:
             where.append("p.id IN (SELECT paper_id FROM features WHERE day = ?)")
             params.append(date.isoformat())
@@ -432,8 +433,10 @@ class Store:
 
     async def summary(self) -> Summary:
         papers = await self._scalar("SELECT count(*) FROM papers")
-        counts = dict(await self._db.execute_fetchall("SELECT outcome, count(*) FROM days GROUP BY outcome"))
-        first, last = (await self._db.execute_fetchall("SELECT min(day), max(day) FROM features"))[0]
+        counts: dict[str, int] = {
+            row[0]: row[1] for row in await self._db.execute_fetchall("SELECT outcome, count(*) FROM days GROUP BY outcome")
+        }
+        first, last = list(await self._db.execute_fetchall("SELECT min(day), max(day) FROM features"))[0]
         last_fetch = await self._scalar("SELECT max(at) FROM fetches")
         return Summary(papers, counts.get("ok", 0), counts.get("empty", 0), counts.get("failed", 0),
                        _date(first), _date(last), _datetime(last_fetch))
