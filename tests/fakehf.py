@@ -1,106 +1,454 @@
-"""A fake huggingface.co on 127.0.0.1 for the tests: real-shaped pages, misbehaving on demand.
+"""A fake huggingface.co on 127.0.0.1 for the tests, so they never reach the internet.
 
-It serves ``/papers/date/DAY`` pages in the shape of ``shared/samples`` (hydration JSON and
-article cards), ``/api/daily_papers``, and records every request it sees so tests can assert
-what the fetcher did: headers sent, waits honoured, requests in flight.
+It serves the three things paperwatch reads, in the shapes described in
+``shared/hf-format.md`` and reproducing ``shared/samples/`` byte for byte:
+
+* ``GET /papers/date/YYYY-MM-DD``: the daily page (hydration JSON and ``<article>`` cards),
+  with ETag/Last-Modified and 304s, per-day broken renderings (``page_mode``) and the several
+  things the real site has done for dates without papers (``latest_policy``);
+* ``GET /api/daily_papers?date=...&limit=...&p=...``: the JSON API with ``Link`` pagination
+  and the real 400s (future or malformed date);
+* ``GET /papers``: a redirect to the latest day.
+
+It misbehaves on demand (``fail``, ``fail_first`` with ``Fault``: 429/5xx, hangs, resets
+mid-body, redirects, truncated bodies) and records every request and the peak concurrency it
+saw, so tests can check the fetcher's manners.
+
+Usage::
+
+    async with FakeHF() as hf:
+        hf.days[day] = [FakeHF.make_item(day, n) for n in range(6)]
+        hf.fail(f"/papers/date/{day}", Fault.status(503), Fault.reset())
+        ...  # fetch from hf.base_url
+        assert hf.max_in_flight <= 2
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email.utils
 import hashlib
 import html
 import json
 import random
+import re
+import textwrap
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections import defaultdict, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final, Literal
 
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-_PAGE_HEAD = (
-    '<!doctype html><html class=""><head><meta charset="utf-8"><title>Daily Papers - Hugging Face</title>'
-    '<meta name="viewport" content="width=device-width, initial-scale=1.0"></head>'
-    '<body class="flex flex-col min-h-dvh bg-white dark:bg-gray-950 text-black DailyPapersPage">'
-    '<div class="flex min-h-dvh flex-col"><header class="border-b border-gray-100"><nav>'
-    '<a href="/models">Models</a><a href="/datasets">Datasets</a><a href="/papers">Daily Papers</a>'
-    '</nav></header><main class="flex flex-1 flex-col">'
-)
-_PAGE_TAIL = "</main></div></body></html>"
-_WORDS = (
-    "learning model neural network diffusion transformer language vision reasoning benchmark agents "
-    "scaling training data robust efficient sparse attention graph policy reward alignment video "
-    "retrieval multimodal generation evaluation optimization kernel memory latent tokens"
-).split()
-_NAMES = ("Yann Cho", "Ada Lovelace", "Jürgen Mikolov", "Søren Zhang", "Fei He", "Grace O'Brien",
-          "Tomáš Vapnik", "Anna Peng", "Oriol Liu", "Zoubin Mohamed", "Yujia Li", "Yu Wang")
+# The project root's sibling: works for any clone placed beside shared/.
+SAMPLES: Final = Path(__file__).resolve().parents[2] / "shared" / "samples"
+
+LATEST_POLICIES: Final = frozenset({"latest", "redirect", "redirect_date", "empty"})
+PAGE_MODES: Final = frozenset({"json", "cards", "changed", "broken_json", "truncated"})
+
+API_DEFAULT_LIMIT: Final = 50
+API_MAX_LIMIT: Final = 100
+
+_DATE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-@dataclass(frozen=True)
+class _Missing:
+    """Type of MISSING: ``make_item(day, n, githubRepo=MISSING)`` drops the key."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+
+
+# --------------------------------------------------------------------------------------------
+# Faults and the request log
+# --------------------------------------------------------------------------------------------
+
+FaultKind = Literal["status", "hang", "reset", "redirect", "truncate"]
+
+
+@dataclass(frozen=True, slots=True)
 class Fault:
-    """One misbehaviour, consumed by one request."""
+    """One misbehaviour, consumed by one request. Build it with the class methods."""
 
-    kind: str
+    kind: FaultKind
     code: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     seconds: float = 0.0
     location: str = ""
 
     @classmethod
-    def status(cls, code: int, headers: dict[str, str] | None = None, body: bytes = b"") -> Fault:
-        return cls("status", code=code, headers=headers or {}, body=body)
+    def status(cls, code: int, headers: Mapping[str, str] | None = None, body: bytes = b"") -> Fault:
+        """Answer ``code`` with these headers and body instead of the real response."""
+        return cls("status", code=code, headers=tuple((headers or {}).items()), body=body)
 
     @classmethod
     def hang(cls, seconds: float) -> Fault:
+        """Sleep ``seconds``, then answer normally: for client timeouts and concurrency."""
         return cls("hang", seconds=seconds)
 
     @classmethod
     def reset(cls) -> Fault:
+        """Send the headers (with the full Content-Length) and half the body, then abort."""
         return cls("reset")
 
     @classmethod
     def redirect(cls, location: str, code: int = 302) -> Fault:
+        """Redirect to ``location``, sent verbatim (another host, ``file:``, a relative path)."""
         return cls("redirect", code=code, location=location)
 
     @classmethod
     def truncate(cls) -> Fault:
+        """A 200 whose body is the first half of the real one, Content-Length matching it."""
         return cls("truncate")
 
 
-@dataclass
+@dataclass(slots=True)
 class Req:
+    """One request as the server saw it."""
+
     method: str
-    path: str
+    path: str  # without the query string
     query: dict[str, str]
     headers: CIMultiDict[str]
-    started: float
-    ended: float | None = None
-    status: int | None = None
+    started: float  # time.monotonic() when handling began
+    ended: float | None = None  # when handling ended, also when the client gave up first
+    status: int | None = None  # status line sent; None if nothing was sent
+    fault: str | None = None  # kind of the Fault applied, if any: helps read a failing test
+
+
+# --------------------------------------------------------------------------------------------
+# HTML rendering, in the exact shape of shared/samples/papers-date-*.html
+# --------------------------------------------------------------------------------------------
+
+_HEAD: Final = (
+    '<!doctype html><html class=""><head><meta charset="utf-8"><title>Daily Papers - Hugging Face</title>'
+    '<meta name="viewport" content="width=device-width, initial-scale=1.0, user-scalable=no">'
+    '<link rel="stylesheet" href="/front/build/kube-1/style.css"></head>'
+    '<body class="flex flex-col min-h-dvh bg-white dark:bg-gray-950 text-black DailyPapersPage">'
+    '<div class="flex min-h-dvh flex-col"><header class="border-b border-gray-100"><nav>'
+    '<a href="/models">Models</a><a href="/datasets">Datasets</a><a href="/spaces">Spaces</a>'
+    '<a href="/papers">Daily Papers</a></nav></header><main class="flex flex-1 flex-col">'
+)
+_TAIL: Final = (
+    '</div></main><footer><a href="/terms-of-service">TOS</a></footer></div>'
+    '<script>window.hubConfig = {"features":{}}</script></body></html>'
+)
+_CARD: Final = (
+    '<article class="relative flex flex-col overflow-hidden rounded-xl border">'
+    '<a href="/papers/{id}" class="block"><img src="{thumbnail}" alt=""></a>'
+    '<div class="from-gray-50-to-white -mt-2 flex bg-gradient-to-b px-6 pb-6 pt-8">'
+    '<label class="flex cursor-pointer select-none"><input type="checkbox" class="peer hidden">'
+    '<div class="leading-none">{upvotes}</div></label><div class="w-full">'
+    '<h3 class="mb-1 text-lg font-semibold leading-[1.2] hover:underline">'
+    '<a href="/papers/{id}" class="line-clamp-3 cursor-pointer text-balance">{title}</a></h3>'
+    '<div class="flex items-center"><ul class="flex items-center">{authors}</ul>'
+    '<div class="text-gray-500">· {n_authors} authors</div>'
+    '<a href="/papers/{id}#community" class="ml-2">{comments}</a></div></div></div></article>'
+)
+# A redesign: the same papers in markup the parser has never seen (no data div, no <article>).
+_CHANGED_CARD: Final = (
+    '<div class="paper-row" data-paper="{id}"><span class="votes">{upvotes}</span>'
+    '<h2 class="paper-title"><a href="/papers/{id}">{title}</a></h2></div>'
+)
+
+
+def _esc(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _paper(item: Mapping[str, Any]) -> Mapping[str, Any]:
+    # Tests may serve deliberately malformed items: render what is there instead of crashing.
+    paper = item.get("paper")
+    return paper if isinstance(paper, dict) else {}
+
+
+def _upvotes(item: Mapping[str, Any]) -> int:
+    value = _paper(item).get("upvotes")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _card(item: Mapping[str, Any], template: str = _CARD) -> str:
+    paper = _paper(item)
+    paper_id = paper.get("id", "")
+    authors = [a for a in paper.get("authors") or [] if isinstance(a, dict)]
+    return template.format(
+        id=_esc(paper_id),
+        thumbnail=_esc(item.get("thumbnail") or _thumbnail(str(paper_id))),
+        upvotes=_upvotes(item),
+        title=_esc(item.get("title") or paper.get("title")),
+        # the real cards name only the first five authors, then give the total
+        authors="".join(f'<li title="{_esc(a.get("name"))}"></li>' for a in authors[:5]),
+        n_authors=len(authors),
+        comments=_esc(item.get("numComments", 0)),
+    )
+
+
+def render_page(date_string: str, items: Iterable[Mapping[str, Any]], *, prev_date: str | None,
+                mode: str = "json") -> bytes:
+    """One ``/papers/date/...`` page showing ``items``, in that order, under ``date_string``.
+
+    ``mode`` is one of PAGE_MODES. Public so a test can render a page without a server.
+    """
+    if mode not in PAGE_MODES:
+        raise ValueError(f"unknown page mode {mode!r}; expected one of {sorted(PAGE_MODES)}")
+    items = list(items)
+    day = dt.date.fromisoformat(date_string)
+    heading = (
+        '<section class="container"><h1>Daily Papers</h1><p>by AK and the research community</p>'
+        f'<time datetime="{date_string}">{_MONTHS[day.month - 1]} {day.day}</time>'
+    )
+    if mode == "changed":
+        rows = "".join(_card(item, _CHANGED_CARD) for item in items)
+        body = f'<div class="contents">{heading}<div class="papers-list">{rows}</div></section>'
+        return (_HEAD + body + _TAIL).encode()
+    cards = "".join(_card(item) for item in items)
+    section = f'{heading}<div class="relative grid grid-cols-1 gap-14 lg:grid-cols-2">{cards}</div></section>'
+    if mode == "cards":
+        return (_HEAD + '<div class="contents">' + section + _TAIL).encode()
+    props = {
+        "authLight": {},
+        "canSubmit": False,
+        "dateString": date_string,
+        "dailyPapers": [{**item, "upvoted": False} for item in items],
+        "prevDate": prev_date,
+        "publisher": None,
+        "periodType": "day",
+        "query": {},
+        "isTrending": False,
+    }
+    # Compact, non-ASCII left as is: that is what the samples hold, byte for byte.
+    data = json.dumps(props, separators=(",", ":"), ensure_ascii=False)
+    if mode == "broken_json":
+        data = data[: len(data) // 2]
+    div = f'<div class="SVELTE_HYDRATER contents" data-target="DailyPapers" data-props="{_esc(data)}">'
+    page = (_HEAD + div + section + _TAIL).encode()
+    return page[: len(page) // 2] if mode == "truncated" else page
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic items
+# --------------------------------------------------------------------------------------------
+
+_FIRST: Final = ("Yoshua", "Wei", "Anna", "Kyunghyun", "Jürgen", "Søren", "Tomáš", "Léon", "Zoë",
+                 "Łukasz", "Nadia", "Pieter", "Mohammad", "Xin", "Ursula", "Chen", "Hao", "Quoc",
+                 "Fei", "Ilya", "Jia", "Shakir", "Zoubin", "Aditi")
+_LAST: Final = ("Bengio", "Zhang", "O'Brien", "García", "Schmidhuber", "Vapnik", "Le", "Xu", "Peng",
+                "Mohamed", "Arora", "von Luxburg", "Ghahramani", "Sutskever", "Cho", "Liu", "Wang",
+                "Kowalski", "Nakamura", "Müller", "Deng", "Abbeel", "Hauberg", "Okafor")
+_TOPICS: Final = ("Long-Context Language Models", "Diffusion Transformers", "Vision-Language Agents",
+                  "Sparse Mixture-of-Experts", "Retrieval-Augmented Generation", "Speech Tokenizers",
+                  "3D Gaussian Splatting", "Reward Models", "Linear Attention", "Video Generation",
+                  "Code LLMs", "Multilingual Reasoning")
+_VERBS: Final = ("Scaling", "Rethinking", "Distilling", "Benchmarking", "Aligning", "Compressing",
+                 "Steering", "Evaluating")
+_NAMES: Final = ("Orca", "Lumen", "Tessera", "Quill", "Halcyon", "Marmot", "Vireo", "Kestrel", "Basalt")
+_SENTENCES: Final = (
+    "Large language models (LLMs) have shown remarkable abilities across a wide range of tasks, yet "
+    "their behaviour on {topic} remains poorly understood.",
+    "Existing approaches either rely on expensive human annotation or fail to generalise beyond the "
+    "distribution they were trained on.",
+    "In this work, we introduce {name}, a simple and scalable framework for {topic_l} that requires no "
+    "additional supervision.",
+    "Our key insight is that the intermediate representations already encode most of the signal "
+    "needed, so a lightweight probe suffices.",
+    "We train models from 125M to 7B parameters on 1.2T tokens and evaluate them on twelve public "
+    "benchmarks.",
+    "{name} improves accuracy by 4.7 points on average while reducing inference cost by 38%, and it "
+    "matches much larger baselines on out-of-domain data.",
+    "Ablations show that both the curriculum and the auxiliary loss are necessary, and that gains "
+    "persist at scale.",
+    "We further analyse failure cases and find that most errors stem from ambiguous instructions "
+    "rather than missing knowledge.",
+    "Code, data and model weights are publicly available to facilitate future research.",
+)
+# Untrusted text as the real site carries it: markup-like characters, entities, quotes, LaTeX.
+_HOSTILE_TITLE: Final = "Sub-$\\mathcal{{O}}(n^2)$ {topic} <in> Q&A & R&D: \"Closing\" the Gap"
+_HOSTILE_SENTENCE: Final = ("On <50% of inputs the bound $\\|W\\|_2 < 1$ holds & fails otherwise; we "
+                            "call this the \"A&B\" regime (<script>alert(1)</script> is plain text).")
+_SUBMITTERS: Final = (("AK", "akhaliq", True), ("Niels Rogge", "nielsr", True),
+                      ("Yanxin Lu", "amber1120", False))
+_ORGS: Final = (("meta-llama", "Meta Llama"), ("google", "Google"), ("deepseek-ai", "DeepSeek"),
+                ("allenai", "Ai2"), ("Qwen", "Qwen"))
+_OUTER_ONLY: Final = frozenset({"thumbnail", "numComments", "submittedBy", "isAuthorParticipating", "upvoted"})
+_BOTH: Final = frozenset({"title", "summary", "publishedAt", "organization", "mediaUrls"})
+
+
+def _hex(*parts: object) -> str:
+    """A deterministic 24-hex-digit id in the Mongo style the site uses."""
+    return hashlib.sha1(":".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
+def _thumbnail(paper_id: str) -> str:
+    return f"https://cdn-thumbnails.huggingface.co/social-thumbnails/papers/{paper_id}.png"
+
+
+def _stamp(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _user(fullname: str, name: str, pro: bool) -> dict[str, Any]:
+    return {"_id": _hex("user", name), "avatarUrl": f"/avatars/{_hex('avatar', name)}.svg",
+            "isPro": pro, "fullname": fullname, "user": name, "type": "user", "name": name}
+
+
+def _authors(rng: random.Random, paper_id: str, count: int) -> list[dict[str, Any]]:
+    authors: list[dict[str, Any]] = []
+    for k in range(count):
+        name = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
+        author: dict[str, Any] = {"_id": _hex(paper_id, "author", k), "name": name, "hidden": False}
+        if rng.random() < 0.3:  # linked accounts carry user/status, like the real data
+            handle = re.sub(r"[^a-z]", "", name.split()[-1].lower()) or "user"
+            author["user"] = _user(name, f"{handle}{k}", False)
+            author["status"] = "claimed_verified"
+            author["statusLastChangedAt"] = "2024-07-22T10:12:44.059Z"
+        authors.append(author)
+    return authors
+
+
+def _make_item(day: dt.date, n: int, **overrides: Any) -> dict[str, Any]:
+    if not 0 <= n < 300:
+        raise ValueError("n must be in 0..299 so that ids stay unique per day")
+    # A str seed is hashed with SHA-512: stable across runs and PYTHONHASHSEED.
+    rng = random.Random(f"fakehf:{day.isoformat()}:{n}")
+    paper_id = overrides.pop("id", f"{day:%y%m}.0{day.day * 300 + n:04d}")
+    topic, name = rng.choice(_TOPICS), rng.choice(_NAMES)
+    if n % 7 == 4:
+        title = _HOSTILE_TITLE.format(topic=topic)
+    elif n % 6 == 5:  # arXiv titles keep their line continuation
+        title = f"{rng.choice(_VERBS)} {topic}:\n  {name}, a Study of What Transfers"
+    else:
+        title = f"{name}: {rng.choice(_VERBS)} {topic} with {rng.choice(_TOPICS)}"
+    picked = sorted(rng.sample(range(len(_SENTENCES)), rng.randint(4, 7)))
+    sentences = [_SENTENCES[i].format(topic=topic, topic_l=topic.lower(), name=name) for i in picked]
+    if n % 7 == 4:
+        sentences.insert(2, _HOSTILE_SENTENCE)
+    # arXiv abstracts arrive with hard line breaks near 80 columns
+    summary = textwrap.fill(" ".join(sentences), width=80, break_long_words=False, break_on_hyphens=False)
+    arxiv = dt.datetime.combine(day - dt.timedelta(days=rng.randint(1, 3)), dt.time(), dt.UTC)
+    if n % 2:  # some arXiv dates carry a time, others are midnight-truncated
+        arxiv += dt.timedelta(seconds=rng.randint(0, 86_399))
+    featured = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(
+        seconds=rng.randint(3_600, 11 * 3_600), milliseconds=rng.randint(0, 999))
+    submitter = _user(*_SUBMITTERS[n % len(_SUBMITTERS)])
+    upvotes = int(rng.paretovariate(1.2) * 3) - 3 + rng.randint(0, 4)  # mostly few, now and then many
+
+    paper: dict[str, Any] = {
+        "id": paper_id,
+        "authors": _authors(rng, paper_id, 1 + rng.randrange(12)),
+        "publishedAt": _stamp(arxiv),
+        "submittedOnDailyAt": _stamp(featured),
+        "title": title,
+        "submittedOnDailyBy": submitter,
+        "summary": summary,
+        "upvotes": max(0, min(upvotes, 400)),
+        "discussionId": _hex(paper_id, "discussion"),
+    }
+    if n % 3 == 0:
+        paper["githubRepo"] = f"https://github.com/{name.lower()}-lab/{paper_id.replace('.', '-')}"
+        paper["githubRepoAddedBy"] = "user" if n % 2 else "author"
+        paper["githubStars"] = rng.randint(0, 5000)
+    if n % 4 == 1:
+        paper["projectPage"] = f"https://{name.lower()}-lab.github.io/{paper_id}"
+    if n % 5 != 4:  # ai_* is absent on fresh papers
+        paper["ai_summary"] = f"{name} improves {topic.lower()} without additional supervision."
+        paper["ai_keywords"] = sorted({w.lower() for w in topic.split()} | {name.lower()})
+        paper["ai_summary_model"] = "Qwen/Qwen2.5-Coder-32B-Instruct"
+    organization = None
+    if n % 3 != 2:
+        handle, fullname = _ORGS[n % len(_ORGS)]
+        organization = {"_id": _hex("org", handle), "name": handle, "fullname": fullname,
+                        "avatar": f"https://cdn-avatars.huggingface.co/v1/production/uploads/{_hex(handle)}.png"}
+        paper["organization"] = organization
+    media = None
+    if n % 6 == 3:
+        media = [f"https://cdn-uploads.huggingface.co/production/uploads/{_hex(paper_id, 'media')}/fig1.png"]
+        paper["mediaUrls"] = media
+
+    item: dict[str, Any] = {
+        "paper": paper,
+        "publishedAt": _stamp(arxiv + dt.timedelta(hours=20)),
+        "title": title,
+        "summary": summary,
+        "thumbnail": _thumbnail(paper_id),
+        "numComments": rng.randint(0, 6),
+        "submittedBy": submitter,
+        "isAuthorParticipating": n % 5 == 1,
+    }
+    if organization is not None:
+        item["organization"] = organization
+    if media is not None:
+        item["mediaUrls"] = media
+
+    for key, value in overrides.items():
+        if key == "authors" and isinstance(value, int):
+            value = _authors(rng, paper_id, value)  # a count: generate that many
+        targets = [item] if key in _OUTER_ONLY else [item, paper] if key in _BOTH else [paper]
+        for target in targets:
+            if value is MISSING:
+                target.pop(key, None)
+            else:
+                target[key] = value
+    return item
+
+
+# --------------------------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------------------------
 
 
 class FakeHF:
-    """``async with FakeHF() as hf:`` then point ``source.base_url`` at ``hf.base_url``."""
+    """aiohttp.web app on 127.0.0.1, random port. See the module docstring."""
 
     def __init__(self) -> None:
+        self.base_url = ""
         self.days: dict[dt.date, list[dict[str, Any]]] = {}
+        self._latest_policy = "latest"
         self.page_mode: dict[dt.date, str] = {}
-        self.latest_policy = "latest"
         self.etag = True
+        # The UTC date the API takes for today (400 for later dates); None means the real one.
+        self.today: dt.date | None = None
         self.requests: list[Req] = []
         self.max_in_flight = 0
         self._in_flight = 0
-        self._faults: list[tuple[str, list[Fault]]] = []
-        self._first: tuple[int, tuple[Fault, ...]] | None = None
-        self._seen: dict[str, int] = defaultdict(int)
+        self._faults: dict[str, deque[Fault]] = {}
+        self._first_n = 0
+        self._first_choices: tuple[Fault, ...] = ()
+        self._seen: defaultdict[str, int] = defaultdict(int)
+        # ETag -> Last-Modified: when each distinct body was first served.
+        self._modified: dict[str, dt.datetime] = {}
+        self._last_modified = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
         self._runner: web.AppRunner | None = None
-        self.base_url = ""
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        # One catch-all handler, so that faults and the log cover every path, 404s included.
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # handler_cancellation: a client that gives up on a hang cancels its handler, so the
+        # in-flight count drops right then and close() does not wait out the sleep.
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
 
     async def __aenter__(self) -> FakeHF:
         await self.start()
@@ -110,224 +458,281 @@ class FakeHF:
                         tb: TracebackType | None) -> None:
         await self.close()
 
-    async def start(self) -> None:
-        app = web.Application(middlewares=[self._middleware])
-        app.router.add_get("/papers/date/{day}", self._day_page)
-        app.router.add_get("/api/daily_papers", self._api)
-        app.router.add_get("/papers", self._papers_root)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.base_url = f"http://127.0.0.1:{port}"
+    # -- what it serves -------------------------------------------------------------------------
 
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    @property
+    def latest_policy(self) -> str:
+        """What a date without papers serves: "latest", "redirect", "redirect_date" or "empty"."""
+        return self._latest_policy
 
-    # -- misbehaviour -------------------------------------------------------------------
-
-    def fail(self, path_prefix: str, *responses: Fault) -> None:
-        """Requests whose path (and query) start with ``path_prefix`` get these faults, in order."""
-        self._faults.append((path_prefix, list(responses)))
-
-    def fail_first(self, n: int, *choices: Fault) -> None:
-        """The first ``n`` requests of every distinct URL get a fault, cycling through ``choices``."""
-        self._first = (n, choices)
-
-    def _fault_for(self, request: web.Request) -> Fault | None:
-        target = request.path_qs
-        for prefix, queue in self._faults:
-            if queue and target.startswith(prefix):
-                return queue.pop(0)
-        if self._first is not None:
-            n, choices = self._first
-            seen = self._seen[target]
-            self._seen[target] += 1
-            if seen < n:
-                return choices[seen % len(choices)]
-        return None
-
-    @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        record = Req(request.method, request.path, dict(request.query), CIMultiDict(request.headers),
-                     time.monotonic())
-        self.requests.append(record)
-        self._in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self._in_flight)
-        try:
-            response = await self._serve(request, handler)
-            record.status = response.status
-            return response
-        finally:
-            self._in_flight -= 1
-            record.ended = time.monotonic()
-
-    async def _serve(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        fault = self._fault_for(request)
-        if fault is None:
-            return await handler(request)
-        if fault.kind == "status":
-            return web.Response(status=fault.code, headers=fault.headers, body=fault.body)
-        if fault.kind == "redirect":
-            return web.Response(status=fault.code, headers={"Location": fault.location})
-        if fault.kind == "hang":
-            await asyncio.sleep(fault.seconds)
-            return await handler(request)
-        normal = await handler(request)
-        body = normal.body if isinstance(normal, web.Response) and isinstance(normal.body, bytes) else b""
-        if fault.kind == "truncate":
-            return web.Response(status=200, body=body[: len(body) // 2], content_type=normal.content_type)
-        return await _reset_mid_body(request, body)
-
-    # -- content ------------------------------------------------------------------------
+    @latest_policy.setter
+    def latest_policy(self, value: str) -> None:
+        if value not in LATEST_POLICIES:
+            raise ValueError(f"unknown latest_policy {value!r}; expected one of {sorted(LATEST_POLICIES)}")
+        self._latest_policy = value
 
     def items(self, day: dt.date) -> list[dict[str, Any]]:
-        """The items served for ``day``, sorted like the API: most upvoted first."""
-        return sorted(self.days.get(day, []), key=lambda i: -(i["paper"].get("upvotes") or 0))
+        """The items served for ``day`` now, sorted like the API (upvotes desc, ties in list order).
 
-    def _latest_day(self, before: dt.date | None = None) -> dt.date | None:
-        days = [d for d, items in self.days.items() if items and (before is None or d <= before)]
-        return max(days) if days else max((d for d in self.days if self.days[d]), default=None)
-
-    async def _papers_root(self, request: web.Request) -> web.Response:
-        latest = self._latest_day()
-        raise web.HTTPFound(f"/papers/date/{latest}" if latest else "/papers/trending")
-
-    async def _day_page(self, request: web.Request) -> web.Response:
-        try:
-            day = dt.date.fromisoformat(request.match_info["day"])
-        except ValueError:
-            raise web.HTTPNotFound() from None
-        shown = day
-        if not self.days.get(day):
-            latest = self._latest_day(day)
-            if self.latest_policy == "redirect":
-                raise web.HTTPFound("/papers")
-            if self.latest_policy == "redirect_date" and latest is not None:
-                raise web.HTTPFound(f"/papers/date/{latest}")
-            if self.latest_policy == "latest" and latest is not None:
-                shown = latest
-        body = self._render(shown, self.page_mode.get(day, "json")).encode()
-        return self._conditional(request, body)
-
-    def _conditional(self, request: web.Request, body: bytes) -> web.Response:
-        if not self.etag:
-            return web.Response(body=body, content_type="text/html", charset="utf-8")
-        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
-        modified = "Wed, 05 Mar 2025 10:00:00 GMT"
-        if request.headers.get("If-None-Match") == etag:
-            return web.Response(status=304, headers={"ETag": etag, "Last-Modified": modified})
-        return web.Response(body=body, content_type="text/html", charset="utf-8",
-                            headers={"ETag": etag, "Last-Modified": modified})
-
-    def _render(self, day: dt.date, mode: str) -> str:
-        items = [{**item, "upvoted": False} for item in self.items(day)]
-        props = {"authLight": {}, "canSubmit": False, "dateString": day.isoformat(), "dailyPapers": items,
-                 "prevDate": (day - dt.timedelta(days=1)).isoformat(), "publisher": None,
-                 "periodType": "day", "query": {}, "isTrending": False}
-        data = html.escape(json.dumps(props), quote=True)
-        if mode == "broken_json":
-            data = data[: len(data) // 2]
-        div = f'<div class="SVELTE_HYDRATER contents" data-target="DailyPapers" data-props="{data}"></div>'
-        cards = "".join(_card(item) for item in items)
-        section = (f'<section class="container"><h1>Daily Papers</h1><time datetime="{day}">{day:%b %d}</time>'
-                   f'<div class="relative grid grid-cols-1 gap-14">{cards}</div></section>')
-        if mode == "cards":
-            content = f'<div class="contents">{section}</div>'
-        elif mode == "changed":
-            content = '<div class="contents"><section><h1>Daily Papers</h1><p>Something new</p></section></div>'
-        else:
-            content = div + section
-        page = _PAGE_HEAD + content + _PAGE_TAIL
-        return page[: len(page) // 2] if mode == "truncated" else page
-
-    async def _api(self, request: web.Request) -> web.Response:
-        try:
-            day = dt.date.fromisoformat(request.query.get("date", ""))
-        except ValueError:
-            return web.json_response({"error": "Invalid date"}, status=400)
-        if day > dt.datetime.now(dt.UTC).date():
-            return web.json_response({"error": "Date cannot be in the future"}, status=400)
-        limit = min(int(request.query.get("limit", "50")), 100)
-        page = int(request.query.get("p", "0"))
-        items = self.items(day)
-        chunk = items[page * limit:(page + 1) * limit]
-        headers = {}
-        if (page + 1) * limit < len(items):
-            headers["Link"] = f'<{self.base_url}/api/daily_papers?date={day}&limit={limit}&p={page + 1}>; rel="next"'
-        return web.json_response(chunk, headers=headers)
-
-    # -- data ---------------------------------------------------------------------------
+        The dicts are those in ``days``: changing one changes what is served.
+        """
+        return sorted(self.days.get(day) or [], key=_upvotes, reverse=True)
 
     @staticmethod
     def make_item(day: dt.date, n: int, **overrides: Any) -> dict[str, Any]:
-        """A realistic, deterministic item for paper ``n`` of ``day``."""
-        rng = random.Random(f"{day}-{n}")
-        paper_id = f"{day:%y%m}.{(day.day * 1000 + n) % 100000:05d}"
-        words = rng.sample(_WORDS, 6)
-        title = f"{words[0].title()} {words[1]} for {words[2]}:\n  a study of {words[3]} {words[4]}"
-        lines = [" ".join(rng.choices(_WORDS, k=9)) for _ in range(rng.randint(3, 7))]
-        authors = [{"_id": f"{n:04x}{i:020x}", "name": rng.choice(_NAMES), "hidden": False}
-                   for i in range(rng.randint(1, 12))]
-        paper: dict[str, Any] = {
-            "id": paper_id, "authors": authors,
-            "publishedAt": f"{day - dt.timedelta(days=2)}T00:00:00.000Z",
-            "submittedOnDailyAt": f"{day}T00:00:00.000Z",
-            "title": title, "summary": "We study " + ".\n".join(lines) + ".",
-            "upvotes": rng.randint(0, 200), "discussionId": f"d{paper_id}",
-        }
-        if n % 2 == 0:
-            paper["ai_keywords"] = words[:4]
-            paper["ai_summary"] = lines[0]
-        if n % 3 == 0:
-            paper["githubRepo"] = f"https://github.com/lab{n}/{words[0]}"
-            paper["githubStars"] = rng.randint(0, 5000)
-        if n % 4 == 1:
-            paper["projectPage"] = f"https://{words[1]}.github.io/"
-        item: dict[str, Any] = {
-            "paper": paper, "publishedAt": f"{day}T08:{n % 60:02d}:00.000Z", "title": title,
-            "summary": paper["summary"], "numComments": rng.randint(0, 12),
-            "thumbnail": f"https://cdn-thumbnails.huggingface.co/social-thumbnails/papers/{paper_id}.png",
-            "isAuthorParticipating": bool(n % 2),
-        }
-        if n % 5 != 4:
-            org = {"_id": f"o{n}", "name": f"lab{n % 3}", "fullname": ["Ai2", "Mila", "DeepMind"][n % 3]}
-            item["organization"] = org
-        for key, value in overrides.items():
-            (paper if key in paper or key in ("upvotes", "ai_keywords") else item)[key] = value
-        return item
+        """A realistic synthetic item for ``day``, number ``n`` (0..299); deterministic.
+
+        Ids are ``YYMM.0NNNN`` from the day and n, so unique per day and n. Titles and abstracts
+        read like real ones (abstracts hard-wrapped at 80 columns; n%6==5 titles hold an arXiv
+        ``\\n  ``; n%7==4 titles and abstracts carry ``<``, ``&``, quotes and LaTeX); 1-12
+        authors; optional keys present or absent by n (githubRepo/Stars n%3==0, projectPage
+        n%4==1, ai_* absent when n%5==4, organization unless n%3==2, mediaUrls n%6==3).
+
+        ``overrides`` set keys where they live: upvotes, id, authors, githubRepo... on
+        ``paper``; numComments, thumbnail, submittedBy, isAuthorParticipating on the outer
+        item; title, summary, publishedAt, organization, mediaUrls on both. ``authors=N``
+        generates N authors; the value ``MISSING`` removes the key.
+        """
+        return _make_item(day, n, **overrides)
 
     @staticmethod
     def sample_items(name: str = "api-daily_papers-2025-03-05.json") -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = json.loads((SAMPLES / name).read_text())
-        return items
+        """Items from a file in shared/samples: an API JSON array, or a page's dailyPapers
+        (without the page-only ``upvoted`` key)."""
+        text = (SAMPLES / name).read_text(encoding="utf-8")
+        if not name.endswith(".html"):
+            items: list[dict[str, Any]] = json.loads(text)
+            return items
+        found = re.search(r'data-target="DailyPapers" data-props="([^"]*)"', text)
+        if found is None:
+            raise ValueError(f"{name} has no hydration JSON")
+        props = json.loads(html.unescape(found.group(1)))
+        return [{k: v for k, v in item.items() if k != "upvoted"} for item in props["dailyPapers"]]
+
+    def _latest_day(self) -> dt.date | None:
+        published = [day for day, items in self.days.items() if items]
+        return max(published) if published else None
+
+    def _prev_date(self, day: dt.date) -> str:
+        earlier = [d for d, items in self.days.items() if items and d < day]
+        return (max(earlier) if earlier else day - dt.timedelta(days=1)).isoformat()
+
+    def _today(self) -> dt.date:
+        return self.today or dt.datetime.now(dt.UTC).date()
+
+    # -- misbehaviour ---------------------------------------------------------------------------
+
+    def fail(self, path_prefix: str, *responses: Fault) -> None:
+        """Queue faults for requests whose path (+ "?" + query, if any) starts with
+        ``path_prefix``: each matching request consumes the next one, then service resumes.
+        When several prefixes match, the longest one with faults left wins."""
+        self._faults.setdefault(path_prefix, deque()).extend(responses)
+
+    def fail_first(self, n: int, *choices: Fault) -> None:
+        """For every distinct URL (path + query), the first ``n`` requests from now get a
+        fault, cycling through ``choices``; later ones are served normally. A queued
+        ``fail()`` fault takes precedence but still counts as one of the n."""
+        if n and not choices:
+            raise ValueError("fail_first needs at least one Fault")
+        self._first_n, self._first_choices = n, choices
+        self._seen.clear()
+
+    def _take_fault(self, url: str) -> Fault | None:
+        count = self._seen[url]
+        self._seen[url] = count + 1
+        queued = [prefix for prefix, queue in self._faults.items() if queue and url.startswith(prefix)]
+        if queued:
+            return self._faults[max(queued, key=len)].popleft()
+        if count < self._first_n:
+            return self._first_choices[count % len(self._first_choices)]
+        return None
+
+    # -- request handling -----------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        url = f"{request.path}?{request.query_string}" if request.query_string else request.path
+        req = Req(request.method, request.path, dict(request.query), CIMultiDict(request.headers),
+                  time.monotonic())
+        self.requests.append(req)
+        # Counted from the very start, hangs included; released in finally, also when the
+        # client gives up and the handler is cancelled.
+        self._in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            fault = self._take_fault(url)
+            req.fault = fault.kind if fault else None
+            if fault is None:
+                response = self._serve(request)
+            elif fault.kind == "hang":
+                await asyncio.sleep(fault.seconds)
+                response = self._serve(request)
+            elif fault.kind == "status":
+                response = web.Response(status=fault.code, headers=CIMultiDict(fault.headers), body=fault.body)
+            elif fault.kind == "redirect":
+                response = web.Response(status=fault.code, headers={"Location": fault.location})
+            elif fault.kind == "truncate":
+                full = self._serve(request, conditional=False)
+                body = _body(full)
+                response = web.Response(status=200, body=body[: len(body) // 2], headers=_plain_headers(full))
+            else:
+                return await self._reset(request, req)
+            # Returned unsent: aiohttp writes it after the finally below, so the in-flight
+            # count is down before the client can read the answer and send its next request.
+            req.status = response.status
+            return response
+        finally:
+            req.ended = time.monotonic()
+            self._in_flight -= 1
+
+    async def _reset(self, request: web.Request, req: Req) -> web.StreamResponse:
+        full = self._serve(request, conditional=False)
+        body = _body(full)
+        response = web.StreamResponse(status=200, headers=_plain_headers(full))
+        response.content_length = len(body)  # promise the whole body...
+        await response.prepare(request)
+        req.status = 200
+        await response.write(body[: len(body) // 2])  # ...send half...
+        assert request.transport is not None
+        request.transport.abort()  # ...and drop the connection
+        # connection_lost now cancels this handler (handler_cancellation); wait for that
+        # rather than let aiohttp try to finish a response on a dead transport.
+        await asyncio.sleep(10)
+        return response  # not reached
+
+    def _serve(self, request: web.Request, *, conditional: bool = True) -> web.Response:
+        """The normal answer, as the real site would give it."""
+        if request.method not in ("GET", "HEAD"):
+            return web.Response(status=405, headers={"Allow": "GET, HEAD"})
+        path = request.path
+        if path.startswith("/papers/date/"):
+            return self._day_page(request, path.removeprefix("/papers/date/"), conditional)
+        if path in ("/papers", "/papers/"):
+            latest = self._latest_day()
+            if latest is None:  # nothing published at all: today's empty page, not a redirect loop
+                return self._page(request, self._today(), [], conditional)
+            return _redirect(f"/papers/date/{latest}")
+        if path == "/api/daily_papers":
+            return self._api(request)
+        return _json_response({"error": "Not Found"}, status=404)
+
+    def _day_page(self, request: web.Request, text: str, conditional: bool) -> web.Response:
+        day = _parse_date(text)
+        if day is None:
+            return web.Response(status=404, text="Not Found", content_type="text/html")
+        items = self.items(day)
+        if items:
+            return self._page(request, day, items, conditional)
+        latest = self._latest_day()
+        policy = self._latest_policy
+        if policy == "redirect" or (policy == "redirect_date" and latest is None):
+            return _redirect("/papers")
+        if policy == "redirect_date":
+            return _redirect(f"/papers/date/{latest}")
+        if policy == "latest" and latest is not None:
+            # 2026 behaviour: the URL stays, the content (and dateString) is another day's
+            return self._page(request, latest, self.items(latest), conditional)
+        return self._page(request, day, [], conditional)
+
+    def _page(self, request: web.Request, day: dt.date, items: list[dict[str, Any]],
+              conditional: bool) -> web.Response:
+        body = render_page(day.isoformat(), items, prev_date=self._prev_date(day),
+                           mode=self.page_mode.get(day, "json"))
+        headers = {"Content-Type": "text/html; charset=utf-8"}
+        if not self.etag:
+            return web.Response(body=body, headers=headers)
+        etag = f'W/"{hashlib.sha256(body).hexdigest()[:32]}"'
+        modified = self._modified.get(etag)
+        if modified is None:
+            # Strictly later than any earlier version, so a day that changes within the same
+            # second still gets a newer HTTP-date: If-Modified-Since alone cannot hide a change.
+            now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+            modified = self._modified[etag] = max(now, self._last_modified + dt.timedelta(seconds=1))
+            self._last_modified = modified
+        headers["ETag"] = etag
+        headers["Last-Modified"] = email.utils.format_datetime(modified, usegmt=True)
+        if conditional and _not_modified(request, etag, modified):
+            return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
+        return web.Response(body=body, headers=headers)
+
+    def _api(self, request: web.Request) -> web.Response:
+        query = request.query
+        if "date" in query:
+            day = _parse_date(query["date"])
+            if day is None:
+                return _json_response({"error": f"Invalid date: {query['date']}"}, status=400)
+            if day > self._today():
+                return _json_response({"error": "Date cannot be in the future"}, status=400)
+        else:
+            day = self._latest_day()  # no date: the latest published day
+        try:
+            limit = int(query.get("limit", API_DEFAULT_LIMIT))
+            page = int(query.get("p", 0))
+        except ValueError:
+            return _json_response({"error": "limit and p must be integers"}, status=400)
+        if limit < 1 or page < 0:
+            return _json_response({"error": "limit must be positive and p not negative"}, status=400)
+        limit = min(limit, API_MAX_LIMIT)
+        items = self.items(day) if day is not None else []
+        response = _json_response(items[page * limit:(page + 1) * limit])
+        if (page + 1) * limit < len(items):
+            following = URL(self.base_url + request.path).with_query(
+                {**query, "limit": str(limit), "p": str(page + 1)})
+            response.headers["Link"] = f'<{following}>; rel="next"'
+        return response
 
 
-def _card(item: dict[str, Any]) -> str:
-    paper = item["paper"]
-    pid = html.escape(paper["id"])
-    authors = "".join(f'<li title="{html.escape(a["name"])}"></li>' for a in paper["authors"][:5])
-    return (
-        f'<article class="relative flex flex-col overflow-hidden rounded-xl border">'
-        f'<a href="/papers/{pid}" class="block"><img src="https://cdn-thumbnails.huggingface.co/social-thumbnails/'
-        f'papers/{pid}.png" alt=""></a><div class="flex px-6 pb-6 pt-8"><label class="flex cursor-pointer">'
-        f'<input type="checkbox" class="peer hidden"><div class="leading-none">{paper.get("upvotes", 0)}</div>'
-        f'</label><div class="w-full"><h3 class="mb-1 text-lg font-semibold"><a href="/papers/{pid}" '
-        f'class="line-clamp-3">{html.escape(item["title"])}</a></h3><div class="flex items-center">'
-        f'<ul class="flex items-center">{authors}</ul><div class="text-gray-500">· {len(paper["authors"])} '
-        f'authors</div><a href="/papers/{pid}#community" class="ml-2">{item.get("numComments", 0)}</a>'
-        f"</div></div></div></article>"
-    )
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
 
 
-async def _reset_mid_body(request: web.Request, body: bytes) -> web.StreamResponse:
-    """Promise the whole body, send a part, then drop the connection."""
-    response = web.StreamResponse(headers={"Content-Type": "text/html", "Content-Length": str(len(body))})
-    await response.prepare(request)
-    await response.write(body[: max(1, len(body) // 3)])
-    assert request.transport is not None
-    request.transport.abort()
-    return response
+def _parse_date(text: str) -> dt.date | None:
+    if not _DATE.match(text):  # fromisoformat alone would also take "20250305"
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _redirect(location: str) -> web.Response:
+    # Not web.HTTPFound: returning (rather than raising) an HTTPException is deprecated.
+    return web.Response(status=302, headers={"Location": location})
+
+
+def _json_response(data: object, status: int = 200) -> web.Response:
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return web.Response(status=status, body=body, content_type="application/json", charset="utf-8")
+
+
+def _body(response: web.Response) -> bytes:
+    body = response.body
+    return bytes(body) if isinstance(body, (bytes, bytearray, memoryview)) else b""
+
+
+def _plain_headers(response: web.Response) -> CIMultiDict[str]:
+    # A damaged body must not carry the validators of the intact one.
+    headers = CIMultiDict(response.headers)
+    for name in ("ETag", "Last-Modified", "Content-Length"):
+        headers.popall(name, None)
+    return headers
+
+
+def _not_modified(request: web.Request, etag: str, modified: dt.datetime) -> bool:
+    """RFC 9110 13.1: If-None-Match (weak comparison) decides when sent, else If-Modified-Since."""
+    inm = request.headers.get("If-None-Match")
+    if inm is not None:
+        if inm.strip() == "*":
+            return True
+        weak = etag.removeprefix("W/")
+        return any(tag.strip().removeprefix("W/") == weak for tag in inm.split(","))
+    ims = request.headers.get("If-Modified-Since")
+    if ims is None:
+        return False
+    try:
+        since = email.utils.parsedate_to_datetime(ims)
+    except (TypeError, ValueError):
+        return False
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    return modified <= since

@@ -4,7 +4,9 @@
      ├── ConfigError      the config file is wrong (exit 78); carries every problem found
      ├── FetchError       a URL could not be fetched (after retries), or was refused
      ├── ParseError       a page or API answer did not have the shape we know
-     └── StoreError       the database could not be opened or written
+     ├── StoreError       the database could not be opened or written
+     ├── MailError        a message could not be delivered (``temporary`` says whether to retry)
+     └── TemplateError    a digest template is missing or broken (names the template and line)
 
 Every message is written for the person running paperwatch: it names the file, key or URL
 and says what happened.
@@ -52,3 +54,17 @@ class ParseError(PaperwatchError):
 
 class StoreError(PaperwatchError):
     """The database could not be opened, migrated or written."""
+
+
+class MailError(PaperwatchError):
+    """Delivery failed; ``temporary`` failures (4xx, connection, timeout) are retried later,
+    permanent ones (5xx) are not. ``reply`` is what the server said, if it said anything."""
+
+    def __init__(self, message: str, *, temporary: bool, reply: str | None = None) -> None:
+        self.temporary = temporary
+        self.reply = reply
+        super().__init__(message)
+
+
+class TemplateError(PaperwatchError):
+    """A digest template could not be loaded or rendered."""
