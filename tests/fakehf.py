@@ -26,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import email.utils
 import hashlib
@@ -429,10 +430,12 @@ class FakeHF:
         self._modified: dict[str, dt.datetime] = {}
         self._last_modified = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
         self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._closing.clear()
         app = web.Application()
         # One catch-all handler, so that faults and the log cover every path, 404s included.
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -446,8 +449,10 @@ class FakeHF:
         self.base_url = f"http://{host}:{port}"
 
     async def close(self) -> None:
+        """Stop serving. Close clients first: a request still open ends its hang early."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
+            self._closing.set()  # pending hangs answer now instead of holding up the shutdown
             await runner.cleanup()
 
     async def __aenter__(self) -> FakeHF:
@@ -564,7 +569,8 @@ class FakeHF:
             if fault is None:
                 response = self._serve(request)
             elif fault.kind == "hang":
-                await asyncio.sleep(fault.seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), fault.seconds)
                 response = self._serve(request)
             elif fault.kind == "status":
                 response = web.Response(status=fault.code, headers=CIMultiDict(fault.headers), body=fault.body)
