@@ -10,7 +10,7 @@ import pytest
 
 from paperwatch.errors import StoreError
 from paperwatch.models import DayPage, PageSource, Paper, Validators
-from paperwatch.store import MIGRATIONS, DayFetch, Store, merge
+from paperwatch.store import MIGRATIONS, DayFetch, QueuedPaper, Store, merge
 
 DAY = dt.date(2025, 3, 5)
 
@@ -169,3 +169,48 @@ def _column(store: Store, column: str) -> str:
         return str(db.execute(f"SELECT {column} FROM papers").fetchone()[0])
     finally:
         db.close()
+
+
+async def test_a_queued_digest_takes_its_papers_out_of_the_readers_pending_set(store: Store) -> None:
+    await store.record_day(ok(DAY, paper(), paper("2503.00002")))
+    await store.reader_state("alice")
+    assert {p.id for p in await store.undelivered("alice", featured_since=DAY)} == {"2503.00001", "2503.00002"}
+    outbox_id = await store.queue_digest(reader="alice", recipient="alice@example.org", sender="pw@localhost",
+                                         message_id="<m1@pw>", data=b"bytes",
+                                         papers=[QueuedPaper("2503.00001", ("grokking",))])
+    assert {p.id for p in await store.undelivered("alice", featured_since=DAY)} == {"2503.00002"}
+    assert {p.id for p in await store.undelivered("bob", featured_since=DAY)} == {"2503.00001", "2503.00002"}
+    (due,) = await store.due_messages()
+    assert (due.id, due.message_id, due.data, due.status, due.papers) == (outbox_id, "<m1@pw>", b"bytes", "pending", 1)
+
+
+async def test_a_paper_is_queued_for_a_reader_at_most_once(store: Store) -> None:
+    await store.record_day(ok(DAY, paper()))
+    queued = [QueuedPaper("2503.00001", ("r",))]
+    await store.queue_digest(reader="alice", recipient="a@x", sender="s@x", message_id="<1@x>", data=b"1", papers=queued)
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.queue_digest(reader="alice", recipient="a@x", sender="s@x", message_id="<2@x>", data=b"2",
+                                 papers=queued)
+    assert [m.message_id for m in await store.due_messages()] == ["<1@x>"], "the failed queueing left nothing behind"
+
+
+async def test_outbox_retries_are_scheduled_and_sent_or_failed_messages_leave_the_queue(store: Store) -> None:
+    now = dt.datetime(2026, 1, 1, 8, tzinfo=dt.UTC)
+    for n in range(3):
+        await store.queue_digest(reader=f"r{n}", recipient="a@x", sender="s@x", message_id=f"<{n}@x>",
+                                 data=b"x", papers=[], now=now)
+    first, second, third = await store.due_messages(now=now)
+    await store.mark_sent(first.id, now=now)
+    await store.mark_retry(second.id, "451 try later", next_attempt_at=now + dt.timedelta(minutes=5))
+    await store.mark_failed(third.id, "550 no such user", now=now)
+    assert await store.due_messages(now=now) == []
+    (retry,) = await store.due_messages(now=now + dt.timedelta(minutes=5))
+    assert (retry.id, retry.attempts, retry.last_error) == (second.id, 1, "451 try later")
+    (failed,) = await store.messages(status="failed")
+    assert failed.last_error == "550 no such user"
+
+
+async def test_a_reader_start_is_recorded_once(store: Store) -> None:
+    first = await store.reader_state("alice", now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    again = await store.reader_state("alice", now=dt.datetime(2026, 2, 1, tzinfo=dt.UTC))
+    assert first.started_at == again.started_at == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -95,6 +95,36 @@ MIGRATIONS: tuple[str, ...] = (
         last_modified TEXT
     );
     """,
+    """
+    CREATE TABLE readers (
+        name TEXT PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        last_digest_at TEXT
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        reader TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        message_id TEXT NOT NULL UNIQUE,
+        data BLOB NOT NULL,
+        papers INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed')),
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        done_at TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox(status, next_attempt_at);
+    CREATE TABLE delivered (
+        reader TEXT NOT NULL,
+        paper_id TEXT NOT NULL REFERENCES papers(id),
+        outbox_id INTEGER NOT NULL REFERENCES outbox(id),
+        rules TEXT NOT NULL,
+        PRIMARY KEY (reader, paper_id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 _PAPER_COLUMNS = (
@@ -158,6 +188,42 @@ class Summary:
     first_day: dt.date | None
     last_day: dt.date | None
     last_fetch: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedPaper:
+    """A paper going into a reader's digest, and the rules that matched it."""
+
+    paper_id: str
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A rendered digest waiting in (or done with) the outbox."""
+
+    id: int
+    reader: str
+    recipient: str
+    sender: str
+    message_id: str
+    data: bytes
+    papers: int
+    status: str
+    created_at: dt.datetime
+    attempts: int
+    next_attempt_at: dt.datetime
+    last_error: str | None
+    done_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderState:
+    """When paperwatch first served a reader, and when it last queued them a digest."""
+
+    name: str
+    started_at: dt.datetime
+    last_digest_at: dt.datetime | None
 
 
 def utcnow() -> dt.datetime:
@@ -442,6 +508,99 @@ class Store:
                        _date(first), _date(last), _datetime(last_fetch))
 
 
+    # -- readers and the outbox ---------------------------------------------------------
+
+    async def reader_state(self, name: str, *, now: dt.datetime | None = None) -> ReaderState:
+        """The reader's state, recording ``now`` as their start the first time they are seen."""
+        await self._write(
+            "INSERT OR IGNORE INTO readers (name, started_at) VALUES (?, ?)", (name, (now or utcnow()).isoformat())
+        )
+        rows = list(await self._db.execute_fetchall(
+            "SELECT name, started_at, last_digest_at FROM readers WHERE name = ?", (name,)))
+        row = rows[0]
+        return ReaderState(row[0], dt.datetime.fromisoformat(row[1]), _datetime(row[2]))
+
+    async def undelivered(self, reader: str, *, featured_since: dt.date) -> list[Paper]:
+        """Papers featured on ``featured_since`` or later that this reader never had in a digest."""
+        sql = (f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE p.id IN "
+               "(SELECT paper_id FROM features WHERE day >= ?) AND p.id NOT IN "
+               "(SELECT paper_id FROM delivered WHERE reader = ?) ORDER BY p.daily_date DESC, p.upvotes DESC, p.id")
+        rows = await self._db.execute_fetchall(sql, (featured_since.isoformat(), reader))
+        return await self._with_authors(list(rows))
+
+    async def papers_first_seen_since(self, since: dt.datetime) -> int:
+        return int(await self._scalar("SELECT count(*) FROM papers WHERE first_seen > ?", (since.isoformat(),)))
+
+    async def queue_digest(self, *, reader: str, recipient: str, sender: str, message_id: str, data: bytes,
+                           papers: Sequence[QueuedPaper], now: dt.datetime | None = None) -> int:
+        """Commit a rendered digest and its papers as delivered-to-this-reader, in one transaction.
+
+        From here on those papers never go into another digest for this reader, and the
+        message is retried until sent or given up: nothing between is lost or doubled.
+        """
+        stamp = (now or utcnow()).isoformat()
+        async with self._transaction():
+            cursor = await self._db.execute(
+                "INSERT INTO outbox (reader, recipient, sender, message_id, data, papers, status, created_at, "
+                "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                (reader, recipient, sender, message_id, data, len(papers), stamp, stamp),
+            )
+            outbox_id = cursor.lastrowid
+            await self._db.executemany(
+                "INSERT INTO delivered (reader, paper_id, outbox_id, rules) VALUES (?, ?, ?, ?)",
+                [(reader, p.paper_id, outbox_id, json.dumps(list(p.rules), ensure_ascii=False)) for p in papers],
+            )
+            await self._db.execute("UPDATE readers SET last_digest_at = ? WHERE name = ?", (stamp, reader))
+        assert outbox_id is not None
+        return outbox_id
+
+    async def mark_digested(self, reader: str, *, now: dt.datetime | None = None) -> None:
+        """Note a digest period that ended with nothing to send."""
+        await self._write("UPDATE readers SET last_digest_at = ? WHERE name = ?", ((now or utcnow()).isoformat(), reader))
+
+    async def due_messages(self, *, now: dt.datetime | None = None, reader: str | None = None) -> list[OutboxMessage]:
+        """Pending messages whose next attempt is due, oldest first."""
+        sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
+        params: list[str] = [(now or utcnow()).isoformat()]
+        if reader is not None:
+            sql += " AND reader = ?"
+            params.append(reader)
+        rows = await self._db.execute_fetchall(sql + " ORDER BY id", params)
+        return [_message(row) for row in rows]
+
+    async def messages(self, *, status: str | None = None, limit: int = 50) -> list[OutboxMessage]:
+        sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox"
+        params: list[str | int] = []
+        if status is not None:
+            sql += " WHERE status = ?"
+            params.append(status)
+        rows = await self._db.execute_fetchall(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
+        return [_message(row) for row in rows]
+
+    async def mark_sent(self, message_id: int, *, now: dt.datetime | None = None) -> None:
+        await self._write("UPDATE outbox SET status = 'sent', attempts = attempts + 1, done_at = ?, last_error = NULL "
+                          "WHERE id = ?", ((now or utcnow()).isoformat(), message_id))
+
+    async def mark_retry(self, message_id: int, error: str, *, next_attempt_at: dt.datetime) -> None:
+        await self._write("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                          (error, next_attempt_at.isoformat(), message_id))
+
+    async def mark_failed(self, message_id: int, error: str, *, now: dt.datetime | None = None) -> None:
+        await self._write("UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?, done_at = ? "
+                          "WHERE id = ?", (error, (now or utcnow()).isoformat(), message_id))
+
+    async def last_digests(self) -> dict[str, dt.datetime | None]:
+        rows = await self._db.execute_fetchall("SELECT name, last_digest_at FROM readers ORDER BY name")
+        return {row[0]: _datetime(row[1]) for row in rows}
+
+    async def _write(self, sql: str, params: Sequence[Any]) -> None:
+        try:
+            async with self._transaction():
+                await self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: write failed: {exc}") from exc
+
+
 def merge(old: Paper, new: Paper) -> Paper:
     """What to store when ``new`` is fetched for a paper already stored as ``old``.
 
@@ -492,6 +651,18 @@ def _paper(row: Sequence[Any], authors: list[str]) -> Paper:
         upvotes=row[5], comments=row[6], github_repo=row[7], github_stars=row[8], project_page=row[9],
         organization=row[10], ai_keywords=tuple(json.loads(row[11])), complete=bool(row[12]),
         authors=tuple(authors),
+    )
+
+
+_OUTBOX_COLUMNS = ("id, reader, recipient, sender, message_id, data, papers, status, created_at, attempts, "
+                   "next_attempt_at, last_error, done_at")
+
+
+def _message(row: Sequence[Any]) -> OutboxMessage:
+    return OutboxMessage(
+        id=row[0], reader=row[1], recipient=row[2], sender=row[3], message_id=row[4], data=bytes(row[5]),
+        papers=row[6], status=row[7], created_at=dt.datetime.fromisoformat(row[8]), attempts=row[9],
+        next_attempt_at=dt.datetime.fromisoformat(row[10]), last_error=row[11], done_at=_datetime(row[12]),
     )
 
 
