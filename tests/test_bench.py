@@ -1,0 +1,23 @@
+"""The benchmarks run, agree with our results, and stay in their class (short runs, loose bounds:
+the full targets are checked by running bench/ itself on a quiet machine)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def test_parse_bench_compares_ours_bare_and_beautifulsoup() -> None:
+    run = subprocess.run([sys.executable, str(BENCH / "parse"), "--quick"], capture_output=True, text=True,
+                         timeout=120)
+    assert "disagrees" not in run.stderr, run.stderr
+    rows = {m.group(1).strip(): (float(m.group(2)), float(m.group(3)))
+            for m in re.finditer(r"^(daily \(JSON\)|weekend \(JSON, other day\))\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+"
+                                 r"([\d.]+)\s+([\d.]+)$", run.stdout, re.M)}
+    assert len(rows) == 2, run.stdout + run.stderr
+    for ours_over_bare, soup_over_ours in rows.values():
+        assert ours_over_bare < 2.5 and soup_over_ours > 4, run.stdout
