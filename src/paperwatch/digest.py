@@ -1,0 +1,519 @@
+"""Digest composition: one reader's matched papers → subject, plain text, HTML and the message.
+
+Pure: the templates are read once, by :meth:`Templates.load` at start-up, and nothing else
+touches the disk or the network. Everything from the site is untrusted text: the HTML
+template autoescapes (switched on explicitly, whatever the file is called), links pass
+:func:`safe_url`, header values lose control characters and line breaks and are cut to
+length, and templates run in Jinja's immutable sandbox, so a reader's own template cannot
+reach Python internals. Any failure inside a template becomes a :class:`TemplateError`
+naming the template and line; the caller then leaves that reader's papers pending.
+
+What a template sees (the packaged ones in ``templates/`` are the reference):
+
+    info        DigestInfo                   headline   "Hugging Face Daily Papers, 3–5 Mar 2025: ..."
+    count       papers in the digest         omitted    papers cut by the size budget
+    groups      Group(rule, entries) shown   more_url   where the omitted papers can be found
+    rules       every paper's best rule      empty_reason  why nothing matched, or None
+
+Each Entry has paper, title, abstract, authors, keywords, organization, rules, also, why,
+marks (the matched texts per field), url (its Hugging Face page) and links (label, url).
+Filters: ``highlight(text, marks)`` (HTML: escape, then <mark>), ``shorten(text, marks,
+limit)``, ``authors(names, marks)`` and ``day(date)``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.policy
+import email.utils
+import hashlib
+import importlib.resources
+import re
+import traceback
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from functools import lru_cache, partial
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import css_inline
+from jinja2 import BaseLoader, Environment, StrictUndefined, Template, TemplateNotFound, TemplateSyntaxError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup, escape
+
+from paperwatch.errors import TemplateError
+from paperwatch.models import HF_SITE, Paper
+
+HTML_TEMPLATE, TEXT_TEMPLATE, SUBJECT_TEMPLATE = "digest.html.j2", "digest.txt.j2", "subject.txt.j2"
+# Gmail clips an HTML part past ~102 KB and hides the rest behind "View entire message".
+HTML_BUDGET = 100_000
+ABSTRACT_LIMIT = 600
+SUBJECT_LIMIT = 200
+HEADER_LIMIT = 250
+URL_LIMIT = 2000
+KEYWORDS_SHOWN = 8
+FIELDS = ("title", "abstract", "authors", "ai_keywords", "organization")
+# English month names whatever the process locale, which %b would follow.
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+# Control characters that are not whitespace, zero-width characters and bidi overrides:
+# whitespace (including U+2028/2029 line separators) is folded to spaces separately.
+_INVISIBLE = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u200b\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_SPACE = re.compile(r"\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9$\\(\[\"'])")
+_URL_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f\"'<>\\`]")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+# Remote and local stylesheets are never fetched: the template's own <style> is all there is.
+_INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Highlight:
+    """A matched word, phrase or author as it appears in the paper, and the field it is in."""
+
+    field: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DigestItem:
+    """One matched paper: its rules (best first), what to highlight and why it matched."""
+
+    paper: Paper
+    rules: tuple[str, ...]
+    highlights: tuple[Highlight, ...] = ()
+    why: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DigestInfo:
+    """What a digest covers: the days seen, how many papers they held, the schedule period."""
+
+    reader: str
+    email: str
+    days: tuple[dt.date, ...]
+    papers_seen: int
+    period_start: dt.date | None
+    period_end: dt.date | None
+    more_url: str = f"{HF_SITE}/papers"
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A composed digest; ``omitted`` papers were cut by the size budget."""
+
+    subject: str
+    text: str
+    html: str
+    omitted: int
+
+
+@dataclass(frozen=True, slots=True)
+class Marks:
+    """The matched texts to highlight, per field."""
+
+    title: tuple[str, ...] = ()
+    abstract: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
+    ai_keywords: tuple[str, ...] = ()
+    organization: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One paper as the templates see it: text cleaned of control characters, links vetted."""
+
+    paper: Paper
+    title: str
+    abstract: str
+    authors: tuple[str, ...]
+    keywords: tuple[str, ...]
+    organization: str | None
+    rules: tuple[str, ...]
+    why: tuple[str, ...]
+    marks: Marks
+    url: str
+    links: tuple[tuple[str, str], ...]
+
+    @property
+    def also(self) -> tuple[str, ...]:
+        return self.rules[1:]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """The papers whose best rule is ``rule``."""
+
+    rule: str
+    entries: tuple[Entry, ...]
+
+
+class Templates:
+    """The three digest templates, compiled once and checked at start-up."""
+
+    __slots__ = ("_html", "_text", "_subject", "_files")
+
+    def __init__(self, html: Template, text: Template, subject: Template, files: Collection[str]) -> None:
+        self._html, self._text, self._subject, self._files = html, text, subject, files
+
+    @classmethod
+    def load(cls, directory: Path | None) -> Templates:
+        """The packaged templates (None) or those in ``directory``; TemplateError if any is missing or broken."""
+        sources = _packaged_sources() if directory is None else _directory_sources(directory)
+        files = {filename for _source, filename in sources.values()}
+        loader = _MemoryLoader(sources)
+        html_env, text_env = _environment(loader, html=True), _environment(loader, html=False)
+        try:
+            for name in sources:  # includes too, so a typo in one fails now, not at 8 am
+                html_env.get_template(name)
+            return cls(html_env.get_template(HTML_TEMPLATE), text_env.get_template(TEXT_TEMPLATE),
+                       text_env.get_template(SUBJECT_TEMPLATE), files)
+        except Exception as exc:
+            raise _template_error(exc, files, str(directory or "templates")) from exc
+
+    def render(self, info: DigestInfo, items: Sequence[DigestItem]) -> Rendered:
+        """Compose the digest, cutting papers from the end of ``items`` while the HTML is over budget."""
+        entries = _entries(items)
+        shown, html = self._fit(info, entries)
+        context = _context(info, entries, shown)
+        subject = _header(self._run(self._subject, context), SUBJECT_LIMIT)
+        return Rendered(subject, self._run(self._text, context), html, len(entries) - shown)
+
+    def _fit(self, info: DigestInfo, entries: Sequence[Entry]) -> tuple[int, str]:
+        """The most papers whose HTML fits the budget (a binary search over how many are shown)."""
+        done: dict[int, str] = {}
+
+        def html(shown: int) -> str:
+            if shown not in done:
+                done[shown] = self._inline(self._run(self._html, _context(info, entries, shown)))
+            return done[shown]
+
+        low, high = 0, len(entries)
+        if len(html(high).encode()) <= HTML_BUDGET:
+            return high, html(high)
+        while low < high - 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if len(html(middle).encode()) <= HTML_BUDGET else (low, middle)
+        return low, html(low)
+
+    def _run(self, template: Template, context: Mapping[str, Any]) -> str:
+        try:
+            return template.render(context)
+        except Exception as exc:  # whatever a template does wrong fails this digest only
+            raise _template_error(exc, self._files, template.name or "template") from exc
+
+    def _inline(self, html: str) -> str:
+        try:
+            return _INLINER.inline(html)
+        except css_inline.InlineError as exc:
+            raise TemplateError(f"{HTML_TEMPLATE}: its CSS cannot be inlined: {exc}") from exc
+
+
+class _MemoryLoader(BaseLoader):
+    """Serves the sources read at start-up, so rendering never touches the disk."""
+
+    def __init__(self, sources: Mapping[str, tuple[str, str]]) -> None:
+        self._sources = sources
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        if template not in self._sources:
+            raise TemplateNotFound(template)
+        source, filename = self._sources[template]
+        return source, filename, lambda: True
+
+
+def _packaged_sources() -> dict[str, tuple[str, str]]:
+    folder = importlib.resources.files("paperwatch") / "templates"
+    return {item.name: (item.read_text(encoding="utf-8"), item.name)
+            for item in folder.iterdir() if item.name.endswith(".j2")}
+
+
+def _directory_sources(directory: Path) -> dict[str, tuple[str, str]]:
+    try:
+        paths = sorted(p for p in directory.iterdir() if p.name.endswith(".j2") and p.is_file())
+        sources = {p.name: (p.read_text(encoding="utf-8"), str(p)) for p in paths}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"{directory}: cannot read the digest templates: {exc}") from exc
+    missing = [n for n in (HTML_TEMPLATE, TEXT_TEMPLATE, SUBJECT_TEMPLATE) if n not in sources]
+    if missing:
+        raise TemplateError(f"{directory}: missing {', '.join(missing)}; a template directory needs "
+                            f"{HTML_TEMPLATE}, {TEXT_TEMPLATE} and {SUBJECT_TEMPLATE}")
+    return sources
+
+
+def _environment(loader: BaseLoader, *, html: bool) -> Environment:
+    env = ImmutableSandboxedEnvironment(loader=loader, autoescape=html, undefined=StrictUndefined,
+                                        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    mark = _mark_html if html else _mark_text
+    env.filters.update(highlight=mark, shorten=shorten, day=_day,
+                       authors=partial(_authors, mark=mark, glue=Markup("") if html else ""))
+    return env
+
+
+def _template_error(exc: Exception, files: Collection[str], fallback: str) -> TemplateError:
+    """A TemplateError naming the template file and line, read from Jinja's rewritten traceback."""
+    if isinstance(exc, TemplateSyntaxError):
+        return TemplateError(f"{exc.filename or exc.name}:{exc.lineno}: {exc.message}")
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in files]
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else fallback
+    return TemplateError(f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _context(info: DigestInfo, entries: Sequence[Entry], shown: int) -> dict[str, Any]:
+    return {
+        "info": info,
+        "headline": _headline(info, len(entries)),
+        "count": len(entries),
+        "groups": _groups(entries[:shown]),
+        "rules": _unique(entry.rules[0] for entry in entries),
+        "omitted": len(entries) - shown,
+        "more_url": safe_url(info.more_url) or f"{HF_SITE}/papers",
+        "empty_reason": None if entries else empty_reason(info),
+    }
+
+
+def _groups(entries: Iterable[Entry]) -> tuple[Group, ...]:
+    by_rule: dict[str, list[Entry]] = {}
+    for entry in entries:
+        by_rule.setdefault(entry.rules[0], []).append(entry)
+    return tuple(Group(rule, tuple(members)) for rule, members in by_rule.items())
+
+
+def _entries(items: Sequence[DigestItem]) -> list[Entry]:
+    """One entry per paper, in the order given; a paper given twice keeps both sets of rules."""
+    merged: dict[str, DigestItem] = {}
+    for item in items:
+        seen = merged.get(item.paper.id)
+        merged[item.paper.id] = item if seen is None else DigestItem(
+            seen.paper, _unique(seen.rules + item.rules),
+            _unique(seen.highlights + item.highlights), _unique(seen.why + item.why))
+    return [_entry(item) for item in merged.values()]
+
+
+def _entry(item: DigestItem) -> Entry:
+    paper = item.paper
+    found: dict[str, list[str]] = {name: [] for name in FIELDS}
+    for mark in item.highlights:
+        if mark.field in found and _clean(mark.text):
+            found[mark.field].append(_clean(mark.text))
+    key = quote(paper.id, safe="")
+    return Entry(
+        paper=paper, title=_clean(paper.title), abstract=_clean(paper.summary or ""),
+        authors=tuple(_clean(a) for a in paper.authors),
+        keywords=tuple(_clean(k) for k in paper.ai_keywords[:KEYWORDS_SHOWN]),
+        organization=_clean(paper.organization) if paper.organization else None,
+        rules=tuple(_clean(r) for r in item.rules) or ("other",), why=tuple(_clean(w) for w in item.why),
+        marks=Marks(**{name: _unique(texts) for name, texts in found.items()}),
+        url=f"{HF_SITE}/papers/{key}", links=_links(paper, key))
+
+
+def _links(paper: Paper, key: str) -> tuple[tuple[str, str], ...]:
+    """arXiv abstract and PDF, then whichever of GitHub and project page are http(s) links."""
+    links = [("arXiv", f"https://arxiv.org/abs/{key}"), ("PDF", f"https://arxiv.org/pdf/{key}")]
+    for label, url in (("GitHub", paper.github_repo), ("Project page", paper.project_page)):
+        if (vetted := safe_url(url)) is not None:
+            links.append((label, vetted))
+    return tuple(links)
+
+
+_T = TypeVar("_T")
+
+
+def _unique(values: Iterable[_T]) -> tuple[_T, ...]:
+    return tuple(dict.fromkeys(values))
+
+
+def _headline(info: DigestInfo, matched: int) -> str:
+    days, covered = len(info.days), _covered(info)
+    span = f", {_span(*covered)}" if covered else ""
+    return (f"Hugging Face Daily Papers{span}: {days} day{'s' * (days != 1)}, "
+            f"{info.papers_seen} paper{'s' * (info.papers_seen != 1)} seen, {matched} matched")
+
+
+def empty_reason(info: DigestInfo) -> str:
+    """Why a digest holds nothing: nothing was published, or nothing published matched."""
+    covered = _covered(info)
+    when = "" if covered is None else (f" on {_day(covered[0])}" if covered[0] == covered[1]
+                                       else f" from {_span(*covered, sep=' to ')}")
+    if info.papers_seen == 0:
+        return f"no papers were published{when or ' in this period'}"
+    if info.papers_seen == 1:
+        return f"the one paper published{when} did not match your rules"
+    return f"none of the {info.papers_seen} papers published{when} matched your rules"
+
+
+def _covered(info: DigestInfo) -> tuple[dt.date, dt.date] | None:
+    if info.period_start and info.period_end:
+        return info.period_start, info.period_end
+    return (min(info.days), max(info.days)) if info.days else None
+
+
+def _span(first: dt.date, last: dt.date, sep: str = "–") -> str:
+    """``5 Mar 2025``, ``3–5 Mar 2025``, ``28 Feb–3 Mar 2025``, ``30 Dec 2024–2 Jan 2025``."""
+    if first == last:
+        return _day(first)
+    if (first.year, first.month) == (last.year, last.month):
+        start = str(first.day)
+    elif first.year == last.year:
+        start = f"{first.day} {_MONTHS[first.month - 1]}"
+    else:
+        start = _day(first)
+    return f"{start}{sep}{_day(last)}"
+
+
+def _day(day: dt.date) -> str:
+    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
+
+
+
+def _clean(text: str) -> str:
+    """One line of visible text: control and invisible characters gone, whitespace folded."""
+    return _SPACE.sub(" ", _INVISIBLE.sub("", text)).strip()
+
+
+@lru_cache(maxsize=256)
+def _pattern(marks: tuple[str, ...]) -> re.Pattern[str] | None:
+    """Any of ``marks``, longest first, case-insensitive, not inside a longer word."""
+    words = sorted({m for m in marks if m}, key=len, reverse=True)
+    return re.compile("|".join(map(_bounded, words)), re.IGNORECASE) if words else None
+
+
+def _bounded(word: str) -> str:
+    # Word boundaries only where the term itself starts or ends with a word character: "C++" has none at its end.
+    before = r"(?<!\w)" if re.match(r"\w", word) else ""
+    after = r"(?!\w)" if re.search(r"\w$", word) else ""
+    return before + re.escape(word) + after
+
+
+def _mark_html(text: str, marks: Sequence[str]) -> Markup:
+    """``text`` escaped, with each matched term wrapped in <mark>: escaping first keeps markup in text inert."""
+    text, pattern = str(text), _pattern(tuple(marks))
+    if pattern is None:
+        return escape(text)
+    out, last = [], 0
+    for found in pattern.finditer(text):
+        out += [escape(text[last:found.start()]), Markup("<mark>%s</mark>") % found.group()]
+        last = found.end()
+    return Markup("").join([*out, escape(text[last:])])
+
+
+def _mark_text(text: str, marks: Sequence[str]) -> str:
+    return str(text)
+
+
+def shorten(text: str | None, marks: Sequence[str] = (), limit: int = ABSTRACT_LIMIT) -> str:
+    """Whole sentences up to about ``limit`` characters, keeping the first one with a mark visible."""
+    text = _clean(text or "")
+    if len(text) <= limit:
+        return text
+    sentences = _SENTENCE_END.split(text)
+    pattern = _pattern(tuple(marks))
+    hit = next((i for i, s in enumerate(sentences) if pattern and pattern.search(s)), 0)
+    if hit == 0 or sum(len(s) + 1 for s in sentences[:hit + 1]) <= limit:
+        return _sentences(sentences, limit, pattern)
+    # The first sentence usually says what the paper is about: keep it too when there is room.
+    lead = sentences[0] if len(sentences[0]) + len(sentences[hit]) + 5 <= limit else ""
+    body = _sentences(sentences[hit:], limit - len(lead) - 3, pattern)
+    if lead:
+        return f"{lead} … {body}"
+    return body if body.startswith("…") else f"… {body}"
+
+
+def _sentences(sentences: Sequence[str], limit: int, pattern: re.Pattern[str] | None) -> str:
+    """The leading sentences that fit; the first one clipped at a word when even it is too long."""
+    taken: list[str] = []
+    for sentence in sentences:
+        if sum(len(s) + 1 for s in taken) + len(sentence) > limit - 2:
+            break
+        taken.append(sentence)
+    if not taken:
+        return _clip(sentences[0], limit, pattern)
+    return " ".join(taken) + (" …" if len(taken) < len(sentences) else "")
+
+
+def _clip(text: str, limit: int, pattern: re.Pattern[str] | None) -> str:
+    """At most ``limit`` characters cut at spaces, around the first mark when it lies past the cut."""
+    found = pattern.search(text) if pattern else None
+    start = 0
+    if found and found.end() > limit - 2:
+        start = text.find(" ", max(0, found.start() - limit // 3)) + 1
+    window = text[start:start + limit - 4]
+    cut = window.rfind(" ") if start + len(window) < len(text) else -1
+    body = window[:cut] if cut > 0 else window
+    return ("… " if start else "") + body + (" …" if start + len(body) < len(text) else "")
+
+
+def _authors(names: Sequence[str], marks: Sequence[str], *, mark: Callable[[str, Sequence[str]], str],
+             glue: str, first: int = 3) -> str:
+    """``A, B, C, … and 37 more``, always naming the matched authors."""
+    pattern = _pattern(tuple(marks))
+    if len(names) <= first + 3:
+        kept = list(range(len(names)))
+    else:
+        kept = [i for i, n in enumerate(names) if i < first or (pattern and pattern.search(n))]
+    pieces: list[str] = []
+    for position, index in enumerate(kept):
+        if position:
+            pieces.append(", " if index == kept[position - 1] + 1 else ", …, ")
+        pieces.append(mark(names[index], marks))
+    if len(kept) < len(names):
+        pieces.append(f"{', … ' if kept[-1] != len(names) - 1 else ' '}and {len(names) - len(kept)} more")
+    return glue.join(pieces)
+
+
+def safe_url(url: str | None) -> str | None:
+    """``url`` if it is http(s) with a host and nothing a mail client could misread, else None."""
+    url = (url or "").strip()
+    if not url or len(url) > URL_LIMIT or _URL_UNSAFE.search(url):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return None
+    return url
+
+
+def _header(value: str, limit: int = HEADER_LIMIT) -> str:
+    """A header value cut to ``limit`` characters at a space, with no way to start a new header."""
+    text = _clean(value)
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit - 1)
+    return text[:cut if cut > limit // 2 else limit - 1] + "…"
+
+
+def _angle(value: str) -> str:
+    return value if value.startswith("<") and value.endswith(">") else f"<{value.strip('<>')}>"
+
+
+def make_message_id(reader: str, key: str, domain: str = "paperwatch.invalid") -> str:
+    """A Message-ID that is the same for the same reader and digest key, so a retry keeps its id."""
+    if not _DOMAIN.fullmatch(domain):
+        raise ValueError(f"{domain!r} is not a domain name for a Message-ID")
+    digest = hashlib.sha256(f"{reader}\0{key}".encode()).hexdigest()[:32]
+    return f"<paperwatch.{digest}@{domain}>"
+
+
+def build_message(rendered: Rendered, *, sender: str, to: str, message_id: str, date: dt.datetime,
+                  list_id: str, unsubscribe: str) -> EmailMessage:
+    """A multipart/alternative message (text, then HTML) with exactly the headers paperwatch sets."""
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = _header(sender)
+    message["To"] = _header(to)
+    message["Subject"] = _header(rendered.subject, SUBJECT_LIMIT)
+    message["Date"] = email.utils.format_datetime(date)
+    message["Message-ID"] = _angle(_header(message_id).replace(" ", ""))
+    message["List-Id"] = _header(list_id)
+    unsubscribe = _header(unsubscribe).strip("<>").replace(" ", "")
+    message["List-Unsubscribe"] = _angle(unsubscribe if ":" in unsubscribe else f"mailto:{unsubscribe}")
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    for part in message.iter_parts():  # add_alternative stamps one on the HTML part; it belongs on top only
+        del part["MIME-Version"]
+    return message

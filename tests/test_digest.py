@@ -1,0 +1,382 @@
+"""Digest composition: hostile papers stay inert text, headers stay ours, templates fail loudly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.resources
+import re
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bs4 import BeautifulSoup
+
+from paperwatch.digest import (
+    DigestInfo,
+    DigestItem,
+    Highlight,
+    Rendered,
+    Templates,
+    build_message,
+    empty_reason,
+    make_message_id,
+    safe_url,
+    shorten,
+)
+from paperwatch.errors import TemplateError
+from paperwatch.models import Paper
+from paperwatch.parse import parse_daily_api
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+DAY = dt.date(2025, 3, 5)
+HEADERS = ["From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe",
+           "Auto-Submitted", "MIME-Version", "Content-Type"]
+ABSTRACT = ("We study grokking in small transformers. Training loss falls early & test loss late. "
+            "We explain the delay with a circuit analysis.")
+
+
+def paper(paper_id: str = "2503.00001", **fields: Any) -> Paper:
+    values: dict[str, Any] = {"title": "Grokking explained", "summary": ABSTRACT, "authors": ("Ada Lovelace",),
+                              "daily_date": DAY, "upvotes": 12, "comments": 3}
+    return Paper(id=paper_id, **{**values, **fields})
+
+
+def item(p: Paper | None = None, rules: tuple[str, ...] = ("grokking",), **fields: Any) -> DigestItem:
+    return DigestItem(p or paper(), rules, **fields)
+
+
+def info(papers_seen: int = 20, days: tuple[dt.date, ...] = (DAY,), **fields: Any) -> DigestInfo:
+    return DigestInfo(reader="alice", email="alice@example.org", days=days, papers_seen=papers_seen,
+                      period_start=fields.pop("period_start", None), period_end=fields.pop("period_end", None),
+                      **fields)
+
+
+@pytest.fixture(scope="module")
+def templates() -> Templates:
+    return Templates.load(None)
+
+
+def message(rendered: Rendered, **overrides: Any) -> EmailMessage:
+    """Build the message, send it through bytes and parse it back the way a receiver would."""
+    args: dict[str, Any] = {"sender": "paperwatch <pw@example.org>", "to": "alice@example.org",
+                            "message_id": make_message_id("alice", "2025-03-05"),
+                            "date": dt.datetime(2025, 3, 5, 8, tzinfo=dt.UTC),
+                            "list_id": "paperwatch digest <alice.digest.example.org>",
+                            "unsubscribe": "mailto:operator@example.org?subject=unsubscribe"}
+    raw = bytes(build_message(rendered, **{**args, **overrides}))
+    parsed = BytesParser(policy=default).parsebytes(raw)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def unstyled(html: str) -> str:
+    """The HTML without the inlined style attributes, to compare markup."""
+    return re.sub(r' style="[^"]*"', "", html)
+
+
+def hrefs(html: str) -> list[str]:
+    soup = BeautifulSoup(html, "html.parser")
+    return [str(tag[attr]) for tag in soup.find_all(True) for attr in ("href", "src", "action") if tag.has_attr(attr)]
+
+
+HOSTILE: list[tuple[str, dict[str, Any], str]] = [
+    ("script title", {"title": "<script>alert(1)</script> Grokking"}, "<script>alert(1)</script> Grokking"),
+    ("script abstract", {"summary": "Grokking <script>alert(1)</script> <img src=x onerror=alert(2)>"},
+     "<img src=x onerror=alert(2)>"),
+    ("ampersand", {"title": "R&D for grokking &amp; friends"}, "R&D for grokking &amp; friends"),
+    ("jinja in title", {"title": "Grokking {{ 7*7 }} {% raw %}"}, "Grokking {{ 7*7 }} {% raw %}"),
+    ("jinja in abstract", {"summary": "We show {{ config }} and {{ 7*7 }} in grokking."}, "{{ 7*7 }}"),
+    ("header injection", {"title": "Grokking\r\nBcc: evil@x\r\n\r\nbody"}, "Grokking Bcc: evil@x body"),
+    ("unicode line separators", {"title": "Grokking\u2028Bcc: evil@x\u0085X-Evil: 1"},
+     "Grokking Bcc: evil@x X-Evil: 1"),
+    ("latex", {"title": r"Grokking $\mathcal{O}(n^{2})$ \textbf{fast} \\ done"},
+     r"Grokking $\mathcal{O}(n^{2})$ \textbf{fast} \\ done"),
+    ("300-char title", {"title": "Grokking " + "very " * 58 + "long"}, "Grokking very very"),
+    ("40 authors", {"authors": tuple(f"Author{i} Name" for i in range(40))}, "and 37 more"),
+    ("javascript links", {"github_repo": "javascript:alert(1)", "project_page": " JavaScript:alert(1)"}, "Grokking"),
+    ("data links", {"github_repo": "data:text/html,<script>alert(1)</script>",
+                    "project_page": "data:text/html;base64,PHNjcmlwdD4="}, "Grokking"),
+    ("odd id", {"id": '2503.1"><script>x</script>'}, "Grokking"),
+    ("control characters", {"title": "Gro\x00k\x1bking\u202e evil"}, "Grokking evil"),
+]
+
+
+@pytest.mark.parametrize(("hostile", "expected"), [(h, e) for _n, h, e in HOSTILE], ids=[n for n, _h, _e in HOSTILE])
+def test_hostile_paper_is_inert_text_with_our_headers_only(
+        templates: Templates, hostile: dict[str, Any], expected: str) -> None:
+    """Markup, template syntax, header breaks and bad links in a paper reach the reader as plain text."""
+    fields = {("paper_id" if key == "id" else key): value for key, value in hostile.items()}
+    p = paper(**fields)
+    rendered = templates.render(info(), [item(p)])
+    parsed = message(rendered)
+
+    assert list(parsed.keys()) == HEADERS
+    html_part, text_part = parsed.get_body(("html",)), parsed.get_body(("plain",))
+    assert html_part is not None and text_part is not None
+    html, text = html_part.get_content(), text_part.get_content()
+    soup = BeautifulSoup(html, "html.parser")
+    assert expected in soup.get_text() and expected in text
+    assert not soup.find_all(["script", "img", "iframe", "object", "form"])
+    assert all(re.match(r"https?://[^\s]+$", url) for url in hrefs(html))
+    assert "49" not in soup.get_text() and "49" not in text
+    assert "\n" not in parsed["Subject"] and "\r" not in parsed["Subject"]
+    assert parsed["To"] == "alice@example.org"
+
+
+def test_title_with_a_bcc_line_stays_in_the_subject(templates: Templates) -> None:
+    """A one-paper digest puts the title in the Subject, where a CR/LF cannot start a header."""
+    rendered = templates.render(info(), [item(paper(title="Grokking\r\nBcc: evil@x"))])
+    parsed = message(rendered)
+    assert parsed["Subject"] == "1 new paper: Grokking Bcc: evil@x"
+    assert parsed["Bcc"] is None and list(parsed.keys()) == HEADERS
+
+
+@pytest.mark.parametrize("field", ["sender", "to", "message_id", "list_id", "unsubscribe"])
+def test_header_arguments_cannot_add_headers(templates: Templates, field: str) -> None:
+    """Every value build_message puts in a header loses its line breaks."""
+    rendered = templates.render(info(), [item()])
+    value = {"sender": "pw@example.org", "to": "alice@example.org", "message_id": "<a@b>",
+             "list_id": "digest <x.example.org>", "unsubscribe": "op@example.org"}[field]
+    parsed = message(rendered, **{field: value + "\r\nBcc: evil@x\nX-Evil: 1"})
+    assert list(parsed.keys()) == HEADERS
+
+
+def test_subject_is_cut_to_200_characters(templates: Templates) -> None:
+    rendered = templates.render(info(), [item(paper(title="Grokking " + "word " * 200))])
+    assert len(rendered.subject) <= 200 and rendered.subject.endswith("…")
+    assert len(message(rendered)["Subject"]) <= 200
+
+
+def test_message_has_text_then_html_with_a_stable_message_id(templates: Templates) -> None:
+    rendered = templates.render(info(), [item()])
+    parsed = message(rendered)
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
+    assert parsed["Auto-Submitted"] == "auto-generated"
+    assert parsed["List-Unsubscribe"] == "<mailto:operator@example.org?subject=unsubscribe>"
+    assert make_message_id("alice", "2025-03-05") == parsed["Message-ID"]
+    assert make_message_id("alice", "2025-03-06") != parsed["Message-ID"]
+    assert make_message_id("bob", "2025-03-05") != parsed["Message-ID"]
+
+
+def test_message_id_refuses_a_domain_that_is_not_one() -> None:
+    with pytest.raises(ValueError, match="domain"):
+        make_message_id("alice", "k", domain="evil>\r\nBcc: x")
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("https://github.com/a/b", "https://github.com/a/b"),
+    ("http://example.org/x?y=1#z", "http://example.org/x?y=1#z"),
+    ("  https://example.org  ", "https://example.org"),
+    ("HTTPS://example.org", "HTTPS://example.org"),
+    ("javascript:alert(1)", None),
+    ("JaVaScRiPt:alert(1)", None),
+    ("\x01javascript:alert(1)", None),
+    ("data:text/html,<b>x</b>", None),
+    ("vbscript:msgbox", None),
+    ("file:///etc/passwd", None),
+    ("//example.org/x", None),
+    ("https://", None),
+    ("https://huggingface.co@evil.example/", None),
+    ('https://example.org/"onmouseover="x', None),
+    ("https://exa mple.org", None),
+    ("https://[::1", None),
+    ("", None),
+    (None, None),
+])
+def test_safe_url_keeps_only_http_links_with_a_host(url: str | None, expected: str | None) -> None:
+    assert safe_url(url) == expected
+
+
+def test_custom_html_template_autoescapes_whatever_its_name(tmp_path: Path) -> None:
+    """Autoescape is set, not guessed from the file name: ``digest.html.j2`` doesn't end in .html."""
+    write_templates(tmp_path, {"digest.html.j2": "{% for g in groups %}{% for e in g.entries %}"
+                                                 "<h1>{{ e.title }}</h1>{% endfor %}{% endfor %}"})
+    rendered = Templates.load(tmp_path).render(info(), [item(paper(title="<b onclick=x>Grokking</b>"))])
+    assert "&lt;b onclick=x&gt;Grokking&lt;/b&gt;" in rendered.html
+    assert "<b onclick" not in rendered.html
+
+
+@pytest.mark.parametrize(("name", "source", "line"), [
+    ("digest.html.j2", "<p>\n{{ headline }}\n{% for g in groups %}\n", 3),
+    ("digest.txt.j2", "{{ headline }}\n\n{{ info.reader | nosuchfilter }}\n", 3),
+    ("subject.txt.j2", "{% if count %}\n{{ count }\n{% endif %}\n", 2),
+])
+def test_broken_custom_template_fails_at_load_naming_template_and_line(
+        tmp_path: Path, name: str, source: str, line: int) -> None:
+    write_templates(tmp_path, {name: source})
+    with pytest.raises(TemplateError, match=rf"{re.escape(name)}:{line}: "):
+        Templates.load(tmp_path)
+
+
+@pytest.mark.parametrize(("name", "source", "line"), [
+    ("digest.html.j2", "<p>{{ headline }}</p>\n\n{{ no_such_variable }}\n", 3),
+    ("digest.txt.j2", "{{ headline }}\n{{ info.reader.nothing_here }}\n", 2),
+    ("subject.txt.j2", "{{ count }}\n{{ 1 / 0 }}\n", 2),
+    ("digest.html.j2", "ok\n{{ ''.__class__.__mro__[1].__subclasses__() }}\n", 2),
+])
+def test_template_failing_at_render_raises_template_error_with_line(
+        tmp_path: Path, name: str, source: str, line: int) -> None:
+    """An error while rendering fails this digest with the template and line; the sandbox counts as one."""
+    write_templates(tmp_path, {name: source})
+    loaded = Templates.load(tmp_path)
+    with pytest.raises(TemplateError, match=rf"{re.escape(name)}:{line}: "):
+        loaded.render(info(), [item()])
+
+
+def test_template_directory_must_hold_all_three(tmp_path: Path) -> None:
+    write_templates(tmp_path)
+    (tmp_path / "subject.txt.j2").unlink()
+    with pytest.raises(TemplateError, match="missing subject.txt.j2"):
+        Templates.load(tmp_path)
+
+
+def test_template_directory_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError, match="cannot read"):
+        Templates.load(tmp_path / "nowhere")
+
+
+def test_custom_templates_cannot_include_files_outside_their_directory(tmp_path: Path) -> None:
+    (tmp_path / "secret.j2").write_text("SECRET")
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    write_templates(folder, {"digest.txt.j2": '{% include "../secret.j2" %}'})
+    with pytest.raises(TemplateError, match=r"digest\.txt\.j2:1: .*secret"):
+        Templates.load(folder).render(info(), [item()])
+
+
+def write_templates(folder: Path, overrides: dict[str, str] | None = None) -> None:
+    """A complete custom template directory, with ``overrides`` (file name → source) replacing some."""
+    sources = {"digest.html.j2": "<p>{{ headline }}</p>", "digest.txt.j2": "{{ headline }}",
+               "subject.txt.j2": "{{ count }} papers", **(overrides or {})}
+    for name, source in sources.items():
+        (folder / name).write_text(source)
+
+
+def test_size_budget_keeps_html_under_gmails_clip_with_and_n_more(templates: Templates) -> None:
+    """300 papers with long abstracts: the HTML stays under ~102 KB and says how many were left out."""
+    long_abstract = " ".join(f"Sentence {i} about grokking and loss curves in deep networks." for i in range(60))
+    items = [item(paper(f"2503.{i:05d}", title=f"Paper {i} on grokking", summary=long_abstract,
+                        authors=tuple(f"Author {j}" for j in range(40))),
+                  highlights=(Highlight("abstract", "grokking"),)) for i in range(300)]
+    rendered = templates.render(info(papers_seen=300), items)
+
+    assert len(rendered.html.encode()) < 102_000
+    assert 0 < rendered.omitted < 300
+    shown = 300 - rendered.omitted
+    assert rendered.html.count('class="card"') == shown
+    assert f"and {rendered.omitted} more" in rendered.html and f"and {rendered.omitted} more" in rendered.text
+    assert "Paper 0 on grokking" in rendered.html and "Paper 299 on grokking" not in rendered.html
+    assert rendered.subject.startswith("300 new papers")
+
+
+def test_paper_matched_by_several_rules_appears_once_under_its_best(templates: Templates) -> None:
+    items = [item(paper("1", title="Neural collapse meets grokking"), rules=("neural collapse", "grokking")),
+             item(paper("2", title="Plain grokking")),
+             item(paper("1", title="Neural collapse meets grokking"), rules=("optimisation",))]
+    rendered = templates.render(info(), items)
+    soup = BeautifulSoup(rendered.html, "html.parser")
+
+    assert [h.get_text() for h in soup.select("h2.rule")] == ["neural collapse", "grokking"]
+    assert [h.get_text() for h in soup.select("h3.title")] == ["Neural collapse meets grokking", "Plain grokking"]
+    assert "also matched: grokking, optimisation" in soup.get_text()
+    assert rendered.text.count("Neural collapse meets grokking") == 1
+    assert "Also matched: grokking, optimisation" in rendered.text
+    assert rendered.subject == "2 new papers: neural collapse, grokking"
+
+
+def test_matched_words_are_highlighted_after_escaping(templates: Templates) -> None:
+    p = paper(title="R&D <i>for</i> grokking", summary="Grokking & friends.", authors=("A B", "Ada Lovelace"),
+              ai_keywords=("grokking", "loss"), organization="Lovelace Lab")
+    marks = (Highlight("title", "R&D"), Highlight("title", "grokking"), Highlight("abstract", "grokking"),
+             Highlight("authors", "Ada Lovelace"), Highlight("ai_keywords", "grokking"),
+             Highlight("organization", "Lovelace Lab"))
+    html = unstyled(templates.render(info(), [item(p, highlights=marks)]).html)
+
+    assert "<mark>R&amp;D</mark> &lt;i&gt;for&lt;/i&gt; <mark>grokking</mark>" in html
+    assert "<mark>Grokking</mark> &amp; friends." in html
+    assert "<mark>Ada Lovelace</mark>" in html and "<mark>Lovelace Lab</mark>" in html
+    assert ">grokking</mark></span>" in html
+    assert "<mark>A B</mark>" not in html
+
+
+def test_forty_authors_are_shortened_keeping_matched_ones(templates: Templates) -> None:
+    names = tuple(f"Author{i} Name" for i in range(40))
+    marks = (Highlight("authors", "Author20 Name"),)
+    rendered = templates.render(info(), [item(paper(authors=names), highlights=marks)])
+    assert ("Author0 Name, Author1 Name, Author2 Name, …, <mark>Author20 Name</mark>, … and 36 more"
+            in unstyled(rendered.html))
+    assert "Author0 Name, Author1 Name, Author2 Name, …, Author20 Name, … and 36 more" in rendered.text
+
+
+def test_long_abstract_keeps_the_first_highlighted_sentence() -> None:
+    filler = " ".join(f"Filler sentence number {i} says nothing of note." for i in range(30))
+    text = f"We open with context. {filler} Here grokking finally appears. {filler}"
+    short = shorten(text, ("grokking",))
+    assert len(short) <= 620
+    assert short.startswith("We open with context. … Here grokking finally appears.")
+    assert short.endswith("…")
+    assert shorten("Short and sweet.", ("grokking",)) == "Short and sweet."
+
+
+def test_overlong_sentence_is_cut_at_a_word_around_the_highlight() -> None:
+    text = " ".join(["word"] * 400) + " grokking " + " ".join(["word"] * 400)
+    short = shorten(text, ("grokking",))
+    assert "grokking" in short and len(short) <= 600
+    assert short.startswith("… word") and short.endswith("word …")
+
+
+@pytest.mark.parametrize(("digest", "reason"), [
+    (info(papers_seen=0, days=()), "no papers were published in this period"),
+    (info(papers_seen=0, days=(), period_start=DAY, period_end=DAY), "no papers were published on 5 Mar 2025"),
+    (info(papers_seen=0, days=(), period_start=dt.date(2025, 2, 28), period_end=dt.date(2025, 3, 3)),
+     "no papers were published from 28 Feb to 3 Mar 2025"),
+    (info(papers_seen=87, days=(dt.date(2025, 3, 3), dt.date(2025, 3, 5))),
+     "none of the 87 papers published from 3 to 5 Mar 2025 matched your rules"),
+    (info(papers_seen=1), "the one paper published on 5 Mar 2025 did not match your rules"),
+])
+def test_empty_reason_says_why(digest: DigestInfo, reason: str) -> None:
+    assert empty_reason(digest) == reason
+
+
+@pytest.mark.parametrize("papers_seen", [0, 87])
+def test_empty_digest_explains_itself(templates: Templates, papers_seen: int) -> None:
+    digest = info(papers_seen=papers_seen, days=(DAY,) if papers_seen else ())
+    rendered = templates.render(digest, [])
+    reason = empty_reason(digest)
+    assert f"Nothing new for you this time: {reason}." in rendered.text
+    assert f"Nothing new for you this time: {reason}." in BeautifulSoup(rendered.html, "html.parser").get_text()
+    assert rendered.subject == f"No new papers: {reason}"
+    assert rendered.omitted == 0
+
+
+def test_headline_says_what_the_digest_covers(templates: Templates) -> None:
+    digest = info(papers_seen=87, days=(dt.date(2025, 3, 3), dt.date(2025, 3, 4), dt.date(2025, 3, 5)))
+    rendered = templates.render(digest, [item()])
+    headline = "Hugging Face Daily Papers, 3–5 Mar 2025: 3 days, 87 papers seen, 1 matched"
+    assert rendered.text.startswith(headline)
+    assert headline in rendered.html
+
+
+def test_packaged_templates_are_package_data() -> None:
+    """The templates ship inside the package, so the wheel and an editable install both find them."""
+    folder = importlib.resources.files("paperwatch") / "templates"
+    assert {"digest.html.j2", "digest.txt.j2", "subject.txt.j2"} <= {f.name for f in folder.iterdir()}
+
+
+def test_realistic_day_renders_every_link_and_inlines_the_css(templates: Templates) -> None:
+    page = parse_daily_api((SAMPLES / "api-daily_papers-2025-03-05.json").read_bytes(), day=DAY, url="x")
+    items = [item(p, rules=("sample",), highlights=(Highlight("title", p.title.split()[0]),),
+                  why=(f'keyword "{p.title.split()[0]}" in title',)) for p in page.papers[:20]]
+    rendered = templates.render(info(papers_seen=len(page.papers)), items)
+    soup = BeautifulSoup(rendered.html, "html.parser")
+
+    assert rendered.omitted == 0 and len(soup.select("div.card")) == 20
+    assert all(card.has_attr("style") for card in soup.select("div.card"))
+    assert "prefers-color-scheme: dark" in rendered.html
+    assert all(url.startswith("https://") for url in hrefs(rendered.html))
+    for p in page.papers[:20]:
+        assert f"https://arxiv.org/pdf/{p.id}" in rendered.text
