@@ -139,7 +139,7 @@ class SmtpConfig(_Section):
 
 class MailConfig(_Section):
     from_: Email = Field("paperwatch <paperwatch@localhost>", alias="from")
-    maildir: Path = Path("mail")
+    maildir: Path | None = None
     templates: Path | None = None
     smtp: SmtpConfig | None = None
 
@@ -241,9 +241,11 @@ def _resolved(config: Config) -> Config:
     folder = config.path.parent.resolve() if config.path else _data_home()
     database = config.paperwatch.database
     database = folder / database if database is not None else _data_home() / "paperwatch.db"
-    maildir = folder / config.mail.maildir
+    database = database.resolve()
+    # An unset Maildir lives with the state, not beside a config file that may be read-only.
+    maildir = folder / config.mail.maildir if config.mail.maildir is not None else database.parent / "mail"
     return config.model_copy(update={
-        "paperwatch": config.paperwatch.model_copy(update={"database": database.resolve()}),
+        "paperwatch": config.paperwatch.model_copy(update={"database": database}),
         "mail": config.mail.model_copy(update={"maildir": maildir.resolve()}),
     })
 
@@ -300,7 +302,8 @@ def _message(error: Any, loc: tuple[Any, ...]) -> str:
     bound = _BOUNDS.get(kind)
     if bound is not None:
         word, key = bound
-        return f"must be {word} {error['ctx'][key]}, got {given!r}"
+        limit = error["ctx"][key]
+        return f"must be {word} {limit:g}, got {given!r}"
     if kind == "string_too_short":
         return "must not be empty"
     if kind == "missing":

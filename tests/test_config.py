@@ -1,0 +1,177 @@
+"""Config loading: defaults, path resolution, lookup order, and every mistake reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from paperwatch.config import find_config_file, load_config, parse_duration
+from paperwatch.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in ("PAPERWATCH_CONFIG", "STATE_DIRECTORY", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "pw.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.exit_code == 78
+    return [p.removeprefix(f"{path}") for p in caught.value.problems]
+
+
+def test_no_file_means_the_embedded_defaults(tmp_path: Path) -> None:
+    config = load_config(None)
+    assert config.database == tmp_path / "data" / "paperwatch" / "paperwatch.db"
+    assert config.mail.maildir == tmp_path / "data" / "paperwatch" / "mail"
+    assert config.mail.smtp is None and config.readers == ()
+    assert (config.source.base_url, config.source.poll, config.source.lookback_days) == ("https://huggingface.co",
+                                                                                           "30m", 3)
+    assert (config.source.max_concurrency, config.source.requests_per_minute) == (2, 30)
+
+
+def test_systemd_state_directory_is_the_default_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/state:{tmp_path}/other")
+    assert load_config(None).database == tmp_path / "state" / "paperwatch.db"
+
+
+def test_relative_paths_are_relative_to_the_files_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = folder / "pw.toml"
+    path.write_text('[paperwatch]\ndatabase = "db/p.db"\n[mail]\nmaildir = "inbox"\n')
+    config = load_config(path)
+    assert config.database == folder / "db" / "p.db"
+    assert config.mail.maildir == folder / "inbox"
+
+
+def test_the_example_file_loads_as_shipped() -> None:
+    config = load_config(ROOT / "config.example.toml")
+    (reader,) = config.readers
+    assert reader.name == "alice" and reader.rules[0].keywords == ("neural collapse", "grokking")
+    assert config.source.max_wait == 300.0 and config.source.timeout == 30.0
+
+
+def test_every_mistake_is_reported_at_once_with_file_line_and_key(tmp_path: Path) -> None:
+    found = problems(tmp_path, """\
+[paperwatch]
+timezone = "Mars/Base"
+
+[source]
+max_concurency = 2
+lookback_days = "three"
+poll = "every day"
+base_url = "ftp://example.org"
+requests_per_minute = 0
+
+[[readers]]
+name = "alice"
+email = "not-an-address"
+
+[[readers.rules]]
+name = "x"
+min_upvotes = -1
+""")
+    assert found == [
+        ":2: paperwatch.timezone: unknown time zone 'Mars/Base' (use a name like Europe/Berlin or UTC)",
+        ":5: source.max_concurency: unknown key, did you mean max_concurrency?",
+        ":6: source.lookback_days: expected a whole number, got 'three'",
+        ":7: source.poll: 'every day' is neither an interval like 30m nor a 5-field cron expression",
+        ":8: source.base_url: 'ftp://example.org' is not an http(s) URL with a host and no query",
+        ":9: source.requests_per_minute: must be more than 0, got 0",
+        ":13: readers[0].email: 'not-an-address' is not an email address",
+        ":17: readers[0].rules[0].min_upvotes: must be at least 0, got -1",
+    ]
+
+
+def test_lines_are_found_in_the_right_array_entry(tmp_path: Path) -> None:
+    found = problems(tmp_path, """\
+[[readers]]
+name = "a"
+email = "a@x.org"
+[[readers.rules]]
+name = "one"
+[[readers]]
+name = "b"
+email = "b@x.org"
+[[readers.rules]]
+name = "ok"
+[[readers.rules]]
+name = "two"
+min_upvotes = "many"
+""")
+    assert found == [":13: readers[1].rules[1].min_upvotes: expected a whole number, got 'many'"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[source\nx = 1', ":1: Expected ']' at the end of a table declaration"),
+        ('[mail.smtp]\nhost = "smtp.example.org"\npassword = "hunter2"\n',
+         ":1: mail.smtp: password: passwords do not belong in the config file; use password_file, "
+         "password_env or a systemd credential"),
+        ('[mail.smtp]\nhost = "smtp.example.org"\nsecurity = "none"\n',
+         ':1: mail.smtp: security = "none" sends mail unencrypted: allowed only to a loopback host, '
+         "not smtp.example.org"),
+        ('[mail.smtp]\nhost = "smtp.example.org"\nsecurity = "ssl"\n',
+         ":3: mail.smtp.security: Input should be 'starttls', 'tls' or 'none'"),
+        ("[mail.smtp]\nport = 25\n", ":1: mail.smtp.host: required key is missing"),
+        ('[[readers]]\nname = "a"\nemail = "a@x.org"\n[[readers]]\nname = "a"\nemail = "b@x.org"\n',
+         ": readers: reader names must be unique: a"),
+        ("[sourc]\npoll = '1h'\n", ":1: sourc: unknown key, did you mean source?"),
+        ("[source]\ntimeout = \"soon\"\n", ":2: source.timeout: 'soon' is not a duration like 90s, 30m, 6h or 1d"),
+    ],
+)
+def test_each_kind_of_mistake_reads_clearly(tmp_path: Path, text: str, expected: str) -> None:
+    assert problems(tmp_path, text) == [expected]
+
+
+def test_the_password_is_never_echoed(tmp_path: Path) -> None:
+    found = problems(tmp_path, '[mail.smtp]\nhost = "h"\npassword = "hunter2"\n')
+    assert "hunter2" not in "".join(found)
+
+
+def test_security_none_is_fine_to_loopback(tmp_path: Path) -> None:
+    path = tmp_path / "pw.toml"
+    path.write_text('[mail.smtp]\nhost = "127.0.0.1"\nport = 2525\nsecurity = "none"\n')
+    smtp = load_config(path).mail.smtp
+    assert smtp is not None and smtp.security == "none"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("6h", 21600), ("1d", 86400),
+                                               ("1.5s", 1.5), (12, 12), ("0.05", 0.05)])
+def test_durations(text: str | float, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_lookup_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    xdg = tmp_path / "xdg" / "paperwatch"
+    xdg.mkdir(parents=True)
+    (xdg / "paperwatch.toml").write_text("")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert find_config_file(None) == xdg / "paperwatch.toml"
+    (tmp_path / "paperwatch.toml").write_text("")
+    assert find_config_file(None) == Path("paperwatch.toml")
+    env_file = tmp_path / "env.toml"
+    env_file.write_text("")
+    monkeypatch.setenv("PAPERWATCH_CONFIG", str(env_file))
+    assert find_config_file(None) == env_file
+    assert find_config_file(tmp_path / "paperwatch.toml") == tmp_path / "paperwatch.toml"
+
+
+def test_a_named_file_that_does_not_exist_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        find_config_file(tmp_path / "missing.toml")
+    monkeypatch.setenv("PAPERWATCH_CONFIG", str(tmp_path / "gone.toml"))
+    with pytest.raises(ConfigError, match="gone.toml: no such config file"):
+        find_config_file(None)
