@@ -21,3 +21,13 @@ def test_parse_bench_compares_ours_bare_and_beautifulsoup() -> None:
     assert len(rows) == 2, run.stdout + run.stderr
     for ours_over_bare, soup_over_ours in rows.values():
         assert ours_over_bare < 2.5 and soup_over_ours > 4, run.stdout
+
+
+def test_match_bench_agrees_with_the_naive_loop_and_stays_flat_in_rules() -> None:
+    run = subprocess.run([sys.executable, str(BENCH / "match"), "--quick"], capture_output=True, text=True,
+                         timeout=300)
+    assert "PASS  identical results" in run.stdout, run.stdout + run.stderr
+    speedup = re.search(r"(\d+)x faster than the naive loop", run.stdout)
+    growth = re.search(r"ours grows ([\d.]+)x for", run.stdout)
+    assert speedup and growth, run.stdout
+    assert int(speedup.group(1)) >= 10 and float(growth.group(1)) <= 6, run.stdout

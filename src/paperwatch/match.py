@@ -1,0 +1,697 @@
+"""Reader rules → matches, each with the words and authors that made it.
+
+Rules are compiled once: every keyword, phrase and wildcard of every rule (and of every
+query) goes into one token trie, authors into a surname index, organizations into a dict.
+A paper is then folded and tokenized once per field and its tokens are walked through the
+trie in a single pass; only rules with a hit (and the rare rule whose query holds without
+any, such as ``NOT survey``) are evaluated. Time grows with the papers' text, not with the
+number of rules.
+
+Semantics, as the README states them:
+
+* Text is compared folded: case-insensitive, accents dropped, ligatures expanded
+  (``naïve`` = ``naive``, ``ﬁne`` = ``fine``), every dash a hyphen.
+* A keyword matches whole words only (``GAN`` never matches ``organ``). Hyphen, space and
+  nothing are the same between a keyword's words (``pre-training`` = ``pre training`` =
+  ``pretraining``); a hyphenated word in a paper also counts as the joined word, so the
+  keyword ``pretraining`` finds ``pre-training`` (but not ``pre training``).
+* A keyword also matches its regular English plural: ``network`` → ``networks``,
+  ``study`` → ``studies``, ``box`` → ``boxes``; in a phrase, only the last word's. The
+  plural form itself does not find the singular.
+* ``diffus*`` matches any word starting with ``diffus`` (at least two letters before ``*``).
+* Several words, quoted or not, form a phrase: in order and adjacent. Other punctuation
+  between the words is ignored, but a phrase never spans the end of a sentence or clause
+  (``.``, ``,``, ``;``, ``:``, ``!``, ``?`` before a space) or a bracket.
+* ``re:PATTERN`` is a regular expression searched case-insensitively in the folded field
+  text (punctuation kept); it must compile and must not match the empty text.
+* Keywords, ``all`` and ``exclude`` look at title, abstract and AI keywords unless the rule
+  names its ``fields`` (also ``authors`` and ``organization``, as plain text).
+* An author pattern matches one author of the paper, never part of a name or parts of two:
+  the surnames must be equal (case, accents, apostrophes and hyphens aside; ``von``,
+  ``de``, ``le``… before a surname may be written or left out), the first given names must
+  agree, an initial agreeing with any name it begins (``Y. LeCun`` = ``Yann LeCun``), and
+  middle names are optional, but must agree where both sides give them. A pattern of one
+  word is a surname: ``Yu`` matches ``Wei Yu`` but neither ``Yujia Li`` nor ``Yu Zhang``.
+* An organization matches the paper's whole organization name, folded, spaces ignored.
+* A rule matches when any of keywords, authors, organizations or query matches, every
+  ``all`` term matches, no ``exclude`` term does, and upvotes ≥ ``min_upvotes``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import logging
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+from paperwatch import query as q
+from paperwatch.errors import ConfigError
+from paperwatch.models import Paper
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("title", "abstract", "ai_keywords", "authors", "organization")
+DEFAULT_FIELDS = ("title", "abstract", "ai_keywords")
+MAX_PHRASE_WORDS = 8
+_QUERY_FIELDS = {"title": "title", "abstract": "abstract", "ai_keywords": "ai_keywords"}
+_MAX_COMPOUND = 8  # a hyphenated run longer than this is noise; only its first parts are joined
+_MEMO_LIMIT = 200_000
+
+# Letters NFKD leaves alone, dashes, and invisible characters that split words in copied text.
+_FOLD_TABLE = str.maketrans(
+    {"ø": "o", "đ": "d", "ð": "d", "ł": "l", "ħ": "h", "ı": "i", "æ": "ae", "œ": "oe", "þ": "th"}
+    | dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-")
+    | dict.fromkeys("\u00ad\u200b\u200c\u200d\u2060\ufeff", "")
+)
+_WORD = re.compile(r"[^\W_]+")
+# Folded text → words, hyphenated words kept whole, and "" for a break a phrase may not span.
+_COMPOUND_OR_BREAK = re.compile(r"([^\W_]+(?:-[^\W_]+)*)|[.,;:!?](?=\s|$)|[()\[\]{}]")
+_PIECE_OR_BREAK = re.compile(r"([^\W_]+|[.,;:!?](?=\s|$)|[()\[\]{}])")  # the same tokens, for offsets
+_KEYWORD_WORD = re.compile(r"([^\W_]+)(\*)?")
+_SPECIAL = frozenset(".^$*+?{}[]\\|()")
+_ESCAPE = re.compile(r"\\.", re.DOTALL)
+_STRAY_STAR = re.compile(r"(?<![^\W_])\*|\*(?=[^\W_*])|\*\*")
+_PARTICLES = frozenset("al bin da das de del della der di do dos du el ibn la le st ten ter van von zu".split())
+
+
+# --- public types -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """One reader's rule, as the matcher takes it (config rules are adapted into this)."""
+
+    reader: str
+    name: str
+    keywords: tuple[str, ...] = ()
+    all: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
+    organizations: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
+    query: str | None = None
+    min_upvotes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One reason for a match: ``term`` as the rule wrote it, found in ``field`` as ``text``."""
+
+    rule: str
+    term: str
+    field: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A paper one reader's rules matched: every rule that matched it and every hit."""
+
+    reader: str
+    paper_id: str
+    rules: tuple[str, ...]
+    why: tuple[Hit, ...]
+
+    def as_json(self) -> dict[str, object]:
+        """The ``match --json`` shape of interface.md."""
+        return {
+            "reader": self.reader,
+            "paper": self.paper_id,
+            "rules": list(self.rules),
+            "why": [{"rule": h.rule, "field": h.field, "term": h.term, "text": h.text} for h in self.why],
+        }
+
+
+# --- folding and tokens --------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8192)
+def _fold_char(char: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", char.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).translate(_FOLD_TABLE)
+
+
+def fold(text: str) -> str:
+    """``text`` casefolded, without accents, ligatures expanded, dashes as ``-``.
+
+    Folded char by char, so an offset in the result maps back to the original text."""
+    return text.lower() if text.isascii() else "".join(map(_fold_char, text))
+
+
+def plural(word: str) -> str:
+    """The regular English plural: networks, studies, boxes, losses, keys."""
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return word + "es"
+    if len(word) > 1 and word[-1] == "y" and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+class _Text:
+    """One field of one paper, folded and tokenized; offsets back to the original on demand."""
+
+    __slots__ = ("original", "folded", "tokens", "joins", "_ends")
+
+    def __init__(self, original: str) -> None:
+        self.original = original
+        self.folded = fold(original)
+        items = _COMPOUND_OR_BREAK.findall(self.folded)
+        # Splitting the hyphenated items in C keeps this fast; "" items (breaks) survive as "".
+        self.tokens = " ".join(items).replace("-", " ").split(" ") if items else []
+        self.joins = _joins(items) if "-" in self.folded else {}
+        self._ends: list[int] | None = None
+
+    def words(self, first: int, last: int) -> str:
+        """The original text of tokens ``first`` to ``last`` (inclusive)."""
+        if self._ends is None:
+            # split() alternates gap, token, gap, token...: token k spans ends[2k] to ends[2k + 1]
+            self._ends = list(accumulate(map(len, _PIECE_OR_BREAK.split(self.folded))))
+        return self.chars(self._ends[2 * first], self._ends[2 * last + 1])
+
+    def chars(self, start: int, end: int) -> str:
+        """The original text of the folded text's ``[start:end]``."""
+        if len(self.folded) == len(self.original) and self.original.isascii():
+            return self.original[start:end]
+        origin = [i for i, char in enumerate(self.original) for _ in _fold_char(char)]
+        return self.original[origin[start] : origin[end - 1] + 1]
+
+
+def _joins(items: list[str]) -> dict[int, list[tuple[str, int]]]:
+    """For each token that starts a hyphenated run, the joined words it starts and their last token."""
+    joins: dict[int, list[tuple[str, int]]] = {}
+    extra = 0  # tokens added before this item by splitting earlier items
+    for position in [i for i, item in enumerate(items) if "-" in item]:
+        parts = items[position].split("-")
+        first, count = position + extra, min(len(parts), _MAX_COMPOUND)
+        for a in range(count - 1):
+            joins[first + a] = [("".join(parts[a : b + 1]), first + b) for b in range(a + 1, count)]
+        extra += len(parts) - 1
+    return joins
+
+
+# --- keywords → token sequences --------------------------------------------------------------
+
+Step = tuple[str, bool]  # a token, and whether it is a prefix (``diffus*``)
+
+
+def keyword_words(text: str) -> tuple[Step, ...]:
+    """A keyword's folded words, each with its wildcard flag; ValueError says what is wrong."""
+    folded = fold(text.strip())
+    if len(folded) > 1 and folded[0] == folded[-1] == '"':
+        folded = folded[1:-1]
+    if _STRAY_STAR.search(folded):
+        raise ValueError(f"{text!r}: '*' may only end a word, as in diffus*")
+    words = tuple((word, bool(star)) for word, star in _KEYWORD_WORD.findall(folded))
+    if not words:
+        raise ValueError(f"{text!r} has no words to match")
+    if len(words) > MAX_PHRASE_WORDS:
+        raise ValueError(f"{text!r} has more than {MAX_PHRASE_WORDS} words")
+    if any(star and len(word) < 2 for word, star in words):
+        raise ValueError(f"{text!r}: give at least two letters before '*'")
+    return words
+
+
+def spellings(words: tuple[Step, ...]) -> Iterator[tuple[Step, ...]]:
+    """Every token sequence the words may appear as: each gap split or joined, last word plural."""
+    gaps = len(words) - 1
+    for mask in range(2**gaps):
+        pieces = [words[0]]
+        for gap, (word, star) in enumerate(words[1:]):
+            before, before_star = pieces[-1]
+            if mask >> gap & 1 and not before_star:
+                pieces[-1] = (before + word, star)
+            elif mask >> gap & 1:
+                break  # nothing can be glued after a wildcard
+            else:
+                pieces.append((word, star))
+        else:
+            yield tuple(pieces)
+            last, star = pieces[-1]
+            if not star and last[-1].isalpha():
+                yield (*pieces[:-1], (plural(last), False))
+
+
+class _Node:
+    """A trie node: children by exact token and by prefix, and the probes ending here."""
+
+    __slots__ = ("exact", "prefixes", "lengths", "ends", "inner")
+
+    def __init__(self) -> None:
+        self.exact: dict[str, _Node] = {}
+        self.prefixes: dict[str, _Node] = {}
+        self.lengths: tuple[int, ...] = ()
+        self.ends: list[int] = []
+        self.inner = False  # has children: a phrase may go on from here
+
+    def add(self, step: Step) -> _Node:
+        token, star = step
+        self.inner = True
+        if not star:
+            return self.exact.setdefault(token, _Node())
+        if len(token) not in self.lengths:
+            self.lengths = tuple(sorted({*self.lengths, len(token)}))
+        return self.prefixes.setdefault(token, _Node())
+
+    def step(self, token: str) -> list[_Node]:
+        found = [self.exact[token]] if token in self.exact else []
+        for length in self.lengths:
+            child = self.prefixes.get(token[:length]) if len(token) >= length else None
+            if child is not None:
+                found.append(child)
+        return found
+
+
+# --- authors and organizations -------------------------------------------------------------
+
+NameForm = tuple[tuple[str, ...], str]  # given names (and particles not in the surname), surname
+
+
+@functools.lru_cache(maxsize=65536)
+def name_forms(name: str, *, pattern: bool = False) -> tuple[NameForm, ...]:
+    """Every reading of a name as (given names, surname): particles may belong to either.
+
+    A paper's author always keeps one given name; a pattern may be a bare surname."""
+    parts = fold(name).replace("'", "").replace("\u2019", "").split()
+    if not parts or not (last := "".join(_WORD.findall(parts[-1]))):
+        return ()
+    given = [word for part in parts[:-1] for word in _WORD.findall(part)]
+    forms = [(tuple(given), last)]
+    cut, lowest = len(given), 0 if pattern else 1
+    while cut > lowest and given[cut - 1] in _PARTICLES:
+        cut -= 1
+        forms.append((tuple(given[:cut]), "".join(given[cut:]) + last))
+    return tuple(forms)
+
+
+def _same_name(a: str, b: str) -> bool:
+    return a == b or (len(a) == 1 and b.startswith(a)) or (len(b) == 1 and a.startswith(b))
+
+
+def same_given_names(pattern: tuple[str, ...], author: tuple[str, ...]) -> bool:
+    """First names agree (initials count); middle names optional, but in order where both give some."""
+    if not pattern:
+        return True
+    if not author or not _same_name(pattern[0], author[0]):
+        return False
+    shorter, longer = sorted((pattern[1:], author[1:]), key=len)
+    rest = iter(longer)
+    return all(any(_same_name(name, other) for other in rest) for name in shorter)
+
+
+def required_text(pattern: re.Pattern[str]) -> str:
+    """The longest text every match of ``pattern`` contains, "" if unsure: a cheap prefilter.
+
+    Only literal runs outside groups, classes and escapes count, so alternation, optional
+    parts and the character a quantifier governs never do."""
+    if pattern.flags & re.VERBOSE:
+        return ""
+    source, runs, run, depth, index = pattern.pattern, [""], "", 0, 0
+    while index < len(source):
+        char = source[index]
+        if char == "|" and depth == 0:
+            return ""
+        if char in _SPECIAL:
+            if char in "*+?{" and run:
+                run = run[:-1]
+            runs.append(run)
+            run = ""
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            index = _class_end(source, index) if char == "[" else index + (2 if char == "\\" else 1)
+            continue
+        if depth == 0:
+            run += char
+        index += 1
+    longest = max([*runs, run], key=len)
+    if pattern.flags & re.IGNORECASE:
+        return longest.lower() if longest.isascii() else ""
+    return longest
+
+
+def _class_end(source: str, start: int) -> int:
+    """The index after the character class that starts at ``start``."""
+    index = start + 1
+    index += source.startswith("^", index)
+    index += source.startswith("]", index)
+    while index < len(source) and source[index] != "]":
+        index += 2 if source[index] == "\\" else 1
+    return index + 1
+
+
+def organization_key(name: str) -> str:
+    return "".join(_WORD.findall(fold(name)))
+
+
+# --- compiled rules ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Term:
+    label: str  # as the rule wrote it
+    probe: int
+    fields: frozenset[str]
+
+
+Found = dict[int, dict[str, tuple[int, int] | str]]  # probe → field → token span or matched text
+
+
+def _holds(term: _Term, found: Found) -> bool:
+    where = found.get(term.probe)
+    return where is not None and not term.fields.isdisjoint(where)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    reader: str
+    name: str
+    any_of: tuple[_Term, ...]
+    all_of: tuple[_Term, ...]
+    none_of: tuple[_Term, ...]
+    query: q.Node | None
+    query_terms: dict[q.Term, _Term]
+    min_upvotes: int
+
+    def matches(self, found: Found, upvotes: int) -> bool:
+        if upvotes < self.min_upvotes:
+            return False
+        if not any(_holds(term, found) for term in self.any_of) and not (
+                self.query is not None and q.evaluate(self.query, lambda t: _holds(self.query_terms[t], found))):
+            return False
+        return all(_holds(term, found) for term in self.all_of) and not any(
+            _holds(term, found) for term in self.none_of)
+
+    def why(self) -> Iterator[_Term]:
+        yield from self.any_of
+        yield from self.all_of
+        if self.query is not None:
+            yield from (self.query_terms[t] for t in q.positive_terms(self.query))
+
+    def terms(self) -> Iterator[_Term]:
+        """Every term, including those that can only veto or confirm a match."""
+        yield from self.any_of
+        yield from self.all_of
+        yield from self.none_of
+        yield from self.query_terms.values()
+
+    def triggers(self) -> Iterator[_Term]:
+        """The terms whose hit can make the rule match, so the rule must then be evaluated."""
+        yield from self.any_of
+        yield from self.query_terms.values()
+
+    def holds_without_hits(self) -> bool:
+        """Whether the query holds for a paper with no hit at all (``NOT survey``)."""
+        return self.query is not None and q.evaluate(self.query, lambda _term: False)
+
+
+@dataclass
+class _Builder:
+    """Collects probes (distinct things to look for) shared by all rules, and the problems found."""
+
+    trie: _Node = field(default_factory=_Node)
+    words: dict[tuple[Step, ...], int] = field(default_factory=dict)
+    regexes: dict[str, tuple[int, re.Pattern[str]]] = field(default_factory=dict)
+    authors: dict[str, list[tuple[int, tuple[str, ...]]]] = field(default_factory=dict)
+    author_probes: dict[str, int] = field(default_factory=dict)
+    organizations: dict[str, int] = field(default_factory=dict)
+    count: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def _new(self) -> int:
+        self.count += 1
+        return self.count - 1
+
+    def keyword(self, text: str, fields: frozenset[str]) -> _Term:
+        if text.startswith("re:"):
+            return _Term(text, self._regex(text[3:]), fields)
+        words = keyword_words(text)
+        if words not in self.words:
+            probe = self.words[words] = self._new()
+            for sequence in spellings(words):
+                node = self.trie
+                for step in sequence:
+                    node = node.add(step)
+                if probe not in node.ends:
+                    node.ends.append(probe)
+        return _Term(text, self.words[words], fields)
+
+    def _regex(self, pattern: str) -> int:
+        folded = "".join(c for c in unicodedata.normalize("NFKD", pattern) if not unicodedata.combining(c))
+        if folded not in self.regexes:
+            # The text is casefolded: without capitals, the pattern needs no IGNORECASE (10x faster).
+            flags = re.IGNORECASE if any(c.isupper() for c in _ESCAPE.sub("", folded)) else 0
+            try:
+                compiled = re.compile(folded, flags)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+            if compiled.fullmatch(""):
+                raise ValueError(f"regular expression {pattern!r} matches empty text, so it would match every paper")
+            self.regexes[folded] = (self._new(), compiled)
+        return self.regexes[folded][0]
+
+    def author(self, text: str) -> _Term:
+        forms = name_forms(text, pattern=True)
+        if not forms:
+            raise ValueError(f"{text!r} is not a name")
+        key = "|".join(f"{' '.join(given)}/{surname}" for given, surname in forms)
+        if key not in self.author_probes:
+            probe = self.author_probes[key] = self._new()
+            for given, surname in forms:
+                self.authors.setdefault(surname, []).append((probe, given))
+        return _Term(text, self.author_probes[key], frozenset({"authors"}))
+
+    def organization(self, text: str) -> _Term:
+        key = organization_key(text)
+        if not key:
+            raise ValueError(f"{text!r} is not an organization name")
+        if key not in self.organizations:
+            self.organizations[key] = self._new()
+        return _Term(text, self.organizations[key], frozenset({"organization"}))
+
+    def rule(self, spec: RuleSpec) -> _Rule | None:
+        where = f"readers.{spec.reader}.rules.{spec.name}"
+        before = len(self.problems)
+        fields = self._fields(spec, where)
+
+        def terms(key: str, texts: tuple[str, ...], make: Callable[[str], _Term]) -> tuple[_Term, ...]:
+            made = []
+            for index, text in enumerate(texts):
+                try:
+                    made.append(make(text))
+                except ValueError as exc:
+                    self.problems.append(f"{where}.{key}[{index}]: {exc}")
+            return tuple(made)
+
+        def keyword(text: str) -> _Term:
+            return self.keyword(text, fields)
+
+        any_of = (terms("keywords", spec.keywords, keyword) + terms("authors", spec.authors, self.author)
+                  + terms("organizations", spec.organizations, self.organization))
+        all_of, none_of = terms("all", spec.all, keyword), terms("exclude", spec.exclude, keyword)
+        parsed, query_terms = self._query(spec, where, fields)
+        if not (spec.keywords or spec.authors or spec.organizations or spec.query):
+            self.problems.append(f"{where}: empty rule: give keywords, authors, organizations or a query")
+        if spec.min_upvotes < 0:
+            self.problems.append(f"{where}.min_upvotes: must be at least 0, got {spec.min_upvotes}")
+        if len(self.problems) > before:
+            return None
+        return _Rule(spec.reader, spec.name, any_of, all_of, none_of, parsed, query_terms, spec.min_upvotes)
+
+    def _fields(self, spec: RuleSpec, where: str) -> frozenset[str]:
+        for index, name in enumerate(spec.fields):
+            if name not in FIELDS:
+                close = difflib.get_close_matches(name, FIELDS, n=1)
+                hint = f", did you mean {close[0]}?" if close else f" (known: {', '.join(FIELDS)})"
+                self.problems.append(f"{where}.fields[{index}]: unknown field {name!r}{hint}")
+        return frozenset(spec.fields or DEFAULT_FIELDS) & frozenset(FIELDS)
+
+    def _query(self, spec: RuleSpec, where: str, fields: frozenset[str]) -> tuple[q.Node | None, dict[q.Term, _Term]]:
+        if spec.query is None:
+            return None, {}
+        try:
+            parsed = q.parse(spec.query)
+            made = {term: self._query_term(term, fields) for term in q.terms(parsed)}
+        except q.QueryError as exc:
+            self.problems.append(f"{where}.query: {exc}")
+            return None, {}
+        return parsed, made
+
+    def _query_term(self, term: q.Term, fields: frozenset[str]) -> _Term:
+        try:
+            if term.field == "author":
+                made = self.author(term.text)
+            elif term.field == "org":
+                made = self.organization(term.text)
+            else:
+                narrowed = frozenset({_QUERY_FIELDS[term.field]}) if term.field else fields
+                made = self.keyword(term.text, narrowed)
+        except ValueError as exc:
+            raise q.QueryError(str(exc), term.position) from None
+        return _Term(str(term), made.probe, made.fields)
+
+
+def rule_problems(rules: Iterable[RuleSpec]) -> list[str]:
+    """Every mistake in ``rules``, one line each (``readers.R.rules.N.key: message``); [] if none."""
+    builder = _Builder()
+    _compile_rules(builder, rules)
+    return builder.problems
+
+
+def _compile_rules(builder: _Builder, rules: Iterable[RuleSpec]) -> list[_Rule]:
+    compiled, seen = [], set()
+    for spec in rules:
+        if (spec.reader, spec.name) in seen:
+            builder.problems.append(f"readers.{spec.reader}.rules.{spec.name}: two rules of one reader have this name")
+        seen.add((spec.reader, spec.name))
+        rule = builder.rule(spec)
+        if rule is not None:
+            compiled.append(rule)
+    return compiled
+
+
+# --- matching ------------------------------------------------------------------------------
+
+
+class Matcher:
+    """Rules compiled once; ``match`` scans each field of a paper once, whatever the number of rules."""
+
+    def __init__(self, rules: list[_Rule], builder: _Builder) -> None:
+        self._rules = rules
+        self._trie = builder.trie
+        self._authors = builder.authors
+        self._organizations = builder.organizations
+        self._memo: dict[str, list[_Node]] = {}  # first trie step per token: most tokens repeat
+        self._starters: set[str] = set()  # the tokens of the memo that start a trie path
+        triggers: dict[int, list[int]] = {}
+        for index, rule in enumerate(rules):
+            for term in rule.triggers():
+                if index not in triggers.setdefault(term.probe, []):
+                    triggers[term.probe].append(index)
+        self._triggers = triggers
+        self._always = frozenset(i for i, rule in enumerate(rules) if rule.holds_without_hits())
+        # Only the fields some word or regex term looks at are tokenized, each regex only where used.
+        word_probes = set(builder.words.values())
+        regex_fields: dict[int, set[str]] = {probe: set() for probe, _ in builder.regexes.values()}
+        scanned: set[str] = set()
+        for rule in rules:
+            for term in rule.terms():
+                if term.probe in word_probes:
+                    scanned |= term.fields
+                elif term.probe in regex_fields:
+                    regex_fields[term.probe] |= term.fields
+                    scanned |= term.fields
+        self._regexes = [(probe, rx, required_text(rx), tuple(sorted(regex_fields[probe])))
+                         for probe, rx in builder.regexes.values()]
+        self._fields = tuple(name for name in FIELDS if name in scanned)
+        log.debug("compiled %d rules: %d words and phrases, %d regexes, %d author surnames",
+                  len(rules), len(builder.words), len(builder.regexes), len(builder.authors))
+
+    @classmethod
+    def compile(cls, rules: Iterable[RuleSpec]) -> Matcher:
+        """Compile ``rules``; raise ConfigError listing every mistake in every rule, one per line."""
+        builder = _Builder()
+        compiled = _compile_rules(builder, rules)
+        if builder.problems:
+            raise ConfigError(builder.problems)
+        return cls(compiled, builder)
+
+    def match(self, paper: Paper) -> list[Match]:
+        """One Match per reader with a rule matching ``paper``, readers in the order of their rules."""
+        texts = {name: _Text(_field_text(paper, name)) for name in self._fields}
+        found = self._found(paper, texts)
+        candidates = {index for probe in found for index in self._triggers.get(probe, ())}
+        by_reader: dict[str, list[_Rule]] = {}
+        for index in sorted(candidates | self._always):
+            rule = self._rules[index]
+            if rule.matches(found, paper.upvotes or 0):
+                by_reader.setdefault(rule.reader, []).append(rule)
+        return [_explain(reader, rules, paper.id, found, texts) for reader, rules in by_reader.items()]
+
+    def match_all(self, papers: Iterable[Paper]) -> list[Match]:
+        """The matches of every paper, in paper order."""
+        return [found for paper in papers for found in self.match(paper)]
+
+    def _found(self, paper: Paper, texts: dict[str, _Text]) -> Found:
+        found: Found = {}
+        for name, text in texts.items():
+            self._scan(name, text, found)
+        for probe, regex, required, fields in self._regexes:
+            for name in fields:
+                hit = required in texts[name].folded and regex.search(texts[name].folded)
+                if hit:
+                    found.setdefault(probe, {})[name] = texts[name].chars(*hit.span())
+        for author in paper.authors if self._authors else ():
+            for given, surname in name_forms(author):
+                for probe, wanted in self._authors.get(surname, ()):
+                    if same_given_names(wanted, given):
+                        found.setdefault(probe, {}).setdefault("authors", author)
+        if self._organizations and paper.organization:
+            org = self._organizations.get(organization_key(paper.organization))
+            if org is not None:
+                found[org] = {"organization": paper.organization}
+        return found
+
+    def _scan(self, name: str, text: _Text, found: Found) -> None:
+        """The single pass: every trie path from every token (or hyphen-joined word) that starts one."""
+        tokens, memo = text.tokens, self._memo
+        distinct = set(tokens)
+        for token in [t for t in distinct if t not in memo]:
+            self._first(token)
+        starters = distinct & self._starters  # in C: most tokens start nothing
+        if starters:
+            for index in [i for i, token in enumerate(tokens) if token in starters]:
+                self._follow(memo[tokens[index]], index, index, text, name, found)
+        for index, joined_words in text.joins.items():
+            for joined, last in joined_words:
+                nodes = memo[joined] if joined in memo else self._first(joined)
+                if nodes:
+                    self._follow(nodes, index, last, text, name, found)
+
+    def _first(self, token: str) -> list[_Node]:
+        """The trie's first step for ``token``, remembered: the vocabulary of papers is small."""
+        if len(self._memo) > _MEMO_LIMIT:
+            self._memo.clear()
+            self._starters.clear()
+        nodes = self._memo[token] = self._trie.step(token)
+        if nodes:
+            self._starters.add(token)
+        return nodes
+
+    def _follow(self, nodes: list[_Node], first: int, last: int, text: _Text, name: str, found: Found) -> None:
+        for node in nodes:
+            for probe in node.ends:
+                where = found.setdefault(probe, {})
+                earlier = where.get(name)
+                if not isinstance(earlier, tuple) or earlier[0] > first:  # the first occurrence explains the match
+                    where[name] = (first, last)
+            after = last + 1
+            if node.inner and after < len(text.tokens):
+                self._follow(node.step(text.tokens[after]), first, after, text, name, found)
+                for joined, end in text.joins.get(after, ()):
+                    self._follow(node.step(joined), first, end, text, name, found)
+
+
+def _field_text(paper: Paper, name: str) -> str:
+    # List fields are joined with ", ", a break no phrase spans.
+    if name == "title":
+        return paper.title
+    if name == "abstract":
+        return paper.summary or ""
+    if name == "ai_keywords":
+        return ", ".join(paper.ai_keywords)
+    if name == "authors":
+        return ", ".join(paper.authors)
+    return paper.organization or ""
+
+
+def _explain(reader: str, rules: list[_Rule], paper_id: str, found: Found, texts: dict[str, _Text]) -> Match:
+    hits: dict[Hit, None] = {}  # an ordered set: a term two rules share is one hit per rule
+    for rule in rules:
+        for term in rule.why():
+            for name, where in found.get(term.probe, {}).items():
+                if name in term.fields:
+                    text = where if isinstance(where, str) else texts[name].words(*where)
+                    hits[Hit(rule.name, term.label, name, text)] = None
+    return Match(reader, paper_id, tuple(rule.name for rule in rules), tuple(hits))
