@@ -18,11 +18,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from paperwatch import __version__
-from paperwatch.config import Config, find_config_file, load_config
-from paperwatch.errors import ConfigError, PaperwatchError
+from paperwatch.config import Config, Reader, find_config_file, load_config
+from paperwatch.delivery import compile_rules, compose, deliver_due, queue_digests, write_preview
+from paperwatch.digest import Templates
+from paperwatch.errors import ConfigError, PaperwatchError, TemplateError
+from paperwatch.mail import describe, read_password
+from paperwatch.match import Matcher
 from paperwatch.fetch import Fetcher
 from paperwatch.pipeline import DayReport, day_range, fetch_days, is_settled, recent_days, today_utc
-from paperwatch.store import Store
+from paperwatch.store import OutboxMessage, Store
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +81,23 @@ def _parser() -> argparse.ArgumentParser:
     papers.add_argument("--json", action="store_true", help="print a JSON array")
     papers.set_defaults(command=_papers)
 
+    match = commands.add_parser("match", help="dry run: which stored papers each reader's rules match, and why")
+    match.add_argument("--reader", metavar="NAME")
+    match.add_argument("--since", type=_date, metavar="DATE", help="papers featured on that day or later")
+    match.add_argument("--json", action="store_true")
+    match.set_defaults(command=_match)
+
+    digest = commands.add_parser("digest", help="deliver each reader's pending digest now")
+    digest.add_argument("--reader", metavar="NAME")
+    digest.add_argument("--since", type=_date, metavar="DATE",
+                        help="also the stored papers featured from DATE on that the reader never received")
+    digest.add_argument("--preview", type=Path, metavar="DIR",
+                        help="write NAME.html, NAME.txt and NAME.eml there instead of sending; changes nothing")
+    digest.set_defaults(command=_digest)
+
     run = commands.add_parser("run", help="one full cycle now (--once)")
     run.add_argument("--once", action="store_true", required=True,
-                     help="fetch the recent days and store them, then exit")
+                     help="fetch the recent days, match, deliver every pending digest, then exit")
     run.set_defaults(command=_run_once)
 
     status = commands.add_parser("status", help="what has been fetched and how it went")
@@ -109,11 +127,39 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _rules(config: Config) -> tuple[Matcher, Templates]:
+    """Compile every rule and load the templates, reporting every mistake of both at once."""
+    problems: list[str] = []
+    matcher = templates = None
+    try:
+        matcher = compile_rules(config)
+    except ConfigError as exc:
+        problems += [f"{config.path}: {p}" if config.path else p for p in exc.problems]
+    try:
+        templates = Templates.load(config.mail.templates)
+    except TemplateError as exc:
+        problems.append(f"{config.path or 'mail.templates'}: mail.templates: {exc}")
+    if problems or matcher is None or templates is None:
+        raise ConfigError(problems)
+    return matcher, templates
+
+
+def _readers(config: Config, name: str | None) -> tuple[Reader, ...]:
+    if name is None:
+        return config.readers
+    chosen = tuple(r for r in config.readers if r.name == name)
+    if not chosen:
+        known = ", ".join(r.name for r in config.readers) or "none configured"
+        raise PaperwatchError(f"no reader named {name!r} (readers: {known})")
+    return chosen
+
+
 async def _check(args: argparse.Namespace, config: Config) -> int:
+    _rules(config)
+    if config.mail.smtp is not None:
+        read_password(config.mail.smtp)
     where = config.path or "no config file: embedded defaults"
     rules = sum(len(r.rules) for r in config.readers)
-    transport = (f"SMTP {config.mail.smtp.host}:{config.mail.smtp.port} ({config.mail.smtp.security})"
-                 if config.mail.smtp else f"Maildir {config.mail.maildir}")
     print(f"config: {where}")
     print(f"database: {config.database}")
     print(f"source: {config.source.base_url}, poll {config.source.poll}, "
@@ -121,23 +167,75 @@ async def _check(args: argparse.Namespace, config: Config) -> int:
     print(f"readers: {len(config.readers)}, rules: {rules}")
     for reader in config.readers:
         print(f"  {reader.name} <{reader.email}>: {len(reader.rules)} rules, schedule {reader.schedule!r}")
-    print(f"mail: {transport}")
+    print(f"mail: {describe(config.mail)}")
     return 0
 
 
 async def _fetch(args: argparse.Namespace, config: Config) -> int:
-    return await _fetch_and_report(config, sorted(set(args.dates)) or recent_days(config.source.lookback_days))
+    failed = await _fetch_and_report(config, sorted(set(args.dates)) or recent_days(config.source.lookback_days))
+    return 1 if failed else 0
 
 
 async def _run_once(args: argparse.Namespace, config: Config) -> int:
-    return await _fetch_and_report(config, recent_days(config.source.lookback_days))
+    matcher, templates = _rules(config)
+    fetched = await _fetch_and_report(config, recent_days(config.source.lookback_days))
+    async with await Store.open(config.database) as store:
+        queued = await queue_digests(store, config, matcher, templates, config.readers)
+        sent = await deliver_due(store, config)
+    for outcome in [*queued, *sent]:
+        print(f"{outcome.reader}: {outcome.text}")
+    return 1 if fetched or not all(o.ok for o in [*queued, *sent]) else 0
+
+
+async def _match(args: argparse.Namespace, config: Config) -> int:
+    matcher, _ = _rules(config)
+    readers = {r.name for r in _readers(config, args.reader)}
+    async with await Store.open(config.database) as store:
+        papers = await store.papers(since=args.since)
+    matches = [m for m in matcher.match_all(papers) if m.reader in readers]
+    if args.json:
+        json.dump([m.as_json() for m in matches], sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return 0
+    titles = {p.id: p.title for p in papers}
+    for m in matches:
+        print(f"{m.reader}  {m.paper_id}  {titles[m.paper_id]}")
+        for hit in m.why:
+            print(f"    {hit.rule}: “{hit.term}” in the {hit.field.replace('_', ' ')}: {hit.text}")
+    since = f"since {args.since}" if args.since else f"among the {len(papers)} stored papers"
+    for reader in _readers(config, args.reader):
+        for rule in reader.rules:
+            count = sum(1 for m in matches if m.reader == reader.name and rule.name in m.rules)
+            print(f"{reader.name} / {rule.name}: would have matched {count} papers {since}")
+    return 0
+
+
+async def _digest(args: argparse.Namespace, config: Config) -> int:
+    matcher, templates = _rules(config)
+    readers = _readers(config, args.reader)
+    async with await Store.open(config.database) as store:
+        if args.preview is not None:
+            for reader in readers:
+                composed = await compose(store, config, matcher, templates, reader, since=args.since, preview=True)
+                if composed is None:
+                    print(f"{reader.name}: nothing to send")
+                    continue
+                files = write_preview(args.preview, composed)
+                print(f"{reader.name}: {composed.rendered.subject} -> {', '.join(str(f) for f in files)}")
+            return 0
+        queued = await queue_digests(store, config, matcher, templates, readers, since=args.since)
+        sent = await deliver_due(store, config, reader=args.reader)
+    for outcome in [*queued, *sent]:
+        print(f"{outcome.reader}: {outcome.text}")
+    return 0 if all(o.ok for o in [*queued, *sent]) else 1
 
 
 async def _fetch_and_report(config: Config, days: list[dt.date]) -> int:
+    """Fetch and print one line per day; return how many days failed."""
     reports = await _fetch_and_store(config, sorted(days))
     for report in reports:
         print(report.line())
-    return 1 if any(r.failed for r in reports) else 0
+    return sum(1 for r in reports if r.failed)
 
 
 async def _backfill(args: argparse.Namespace, config: Config) -> int:
@@ -191,6 +289,9 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
         summary = await store.summary()
         failed = await store.failed_days()
         fetches = await store.recent_fetches(10)
+        pending = await store.messages(status="pending")
+        failed_mail = await store.messages(status="failed", limit=10)
+        digests = await store.last_digests()
     if args.json:
         out = {
             "database": str(config.database),
@@ -204,6 +305,11 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
             "recent_fetches": [{"at": f.at.isoformat(), "day": _iso(f.day), "url": f.url, "status": f.status,
                                 "outcome": f.outcome, "source": f.source, "papers_seen": f.papers_seen,
                                 "papers_new": f.papers_new, "error": f.error} for f in fetches],
+            "deliveries": {
+                "pending": [_message_json(m) for m in pending],
+                "failed": [_message_json(m) for m in failed_mail],
+            },
+            "readers": {r.name: {"last_digest": _iso(digests.get(r.name))} for r in config.readers},
         }
         json.dump(out, sys.stdout, indent=2)
         print()
@@ -220,7 +326,19 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
     for f in fetches:
         counts = f"{f.papers_seen} papers, {f.papers_new} new" if f.outcome == "ok" else (f.error or "")
         print(f"  {_when(f.at)}  {f.day}  {f.outcome:<12} {counts}")
+    print(f"deliveries: {len(pending)} pending, {len(failed_mail)} failed")
+    for m in [*pending, *failed_mail]:
+        print(f"  {m.status:<8} {m.reader} <{m.recipient}> queued {_when(m.created_at)}, {m.attempts} tries"
+              + (f": {m.last_error}" if m.last_error else ""))
+    for reader in config.readers:
+        print(f"reader {reader.name}: last digest {_when(digests.get(reader.name))}")
     return 0
+
+
+def _message_json(m: OutboxMessage) -> dict[str, object]:
+    return {"reader": m.reader, "recipient": m.recipient, "message_id": m.message_id, "papers": m.papers,
+            "queued_at": m.created_at.isoformat(), "attempts": m.attempts, "last_error": m.last_error,
+            "next_attempt_at": m.next_attempt_at.isoformat() if m.status == "pending" else None}
 
 
 def _iso(value: dt.date | None) -> str | None:

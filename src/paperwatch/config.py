@@ -141,6 +141,7 @@ class MailConfig(_Section):
     from_: Email = Field("paperwatch <paperwatch@localhost>", alias="from")
     maildir: Path | None = None
     templates: Path | None = None
+    give_up: Duration = 3 * 86400.0
     smtp: SmtpConfig | None = None
 
 
@@ -244,9 +245,10 @@ def _resolved(config: Config) -> Config:
     database = database.resolve()
     # An unset Maildir lives with the state, not beside a config file that may be read-only.
     maildir = folder / config.mail.maildir if config.mail.maildir is not None else database.parent / "mail"
+    templates = folder / config.mail.templates if config.mail.templates is not None else None
     return config.model_copy(update={
         "paperwatch": config.paperwatch.model_copy(update={"database": database}),
-        "mail": config.mail.model_copy(update={"maildir": maildir.resolve()}),
+        "mail": config.mail.model_copy(update={"maildir": maildir.resolve(), "templates": templates}),
     })
 
 

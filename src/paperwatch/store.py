@@ -510,13 +510,16 @@ class Store:
 
     # -- readers and the outbox ---------------------------------------------------------
 
-    async def reader_state(self, name: str, *, now: dt.datetime | None = None) -> ReaderState:
-        """The reader's state, recording ``now`` as their start the first time they are seen."""
-        await self._write(
-            "INSERT OR IGNORE INTO readers (name, started_at) VALUES (?, ?)", (name, (now or utcnow()).isoformat())
-        )
+    async def reader_state(self, name: str, *, now: dt.datetime | None = None, record: bool = True) -> ReaderState:
+        """The reader's state; the first time a reader is seen, ``now`` becomes their start
+        (recorded unless ``record`` is false, as for a preview that must change nothing)."""
+        now = now or utcnow()
+        if record:
+            await self._write("INSERT OR IGNORE INTO readers (name, started_at) VALUES (?, ?)", (name, now.isoformat()))
         rows = list(await self._db.execute_fetchall(
             "SELECT name, started_at, last_digest_at FROM readers WHERE name = ?", (name,)))
+        if not rows:
+            return ReaderState(name, now, None)
         row = rows[0]
         return ReaderState(row[0], dt.datetime.fromisoformat(row[1]), _datetime(row[2]))
 

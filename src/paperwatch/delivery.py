@@ -1,0 +1,216 @@
+"""Matches → queued digests → delivered mail, through the outbox.
+
+Queueing renders a reader's digest once and commits its bytes, its Message-ID and its papers
+(now delivered-to-that-reader) in one transaction, before any delivery attempt. Delivery
+then sends what is due and marks it sent; temporary failures are retried with backoff until
+``mail.give_up``, permanent ones are marked failed with the server's reply. A crash between
+the server's 250 and "sent" repeats that one message, with the same bytes and Message-ID;
+nothing else can repeat, and nothing committed is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from paperwatch.config import Config, Reader
+from paperwatch.digest import DigestInfo, DigestItem, Highlight, Rendered, Templates, build_message, make_message_id
+from paperwatch.errors import MailError, TemplateError
+from paperwatch.mail import Envelope, Transport, open_transport
+from paperwatch.match import Match, Matcher, RuleSpec
+from paperwatch.models import HF_SITE, Paper
+from paperwatch.store import OutboxMessage, QueuedPaper, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST = dt.timedelta(minutes=1)
+RETRY_LONGEST = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Composed:
+    """A reader's digest, rendered and ready to queue (or to preview)."""
+
+    reader: Reader
+    rendered: Rendered
+    message: bytes
+    message_id: str
+    items: tuple[DigestItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One line of news about a reader's digest or a delivery."""
+
+    reader: str
+    ok: bool
+    text: str
+
+
+def rule_specs(readers: Iterable[Reader]) -> list[RuleSpec]:
+    """The config's rules as the matcher takes them."""
+    return [
+        RuleSpec(reader=reader.name, name=rule.name, keywords=rule.keywords, all=rule.all, exclude=rule.exclude,
+                 authors=rule.authors, organizations=rule.organizations, fields=rule.fields, query=rule.query,
+                 min_upvotes=rule.min_upvotes)
+        for reader in readers for rule in reader.rules
+    ]
+
+
+def compile_rules(config: Config) -> Matcher:
+    return Matcher.compile(rule_specs(config.readers))
+
+
+async def compose(store: Store, config: Config, matcher: Matcher, templates: Templates, reader: Reader,
+                  *, since: dt.date | None = None, now: dt.datetime | None = None,
+                  preview: bool = False) -> Composed | None:
+    """Render the reader's digest of every matched paper they never received; None when
+    there is nothing to send (and the reader did not ask for empty notes)."""
+    now = now or utcnow()
+    state = await store.reader_state(reader.name, now=now, record=not preview)
+    # A new reader starts with what the polls find, never with the history a backfill stored.
+    window = since or state.started_at.date() - dt.timedelta(days=config.source.lookback_days)
+    papers = await store.undelivered(reader.name, featured_since=window)
+    items = digest_items(reader, papers, matcher)
+    if not items and not reader.send_empty:
+        return None
+    last = state.last_digest_at or state.started_at
+    info = DigestInfo(
+        reader=reader.name, email=reader.email,
+        days=tuple(sorted({p.daily_date for p in papers if p.daily_date})),
+        papers_seen=await store.papers_first_seen_since(last),
+        period_start=last.date(), period_end=now.date(),
+        more_url=_more_url(items),
+    )
+    rendered = templates.render(info, items)
+    kept = items[: len(items) - rendered.omitted]
+    message_id = make_message_id(reader.name, now.isoformat(), domain=_domain(config.mail.from_))
+    message = build_message(
+        rendered, sender=config.mail.from_, to=reader.email, message_id=message_id, date=now,
+        list_id=f"paperwatch digest for {reader.name} <{reader.name}.digest.{_domain(config.mail.from_)}>",
+        unsubscribe=config.paperwatch.admin or _address(config.mail.from_),
+    )
+    return Composed(reader, rendered, bytes(message), message_id, tuple(kept))
+
+
+def digest_items(reader: Reader, papers: Sequence[Paper], matcher: Matcher) -> tuple[DigestItem, ...]:
+    """The reader's matched papers, best rule first (the reader's own rule order), newest first."""
+    order = {rule.name: n for n, rule in enumerate(reader.rules)}
+    items = []
+    for paper in papers:
+        match = next((m for m in matcher.match(paper) if m.reader == reader.name), None)
+        if match is not None:
+            items.append(_item(paper, match, order))
+    items.sort(key=lambda item: (order.get(item.rules[0], len(order)), -(item.paper.upvotes or 0)))
+    return tuple(items)
+
+
+def _item(paper: Paper, match: Match, order: dict[str, int]) -> DigestItem:
+    rules = tuple(sorted(match.rules, key=lambda name: order.get(name, len(order))))
+    highlights = tuple(dict.fromkeys(Highlight(hit.field, hit.text) for hit in match.why))
+    why = tuple(dict.fromkeys(f"{hit.rule}: “{hit.term}” in the {hit.field.replace('_', ' ')}" for hit in match.why))
+    return DigestItem(paper=paper, rules=rules, highlights=highlights, why=why)
+
+
+async def queue(store: Store, composed: Composed, config: Config, *, now: dt.datetime | None = None) -> int:
+    return await store.queue_digest(
+        reader=composed.reader.name, recipient=composed.reader.email, sender=_address(config.mail.from_),
+        message_id=composed.message_id, data=composed.message,
+        papers=[QueuedPaper(item.paper.id, item.rules) for item in composed.items], now=now,
+    )
+
+
+async def queue_digests(store: Store, config: Config, matcher: Matcher, templates: Templates,
+                        readers: Sequence[Reader], *, since: dt.date | None = None,
+                        now: dt.datetime | None = None) -> list[Outcome]:
+    """Compose and queue each reader's digest; a failing reader never stops the others."""
+    outcomes = []
+    for reader in readers:
+        try:
+            composed = await compose(store, config, matcher, templates, reader, since=since, now=now)
+        except TemplateError as exc:
+            log.error("digest for %s not composed: %s; their papers stay pending", reader.name, exc)
+            outcomes.append(Outcome(reader.name, False, f"digest not composed: {exc}"))
+            continue
+        if composed is None:
+            await store.mark_digested(reader.name, now=now)
+            outcomes.append(Outcome(reader.name, True, "nothing new matched"))
+            continue
+        await queue(store, composed, config, now=now)
+        outcomes.append(Outcome(reader.name, True, f"queued: {composed.rendered.subject}"))
+    return outcomes
+
+
+async def deliver_due(store: Store, config: Config, *, reader: str | None = None,
+                      now: dt.datetime | None = None) -> list[Outcome]:
+    """Send every due message in the outbox over one connection; record what happened."""
+    due = await store.due_messages(now=now, reader=reader)
+    if not due:
+        return []
+    outcomes = []
+    try:
+        async with open_transport(config.mail) as transport:
+            for message in due:
+                outcomes.append(await _deliver(store, config, transport, message, now=now))
+    except MailError as exc:  # the transport could not even be opened: every message waits
+        for message in due[len(outcomes):]:
+            outcomes.append(await _failed(store, config, message, exc, now=now))
+    return outcomes
+
+
+async def _deliver(store: Store, config: Config, transport: Transport, message: OutboxMessage,
+                   *, now: dt.datetime | None) -> Outcome:
+    envelope = Envelope(sender=message.sender, recipients=(message.recipient,), message_id=message.message_id,
+                        data=message.data)
+    try:
+        await transport.send(envelope)
+    except MailError as exc:
+        return await _failed(store, config, message, exc, now=now)
+    await store.mark_sent(message.id, now=now)
+    log.info("digest %s sent to %s (%d papers)", message.message_id, message.recipient, message.papers)
+    return Outcome(message.reader, True, f"sent to {message.recipient} ({message.papers} papers)")
+
+
+async def _failed(store: Store, config: Config, message: OutboxMessage, exc: MailError,
+                  *, now: dt.datetime | None) -> Outcome:
+    now = now or utcnow()
+    reason = exc.reply or str(exc)
+    age = now - message.created_at
+    if not exc.temporary or age >= dt.timedelta(seconds=config.mail.give_up):
+        verdict = "refused" if not exc.temporary else f"given up after {message.attempts + 1} tries"
+        await store.mark_failed(message.id, f"{verdict}: {reason}", now=now)
+        log.error("digest %s to %s failed, %s: %s", message.message_id, message.recipient, verdict, reason)
+        return Outcome(message.reader, False, f"failed ({verdict}): {reason}")
+    wait = min(RETRY_LONGEST, RETRY_FIRST * 2 ** message.attempts)
+    await store.mark_retry(message.id, reason, next_attempt_at=now + wait)
+    log.warning("digest %s to %s not delivered yet (%s); retry in %s", message.message_id, message.recipient,
+                reason, wait)
+    return Outcome(message.reader, False, f"will retry in {wait}: {reason}")
+
+
+def write_preview(directory: Path, composed: Composed) -> list[Path]:
+    """``NAME.html``, ``NAME.txt`` and ``NAME.eml`` of a composed digest, for ``digest --preview``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = composed.reader.name
+    files = {f"{name}.html": composed.rendered.html.encode(), f"{name}.txt": composed.rendered.text.encode(),
+             f"{name}.eml": composed.message}
+    for file, data in files.items():
+        (directory / file).write_bytes(data)
+    return [directory / file for file in files]
+
+
+def _more_url(items: Sequence[DigestItem]) -> str:
+    days = [item.paper.daily_date for item in items if item.paper.daily_date]
+    return f"{HF_SITE}/papers/date/{max(days)}" if days else f"{HF_SITE}/papers"
+
+
+def _address(header: str) -> str:
+    return email.utils.parseaddr(header)[1] or header
+
+
+def _domain(header: str) -> str:
+    return _address(header).rpartition("@")[2] or "localhost"

@@ -1,0 +1,181 @@
+"""Transports against a real SMTP server on loopback and a real Maildir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from paperwatch.config import MailConfig, SmtpConfig
+from paperwatch.errors import ConfigError, MailError
+from paperwatch.mail import Envelope, describe, open_transport, read_password
+from smtpserver import PASSWORD, Certificates, Recorder, SmtpServer
+
+MESSAGE = (b"From: paperwatch <pw@example.org>\r\nTo: alice@example.org\r\nSubject: hi\r\n"
+           b"Message-ID: <1@example.org>\r\n\r\nbody\r\n")
+
+
+def envelope(to: str = "alice@example.org", message_id: str = "<1@example.org>") -> Envelope:
+    return Envelope(sender="pw@example.org", recipients=(to,), message_id=message_id, data=MESSAGE)
+
+
+def smtp_config(server: SmtpServer, tmp_path: Path, **values: object) -> MailConfig:
+    smtp = SmtpConfig.model_validate({"host": "127.0.0.1", "port": server.port, "timeout": 5, **values})
+    return MailConfig.model_validate({"from": "pw@example.org", "smtp": smtp.model_dump(), "maildir": tmp_path})
+
+
+def password_file(tmp_path: Path, mode: int = 0o600) -> Path:
+    path = tmp_path / "smtp-password"
+    path.write_text(PASSWORD + "\n")
+    path.chmod(mode)
+    return path
+
+
+async def send(config: MailConfig, *envelopes: Envelope) -> None:
+    async with open_transport(config) as transport:
+        for item in envelopes:
+            await transport.send(item)
+
+
+async def test_starttls_verifies_the_certificate_then_logs_in(tmp_path: Path) -> None:
+    certificates, recorder = Certificates(tmp_path), Recorder()
+    with SmtpServer(recorder, mode="starttls", certificates=certificates, auth=True) as server:
+        config = smtp_config(server, tmp_path, security="starttls", ca_file=str(certificates.ca_file),
+                             username="alerts", password_file=str(password_file(tmp_path)))
+        await send(config, envelope(), envelope("bob@example.org", "<2@example.org>"))
+    assert [(r.recipients, r.tls, r.user) for r in recorder.received] == [
+        (["alice@example.org"], True, "alerts"), (["bob@example.org"], True, "alerts")]
+    assert recorder.received[0].data.replace(b"\r\n", b"\n").endswith(b"body\n")
+
+
+async def test_implicit_tls(tmp_path: Path) -> None:
+    certificates, recorder = Certificates(tmp_path), Recorder()
+    with SmtpServer(recorder, mode="tls", certificates=certificates) as server:
+        await send(smtp_config(server, tmp_path, security="tls", ca_file=str(certificates.ca_file)), envelope())
+    assert [r.tls for r in recorder.received] == [True]
+
+
+async def test_an_unknown_certificate_authority_is_refused(tmp_path: Path) -> None:
+    certificates, recorder = Certificates(tmp_path), Recorder()
+    with SmtpServer(recorder, mode="starttls", certificates=certificates) as server:
+        with pytest.raises(MailError, match="certificate") as caught:
+            await send(smtp_config(server, tmp_path, security="starttls"), envelope())
+    assert caught.value.temporary
+    assert recorder.mail_commands == 0
+
+
+async def test_starttls_missing_fails_before_auth_and_before_mail(tmp_path: Path) -> None:
+    recorder = Recorder()
+    with SmtpServer(recorder, mode="plain", auth=True) as server:
+        config = smtp_config(server, tmp_path, security="starttls", username="alerts",
+                             password_file=str(password_file(tmp_path)))
+        with pytest.raises(MailError, match="does not offer STARTTLS") as caught:
+            await send(config, envelope())
+    assert caught.value.temporary
+    assert recorder.auth_attempts == [] and recorder.mail_commands == 0 and recorder.received == []
+
+
+async def test_4xx_is_temporary_5xx_is_permanent_and_the_session_goes_on(tmp_path: Path) -> None:
+    recorder = Recorder(data_replies=["451 4.3.0 try again later"],
+                        refuse={"nobody@example.org": "550 5.1.1 no such user"})
+    with SmtpServer(recorder) as server:
+        async with open_transport(smtp_config(server, tmp_path, security="none")) as transport:
+            with pytest.raises(MailError) as later:
+                await transport.send(envelope())
+            with pytest.raises(MailError) as never:
+                await transport.send(envelope("nobody@example.org", "<2@example.org>"))
+            await transport.send(envelope("bob@example.org", "<3@example.org>"))
+    assert later.value.temporary and later.value.reply == "451 4.3.0 try again later"
+    assert not never.value.temporary and never.value.reply == "550 5.1.1 no such user"
+    assert [r.recipients for r in recorder.received] == [["bob@example.org"]]
+
+
+async def test_a_dropped_connection_is_temporary_and_the_next_message_reconnects(tmp_path: Path) -> None:
+    recorder = Recorder(drop_after_data=1)
+    with SmtpServer(recorder) as server:
+        async with open_transport(smtp_config(server, tmp_path, security="none")) as transport:
+            with pytest.raises(MailError) as caught:
+                await transport.send(envelope())
+            await transport.send(envelope("bob@example.org", "<2@example.org>"))
+    assert caught.value.temporary
+    assert [r.recipients for r in recorder.received] == [["alice@example.org"], ["bob@example.org"]]
+
+
+async def test_a_server_that_is_down_is_a_temporary_failure(tmp_path: Path) -> None:
+    with SmtpServer(Recorder()) as server:
+        config = smtp_config(server, tmp_path, security="none")
+    with pytest.raises(MailError) as caught:
+        await send(config, envelope())
+    assert caught.value.temporary and f"127.0.0.1:{server.port}" in str(caught.value)
+
+
+async def test_a_wrong_password_keeps_mail_queued(tmp_path: Path) -> None:
+    certificates, recorder = Certificates(tmp_path), Recorder()
+    path = tmp_path / "wrong"
+    path.write_text("not it")
+    path.chmod(0o600)
+    with SmtpServer(recorder, mode="starttls", certificates=certificates, auth=True) as server:
+        config = smtp_config(server, tmp_path, ca_file=str(certificates.ca_file), username="alerts",
+                             password_file=str(path))
+        with pytest.raises(MailError) as caught:
+            await send(config, envelope())
+    assert caught.value.temporary and caught.value.reply and caught.value.reply.startswith("535")
+    assert "not it" not in str(caught.value)
+
+
+def test_password_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    smtp = SmtpConfig(host="smtp.example.org", username="alerts", password_file=password_file(tmp_path))
+    assert read_password(smtp) == PASSWORD
+    monkeypatch.setenv("PW_SMTP", "from env")
+    assert read_password(SmtpConfig(host="smtp.example.org", password_env="PW_SMTP")) == "from env"
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "smtp-password").write_text("from systemd\n")
+    (credentials / "smtp-password").chmod(0o400)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    assert read_password(SmtpConfig(host="smtp.example.org", username="alerts")) == "from systemd"
+
+
+def test_a_password_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    smtp = SmtpConfig(host="smtp.example.org", username="alerts", password_file=password_file(tmp_path, 0o644))
+    with pytest.raises(ConfigError) as caught:
+        read_password(smtp)
+    assert caught.value.problems == [f"mail.smtp.password_file: {tmp_path / 'smtp-password'} can be read by "
+                                     f"others (mode -rw-r--r--); make it private: chmod 600 "
+                                     f"{tmp_path / 'smtp-password'}"]
+
+
+def test_a_username_without_any_password_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(ConfigError, match="needs a password"):
+        read_password(SmtpConfig(host="smtp.example.org", username="alerts"))
+    with pytest.raises(ConfigError, match="has no PW_MISSING"):
+        read_password(SmtpConfig(host="smtp.example.org", password_env="PW_MISSING"))
+
+
+async def test_maildir_delivery_is_atomic_and_once_per_message_id(tmp_path: Path) -> None:
+    config = MailConfig.model_validate({"maildir": tmp_path / "mail"})
+    await send(config, envelope(), envelope(), envelope("bob@example.org", "<2@example.org>"))
+    new = sorted((tmp_path / "mail" / "new").iterdir())
+    assert len(new) == 2 and os.listdir(tmp_path / "mail" / "tmp") == []
+    assert b"\r\n" not in new[0].read_bytes()
+    # A reader's mail program moves read mail to cur/ with flags: still delivered.
+    first = next(p for p in new if b"<1@example.org>" in p.read_bytes())
+    first.rename(tmp_path / "mail" / "cur" / f"{first.name}:2,S")
+    await send(config, envelope())
+    assert len(os.listdir(tmp_path / "mail" / "new")) == 1
+
+
+async def test_an_unwritable_maildir_is_a_temporary_failure(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    config = MailConfig.model_validate({"maildir": tmp_path / "file" / "mail"})
+    with pytest.raises(MailError, match="cannot deliver <1@example.org>") as caught:
+        await send(config, envelope())
+    assert caught.value.temporary
+
+
+def test_describe() -> None:
+    smtp = SmtpConfig(host="smtp.example.org", username="alerts", password_env="X")
+    assert describe(MailConfig(smtp=smtp)) == "SMTP smtp.example.org:587 (starttls) as alerts"
+    assert describe(MailConfig(maildir=Path("/var/mail/pw"))) == "Maildir /var/mail/pw"
