@@ -156,3 +156,94 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise() -> None:
         bar.finish()
     assert tty.getvalue().count("\r") == 2 and "[" + "#" * 30 + "] 2/2 days" in tty.getvalue()
     assert plain.getvalue().splitlines() == ["[1/2] 2025-03-05: 3 papers, 1 new", "[2/2] 2025-03-05: 3 papers, 1 new"]
+
+
+RULES = """
+[[readers]]
+name = "alice"
+email = "alice@example.org"
+[[readers.rules]]
+name = "grokking"
+keywords = ["grokking", "neural collapse"]
+[[readers.rules]]
+name = "people"
+authors = ["Y. LeCun"]
+
+[[readers]]
+name = "bob"
+email = "bob@example.org"
+[[readers.rules]]
+name = "pretraining"
+keywords = ["pre-training"]
+exclude = ["survey"]
+"""
+
+
+def names(*authors: str) -> list[dict[str, Any]]:
+    return [{"_id": f"a{n}", "name": name, "hidden": False} for n, name in enumerate(authors)]
+
+
+def rules_config(tmp_path: Path, base_url: str, rules: str = RULES) -> Path:
+    path = write_config(tmp_path / "paperwatch.toml", base_url)
+    path.write_text(path.read_text() + rules)
+    return path
+
+
+async def test_match_json_agrees_with_the_rules_on_papers_it_never_saw(tmp_path: Path, fake_hf: FakeHF) -> None:
+    day = dt.date(2025, 3, 5)
+    fake_hf.days[day] = [
+        FakeHF.make_item(day, 0, id="2503.00001", title="Grokking in Shallow Networks", authors=names("Ann Lee")),
+        FakeHF.make_item(day, 1, id="2503.00002", title="Pretraining at Scale", authors=names("Yann LeCun", "Bo Yu")),
+        FakeHF.make_item(day, 2, id="2503.00003", title="A Survey of Pre Training", authors=names("Cy Dee")),
+        FakeHF.make_item(day, 3, id="2503.00004", title="Organ Segmentation", authors=names("Yanis LeCunn"),
+                         summary="Neural nets collapse; organs are segmented."),
+        FakeHF.make_item(day, 4, id="2503.00005", title="Neural   Collapse Revisited", authors=names("Zoe Yu"),
+                         summary="We study grokking."),
+    ]
+    path = rules_config(tmp_path, fake_hf.base_url)
+    assert (await paperwatch("-c", str(path), "fetch", "2025-03-05"))[0] == 0
+    code, out, err = await paperwatch("-c", str(path), "match", "--json")
+    assert code == 0, err
+    got = {(m["reader"], m["paper"]): m["rules"] for m in json.loads(out)}
+    assert got == {("alice", "2503.00001"): ["grokking"], ("alice", "2503.00002"): ["people"],
+                   ("bob", "2503.00002"): ["pretraining"], ("alice", "2503.00005"): ["grokking"]}
+    why = {(m["paper"], w["term"], w["field"], w["text"]) for m in json.loads(out) for w in m["why"]}
+    assert ("2503.00005", "neural collapse", "title", "Neural Collapse") in why
+    assert ("2503.00005", "grokking", "abstract", "grokking") in why
+    code, out, err = await paperwatch("-c", str(path), "match", "--reader", "bob", "--since", "2025-03-01")
+    assert code == 0 and "bob / pretraining: would have matched 1 papers since 2025-03-01" in out
+    assert "alice" not in out
+
+
+async def test_check_names_every_rule_mistake_with_its_line_and_exits_78(tmp_path: Path) -> None:
+    rules = """
+[[readers.rules]]
+name = "bad regex"
+keywords = ["re:(unclosed"]
+[[readers.rules]]
+name = "empty"
+[[readers.rules]]
+name = "typo"
+keywords = ["x"]
+fields = ["titel"]
+[[readers.rules]]
+name = "query"
+query = "(grokking AND"
+"""
+    path = rules_config(tmp_path, "http://127.0.0.1:9")
+    lines = path.read_text().count("\n")
+    path.write_text(path.read_text() + rules)
+    code, out, err = await paperwatch("-c", str(path), "check")
+    assert code == 78 and out == ""
+    assert err.splitlines() == [
+        f"{path}:{lines + 4}: readers.bob.rules.bad regex.keywords[0]: invalid regular expression '(unclosed': "
+        "missing ), unterminated subpattern at position 0",
+        f"{path}:{lines + 5}: readers.bob.rules.empty: empty rule: give keywords, authors, organizations or a query",
+        f"{path}:{lines + 10}: readers.bob.rules.typo.fields[0]: unknown field 'titel', did you mean title?",
+        f"{path}:{lines + 13}: readers.bob.rules.query.query: expected a word, a phrase or '(' but the query ends "
+        "at position 13",
+    ]
+    path.write_text(path.read_text().split("\n[[readers.rules]]\nname = \"bad regex\"")[0])
+    code, out, err = await paperwatch("-c", str(path), "check")
+    assert code == 0, err
+    assert "readers: 2, rules: 3" in out and "mail: Maildir" in out

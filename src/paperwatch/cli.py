@@ -19,8 +19,9 @@ from typing import Any, TextIO
 
 from paperwatch import __version__
 from paperwatch.config import Config, Reader, find_config_file, load_config
-from paperwatch.delivery import compile_rules, compose, deliver_due, queue_digests, write_preview
+from paperwatch.delivery import compose, prepare, deliver_due, queue_digests, write_preview
 from paperwatch.digest import Templates
+from paperwatch.daemon import serve
 from paperwatch.errors import ConfigError, PaperwatchError, TemplateError
 from paperwatch.mail import describe, read_password
 from paperwatch.match import Matcher
@@ -95,10 +96,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="write NAME.html, NAME.txt and NAME.eml there instead of sending; changes nothing")
     digest.set_defaults(command=_digest)
 
-    run = commands.add_parser("run", help="one full cycle now (--once)")
-    run.add_argument("--once", action="store_true", required=True,
-                     help="fetch the recent days, match, deliver every pending digest, then exit")
-    run.set_defaults(command=_run_once)
+    run = commands.add_parser("run", help="the daemon: poll, match and deliver on schedule until stopped")
+    run.add_argument("--once", action="store_true",
+                     help="one full cycle now, ignoring schedules: fetch, match, deliver, then exit")
+    run.set_defaults(command=_run)
 
     status = commands.add_parser("status", help="what has been fetched and how it went")
     status.add_argument("--json", action="store_true")
@@ -127,23 +128,6 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def _rules(config: Config) -> tuple[Matcher, Templates]:
-    """Compile every rule and load the templates, reporting every mistake of both at once."""
-    problems: list[str] = []
-    matcher = templates = None
-    try:
-        matcher = compile_rules(config)
-    except ConfigError as exc:
-        problems += [f"{config.path}: {p}" if config.path else p for p in exc.problems]
-    try:
-        templates = Templates.load(config.mail.templates)
-    except TemplateError as exc:
-        problems.append(f"{config.path or 'mail.templates'}: mail.templates: {exc}")
-    if problems or matcher is None or templates is None:
-        raise ConfigError(problems)
-    return matcher, templates
-
-
 def _readers(config: Config, name: str | None) -> tuple[Reader, ...]:
     if name is None:
         return config.readers
@@ -155,7 +139,7 @@ def _readers(config: Config, name: str | None) -> tuple[Reader, ...]:
 
 
 async def _check(args: argparse.Namespace, config: Config) -> int:
-    _rules(config)
+    prepare(config)
     if config.mail.smtp is not None:
         read_password(config.mail.smtp)
     where = config.path or "no config file: embedded defaults"
@@ -176,8 +160,10 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
     return 1 if failed else 0
 
 
-async def _run_once(args: argparse.Namespace, config: Config) -> int:
-    matcher, templates = _rules(config)
+async def _run(args: argparse.Namespace, config: Config) -> int:
+    if not args.once:
+        return await serve(config)
+    matcher, templates = prepare(config)
     fetched = await _fetch_and_report(config, recent_days(config.source.lookback_days))
     async with await Store.open(config.database) as store:
         queued = await queue_digests(store, config, matcher, templates, config.readers)
@@ -188,7 +174,7 @@ async def _run_once(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _match(args: argparse.Namespace, config: Config) -> int:
-    matcher, _ = _rules(config)
+    matcher, _ = prepare(config)
     readers = {r.name for r in _readers(config, args.reader)}
     async with await Store.open(config.database) as store:
         papers = await store.papers(since=args.since)
@@ -211,7 +197,7 @@ async def _match(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _digest(args: argparse.Namespace, config: Config) -> int:
-    matcher, templates = _rules(config)
+    matcher, templates = prepare(config)
     readers = _readers(config, args.reader)
     async with await Store.open(config.database) as store:
         if args.preview is not None:

@@ -41,18 +41,12 @@ def parse_duration(text: str | float) -> float:
 
 
 def _schedule(text: str) -> str:
-    """An interval (``"30m"``) or a 5-field cron expression."""
-    if _DURATION.match(text):
-        parse_duration(text)
-        return text
-    from apscheduler.triggers.cron import CronTrigger
+    """An interval (``"30m"``) or a 5-field cron expression, read as crontab(5) reads it."""
+    from paperwatch.schedule import check  # schedule imports this module
 
-    if len(text.split()) != 5:
+    if not _DURATION.match(text) and len(text.split()) != 5:
         raise ValueError(f"{text!r} is neither an interval like 30m nor a 5-field cron expression")
-    try:
-        CronTrigger.from_crontab(text)
-    except ValueError as exc:
-        raise ValueError(f"{text!r} is not a valid cron expression: {exc}") from None
+    check(text)
     return text
 
 
@@ -266,6 +260,17 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def located(config: Config, loc: tuple[str | int, ...], problem: str) -> str:
+    """``problem`` prefixed with ``FILE:LINE`` of the key at ``loc`` (or just ``FILE``), as load_config does."""
+    if config.path is None:
+        return problem
+    try:
+        line = _KeyLines(config.path.read_text(encoding="utf-8")).find(loc)
+    except OSError:
+        line = None
+    return f"{config.path}:{line}: {problem}" if line else f"{config.path}: {problem}"
 
 
 def _toml_error(path: Path, exc: tomllib.TOMLDecodeError) -> str:

@@ -11,15 +11,17 @@ nothing else can repeat, and nothing committed is lost.
 from __future__ import annotations
 
 import datetime as dt
+import email.policy
 import email.utils
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
-from paperwatch.config import Config, Reader
+from paperwatch.config import Config, Reader, located
 from paperwatch.digest import DigestInfo, DigestItem, Highlight, Rendered, Templates, build_message, make_message_id
-from paperwatch.errors import MailError, TemplateError
+from paperwatch.errors import ConfigError, MailError, TemplateError
 from paperwatch.mail import Envelope, Transport, open_transport
 from paperwatch.match import Match, Matcher, RuleSpec
 from paperwatch.models import HF_SITE, Paper
@@ -27,6 +29,7 @@ from paperwatch.store import OutboxMessage, QueuedPaper, Store, utcnow
 
 log = logging.getLogger(__name__)
 
+OPERATOR = "(operator)"  # the outbox's name for notes to paperwatch.admin
 RETRY_FIRST = dt.timedelta(minutes=1)
 RETRY_LONGEST = dt.timedelta(hours=1)
 
@@ -62,7 +65,38 @@ def rule_specs(readers: Iterable[Reader]) -> list[RuleSpec]:
 
 
 def compile_rules(config: Config) -> Matcher:
-    return Matcher.compile(rule_specs(config.readers))
+    """Every reader's rules compiled; a ConfigError names each mistake with its file line."""
+    try:
+        return Matcher.compile(rule_specs(config.readers))
+    except ConfigError as exc:
+        raise ConfigError([_locate(config, problem) for problem in exc.problems]) from None
+
+
+def prepare(config: Config) -> tuple[Matcher, Templates]:
+    """Compile every rule and load the templates, reporting every mistake of both at once."""
+    problems: list[str] = []
+    matcher = templates = None
+    try:
+        matcher = compile_rules(config)
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        templates = Templates.load(config.mail.templates)
+    except TemplateError as exc:
+        problems.append(located(config, ("mail", "templates"), f"mail.templates: {exc}"))
+    if problems or matcher is None or templates is None:
+        raise ConfigError(problems)
+    return matcher, templates
+
+
+def _locate(config: Config, problem: str) -> str:
+    for r, reader in enumerate(config.readers):
+        for n, rule in enumerate(reader.rules):
+            prefix = f"readers.{reader.name}.rules.{rule.name}"
+            if problem.startswith(prefix + ".") or problem.startswith(prefix + ":"):
+                key = problem[len(prefix) + 1:].partition(":")[0].partition("[")[0]
+                return located(config, ("readers", r, "rules", n, *([key] if key else [])), problem)
+    return located(config, (), problem)
 
 
 async def compose(store: Store, config: Config, matcher: Matcher, templates: Templates, reader: Reader,
@@ -190,6 +224,23 @@ async def _failed(store: Store, config: Config, message: OutboxMessage, exc: Mai
     log.warning("digest %s to %s not delivered yet (%s); retry in %s", message.message_id, message.recipient,
                 reason, wait)
     return Outcome(message.reader, False, f"will retry in {wait}: {reason}")
+
+
+async def queue_notice(store: Store, config: Config, subject: str, text: str,
+                       *, now: dt.datetime | None = None) -> None:
+    """A plain note to the operator (``paperwatch.admin``), through the outbox like any digest."""
+    admin = config.paperwatch.admin
+    if admin is None:
+        return
+    now = now or utcnow()
+    message = EmailMessage(policy=email.policy.SMTP)
+    message_id = make_message_id("operator", now.isoformat(), domain=_domain(config.mail.from_))
+    message["From"], message["To"], message["Subject"] = config.mail.from_, admin, subject
+    message["Date"], message["Message-ID"] = email.utils.format_datetime(now), message_id
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(text)
+    await store.queue_digest(reader=OPERATOR, recipient=_address(admin), sender=_address(config.mail.from_),
+                             message_id=message_id, data=bytes(message), papers=[], now=now)
 
 
 def write_preview(directory: Path, composed: Composed) -> list[Path]:

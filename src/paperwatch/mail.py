@@ -117,7 +117,8 @@ class SmtpTransport:
         smtp = self._config
         context = ssl.create_default_context(cafile=str(smtp.ca_file) if smtp.ca_file else None)
         client = aiosmtplib.SMTP(hostname=smtp.host, port=smtp.port, timeout=smtp.timeout,
-                                 use_tls=smtp.security == "tls", start_tls=False, tls_context=context)
+                                 use_tls=smtp.security == "tls", start_tls=False, tls_context=context,
+                                 local_hostname=_local_hostname())
         try:
             await client.connect()
             if smtp.security == "starttls":
@@ -165,6 +166,13 @@ class SmtpTransport:
             await client.quit()
         except (aiosmtplib.SMTPException, OSError):
             client.close()
+
+
+def _local_hostname() -> str:
+    # Not socket.getfqdn(), aiosmtplib's default: its reverse lookup can stall for
+    # half a minute on a machine without working DNS.
+    name = socket.gethostname()
+    return name if "." in name else f"{name}.localdomain"
 
 
 def _mail_error(exc: BaseException, context: str) -> MailError:

@@ -125,6 +125,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (reader, paper_id)
     ) WITHOUT ROWID;
     """,
+    """
+    CREATE TABLE state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 _PAPER_COLUMNS = (
@@ -595,6 +601,17 @@ class Store:
     async def last_digests(self) -> dict[str, dt.datetime | None]:
         rows = await self._db.execute_fetchall("SELECT name, last_digest_at FROM readers ORDER BY name")
         return {row[0]: _datetime(row[1]) for row in rows}
+
+    # -- the daemon's own state ---------------------------------------------------------
+
+    async def get_state(self, key: str) -> str | None:
+        """A value the daemon keeps across restarts (last successful poll, alert state...)."""
+        value = await self._scalar("SELECT value FROM state WHERE key = ?", (key,))
+        return None if value is None else str(value)
+
+    async def set_state(self, key: str, value: str) -> None:
+        await self._write("INSERT INTO state (key, value) VALUES (?, ?) "
+                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
     async def _write(self, sql: str, params: Sequence[Any]) -> None:
         try:

@@ -1,0 +1,314 @@
+"""``paperwatch run``: the long-running process that polls, matches and delivers on schedule.
+
+The scheduler only calls into the pipeline (fetch → store) and the outbox (queue → deliver).
+What must survive a restart is in SQLite: the last successful poll (so the days missed
+while down are fetched), each reader's last digest (so a missed digest is sent once, on
+start, covering the whole gap), the outbox itself, and the operator alert state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from paperwatch.config import Config, Reader, load_config
+from paperwatch.delivery import Outcome, deliver_due, prepare, queue_digests, queue_notice
+from paperwatch.digest import Templates
+from paperwatch.errors import ConfigError, PaperwatchError
+from paperwatch.fetch import Fetcher
+from paperwatch.mail import read_password
+from paperwatch.match import Matcher
+from paperwatch.notify import Notifier, watchdog_interval
+from paperwatch.pipeline import DayReport, day_range, fetch_days, recent_days, today_utc
+from paperwatch.schedule import Job, Scheduler, next_time
+from paperwatch.store import Store, utcnow
+
+log = logging.getLogger(__name__)
+
+STOP_DEADLINE = 20.0  # seconds in-flight work gets on SIGTERM; the units' TimeoutStopSec is longer
+CONFIG_CHECK = 2.0  # seconds between looks at the config file's modification time
+RETRY_SCHEDULE = "60s"  # how often due retries in the outbox are attempted
+MAX_CATCH_UP_DAYS = 60
+ALERT_AFTER = 3  # polls in a row with a failing day before the operator hears of it
+LAST_POLL, POLL_FAILURES, ALERTED = "last_poll", "poll_failures", "source_alerted"
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A config with its compiled rules and templates: what a reload swaps in one piece."""
+
+    config: Config
+    matcher: Matcher
+    templates: Templates
+
+    @classmethod
+    def load(cls, path: Path | None) -> Loaded:
+        config = load_config(path)
+        matcher, templates = prepare(config)
+        if config.mail.smtp is not None:
+            read_password(config.mail.smtp)
+        return cls(config, matcher, templates)
+
+
+class Daemon:
+    def __init__(self, loaded: Loaded, notifier: Notifier | None = None) -> None:
+        self.loaded = loaded
+        self.notifier = notifier or Notifier()
+        self.scheduler = Scheduler()
+        self._stop = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._spawned: set[asyncio.Future[None]] = set()
+        self._poll_lock = asyncio.Lock()
+        self._mail_lock = asyncio.Lock()
+        self._store: Store | None = None
+        self._fetcher: Fetcher | None = None
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn("reload", lambda: self.reload("SIGHUP")))
+        try:
+            async with await Store.open(self.config.database) as store:
+                self._store = store
+                try:
+                    await self._serve()
+                finally:
+                    if self._fetcher is not None:
+                        await self._fetcher.close()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            self.notifier.close()
+        log.info("stopped")
+        return 0
+
+    async def _serve(self) -> None:
+        self._fetcher = await Fetcher(self.config.source).__aenter__()
+        await self._record_readers()
+        self.scheduler.start()
+        self.scheduler.replace(await self._jobs(starting=True))
+        helpers = [asyncio.create_task(self._watch_config()), asyncio.create_task(self._watchdog())]
+        self.notifier.ready(self._summary())
+        log.info("started: %s", self._summary())
+        await self._stop.wait()
+        self.notifier.stopping()
+        log.info("stopping: finishing in-flight work (at most %.0f s)", STOP_DEADLINE)
+        self.scheduler.shutdown()
+        for helper in helpers:
+            helper.cancel()
+        await self._finish()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _finish(self) -> None:
+        pending = {task for task in self._running if not task.done()}
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=STOP_DEADLINE)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("cancelled %d job(s) still running after %.0f s", len(late), STOP_DEADLINE)
+                await asyncio.wait(late)
+        await asyncio.sleep(0)  # let cancelled helpers unwind before the store closes
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    async def _jobs(self, *, starting: bool = False) -> list[Job]:
+        config = self.config
+        zone = config.paperwatch.timezone
+        jobs = [Job("poll", config.source.poll, zone, self._guarded("poll", self.poll), now=starting),
+                Job("retry", RETRY_SCHEDULE, "UTC", self._guarded("retry", self.retry))]
+        for reader in config.readers:
+            missed = starting and await self._missed_digest(reader)
+            jobs.append(Job(f"digest:{reader.name}", reader.schedule, reader.timezone or zone,
+                            self._guarded(f"digest for {reader.name}", functools.partial(self.digest, reader.name)),
+                            now=missed))
+        return jobs
+
+    async def _missed_digest(self, reader: Reader) -> bool:
+        """Whether a scheduled digest fell while paperwatch was not running: then send one now."""
+        assert self._store is not None
+        state = await self._store.reader_state(reader.name, record=False)
+        last = state.last_digest_at or state.started_at
+        due = next_time(reader.schedule, reader.timezone or self.config.paperwatch.timezone, last)
+        return due is not None and due <= utcnow()
+
+    def _guarded(self, name: str, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """``job`` as the scheduler runs it: tracked for shutdown, and failures logged, never fatal."""
+
+        async def run() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running.add(task)
+            try:
+                await job()
+            except PaperwatchError as exc:
+                log.error("%s failed: %s", name, exc)
+            except Exception:
+                log.exception("%s failed unexpectedly; the next run is still scheduled", name)
+            finally:
+                self._running.discard(task)
+
+        return run
+
+    def _spawn(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        task = asyncio.ensure_future(self._guarded(name, work)())
+        self._spawned.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._spawned.discard)
+
+    async def poll(self) -> None:
+        """Fetch the recent days (and any missed since the last good poll) and store them."""
+        assert self._store is not None and self._fetcher is not None
+        async with self._poll_lock:
+            config, store = self.config, self._store
+            today = today_utc()
+            days = set(recent_days(config.source.lookback_days, today))
+            last = await store.get_state(LAST_POLL)
+            if last is not None:
+                since = max(dt.date.fromisoformat(last), today - dt.timedelta(days=MAX_CATCH_UP_DAYS))
+                days.update(day_range(since, today))
+            reports = await fetch_days(self._fetcher, store, config.source.base_url, sorted(days))
+            failed = [r for r in reports if r.failed]
+            # Days that failed are fetched again next time, however long ago they were.
+            await store.set_state(LAST_POLL, min([r.day for r in failed], default=today).isoformat())
+            for report in failed:
+                log.error("poll: %s", report.line())
+            summary = (f"poll: {len(reports)} days, {sum(r.papers for r in reports)} papers, "
+                       f"{sum(r.new for r in reports)} new, {len(failed)} failed")
+            log.info("%s", summary)
+            self.notifier.status(summary)
+            await self._source_health(reports)
+
+    async def digest(self, name: str) -> None:
+        """Queue the reader's digest of everything matched since their last one, then deliver."""
+        assert self._store is not None
+        loaded = self.loaded
+        reader = next((r for r in loaded.config.readers if r.name == name), None)
+        if reader is None:  # removed by a reload while this run was waiting
+            return
+        async with self._mail_lock:
+            outcomes = await queue_digests(self._store, loaded.config, loaded.matcher, loaded.templates, [reader])
+            outcomes += await deliver_due(self._store, loaded.config, reader=reader.name)
+        _log_outcomes(outcomes)
+
+    async def retry(self) -> None:
+        """Deliver whatever in the outbox is due again (temporary failures, operator notes)."""
+        assert self._store is not None
+        async with self._mail_lock:
+            _log_outcomes(await deliver_due(self._store, self.config))
+
+    async def _source_health(self, reports: list[DayReport]) -> None:
+        """Tell the operator once when polls keep failing or the page changed shape, once when fixed."""
+        assert self._store is not None
+        store = self._store
+        failed = [r for r in reports if r.failed]
+        changed = any("changed" in (r.detail or "") for r in failed)
+        count = int(await store.get_state(POLL_FAILURES) or 0) + 1 if failed else 0
+        await store.set_state(POLL_FAILURES, str(count))
+        alerted = await store.get_state(ALERTED) == "yes"
+        if failed and not alerted and (count >= ALERT_AFTER or changed):
+            why = "the page changed shape" if changed else f"{count} polls in a row had failing days"
+            text = "\n".join([f"paperwatch cannot read {self.config.source.base_url}: {why}.", "",
+                              *(r.line() for r in failed), "", "You will hear once more when it recovers."])
+            await queue_notice(store, self.config, f"paperwatch: source failing ({why})", text)
+            await store.set_state(ALERTED, "yes")
+            log.warning("source failing (%s): operator notified", why)
+        elif not failed and alerted:
+            await queue_notice(store, self.config, "paperwatch: source recovered",
+                               f"paperwatch reads {self.config.source.base_url} again: the last poll had no failures.")
+            await store.set_state(ALERTED, "no")
+            log.info("source recovered: operator notified")
+
+    # -- reload -------------------------------------------------------------------------------
+
+    async def reload(self, why: str) -> None:
+        """Re-read the config; a valid one takes effect for the next jobs, a broken one changes nothing."""
+        self.notifier.reloading()
+        try:
+            loaded = await asyncio.to_thread(Loaded.load, self.config.path)
+        except ConfigError as exc:
+            log.error("config not reloaded (%s), the running config stays: %d problem(s)", why, len(exc.problems))
+            for problem in exc.problems:
+                log.error("%s", problem)
+            self.notifier.ready(f"config rejected: {len(exc.problems)} problem(s); running the previous one")
+            return
+        if loaded.config.database != self.config.database:
+            log.warning("paperwatch.database changed: that takes a restart; keeping %s", self.config.database)
+        if loaded.config.source != self.config.source:
+            async with self._poll_lock:  # never swap the HTTP session under a running poll
+                old, self._fetcher = self._fetcher, await Fetcher(loaded.config.source).__aenter__()
+                if old is not None:
+                    await old.close()
+        self.loaded = loaded
+        await self._record_readers()
+        self.scheduler.replace(await self._jobs())
+        log.info("config reloaded (%s): %s", why, self._summary())
+        self.notifier.ready(self._summary())
+
+    async def _watch_config(self) -> None:
+        path = self.config.path
+        if path is None:
+            return
+        seen = _stamp(path)
+        while True:
+            await asyncio.sleep(CONFIG_CHECK)
+            stamp = _stamp(path)
+            if stamp != seen:
+                seen = stamp
+                await self._guarded("reload", lambda: self.reload("file changed"))()
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 while the event loop keeps time; a stalled loop stops the pings."""
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(interval)
+            if time.monotonic() - started < 2 * interval:
+                self.notifier.watchdog()
+
+    async def _record_readers(self) -> None:
+        """A reader's digests start from the day paperwatch first served them, never from history."""
+        assert self._store is not None
+        for reader in self.config.readers:
+            await self._store.reader_state(reader.name)
+
+    def _summary(self) -> str:
+        rules = sum(len(r.rules) for r in self.config.readers)
+        return (f"{len(self.config.readers)} readers, {rules} rules, polling {self.config.source.base_url} "
+                f"every {self.config.source.poll}")
+
+
+def _log_outcomes(outcomes: list[Outcome]) -> None:
+    for outcome in outcomes:
+        (log.info if outcome.ok else log.warning)("%s: %s", outcome.reader, outcome.text)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    with contextlib.suppress(OSError):
+        status = path.stat()
+        return status.st_mtime_ns, status.st_size
+    return None
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; a broken config exits 78 before anything starts."""
+    matcher, templates = prepare(config)
+    if config.mail.smtp is not None:
+        read_password(config.mail.smtp)
+    return await Daemon(Loaded(config, matcher, templates)).run()

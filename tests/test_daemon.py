@@ -1,0 +1,174 @@
+"""The real ``paperwatch run`` process against the fake site and a real SMTP server, in seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fakehf import FakeHF
+from paperwatch.config import load_config
+from smtpserver import Recorder, SmtpServer
+from test_delivery import LINEAR, YESTERDAY, expected, ids, stored_papers, write_config
+
+FAST = """
+[[readers]]
+name = "alice"
+email = "alice@example.org"
+schedule = "3s"
+[[readers.rules]]
+name = "linear attention"
+keywords = ["linear transformer", "linear attention"]
+
+[[readers]]
+name = "bob"
+email = "bob@example.org"
+schedule = "3s"
+[[readers.rules]]
+name = "deep learning"
+keywords = ["deep learning"]
+"""
+COSMOLOGY = FAST.replace('keywords = ["linear transformer", "linear attention"]',
+                         'keywords = ["linear transformer", "linear attention", "cosmology"]')
+BROKEN = COSMOLOGY.replace('"cosmology"]', '"cosmology", "re:(unclosed", "brain*"]')
+
+
+class Notifications:
+    """The NOTIFY_SOCKET end: every datagram the daemon sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.seen: list[str] = []
+
+    async def collect(self) -> None:
+        while True:
+            self.drain()
+            await asyncio.sleep(0.05)
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.seen += self.sock.recv(4096).decode().split("\n")
+            except BlockingIOError:
+                return self.seen
+
+
+class Daemon:
+    def __init__(self, config: Path, notify: Notifications, log: Path) -> None:
+        self.config, self.notify, self.log = config, notify, log
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "WATCHDOG_USEC": "600000"}
+        env.pop("WATCHDOG_PID", None)
+        with open(self.log, "ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "paperwatch", "-v", "-c", str(self.config), "run", env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+        await until(lambda: "READY=1" in self.notify.drain(), 20, "READY=1")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+
+    async def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+
+async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def delivered(recorder: Recorder, reader: str) -> Counter[str]:
+    return Counter(p for m in recorder.messages_to(f"{reader}@example.org") for p in ids(m))
+
+
+async def test_the_daemon_end_to_end(tmp_path: Path) -> None:
+    recorder, notify = Recorder(), Notifications(tmp_path / "notify.sock")
+    samples = FakeHF.sample_items()
+    collector = asyncio.create_task(notify.collect())
+    async with FakeHF() as hf:
+        hf.days[YESTERDAY] = samples[:10]
+        with SmtpServer(recorder) as smtp:
+            path = write_config(tmp_path, hf, smtp=smtp, readers=FAST, mail={})
+            path.write_text(path.read_text().replace("[source]", '[source]\npoll = "2s"'))
+            daemon = Daemon(path, notify, tmp_path / "daemon.log")
+            try:
+                await scenario(daemon, hf, recorder, path, samples)
+            finally:
+                daemon.kill()
+    collector.cancel()
+    notify.sock.close()
+
+    config = load_config(path)
+    want = expected(config, await stored_papers(config))
+    assert want["alice"] >= LINEAR | {"2503.26493"} and len(want["alice"]) >= len(LINEAR) + 5
+    for reader in ("alice", "bob"):
+        got = delivered(recorder, reader)
+        assert set(got) == want[reader], reader
+        assert not [p for p, n in got.items() if n > 1], reader
+    log = daemon.log.read_text()
+    assert "Unclosed" not in log and "Traceback" not in log
+    assert "config not reloaded (SIGHUP)" in log and "keywords[3]: invalid regular expression" in log
+
+
+async def scenario(daemon: Daemon, hf: FakeHF, recorder: Recorder, path: Path, samples: list[Any]) -> None:
+    await daemon.start()
+    # The first poll runs at start; the first digests within a schedule period.
+    await until(lambda: set(delivered(recorder, "alice")) >= {"2503.63197", "2503.20711"}, 30, "first digest")
+
+    hf.days[YESTERDAY] = samples  # the day grows between polls
+    await until(lambda: set(delivered(recorder, "alice")) >= LINEAR, 30, "the grown day")
+
+    path.write_text(path.read_text().replace(FAST, COSMOLOGY))
+    daemon.signal(signal.SIGHUP)
+    await until(lambda: "2503.26493" in delivered(recorder, "alice"), 30, "the new rule's paper")
+
+    before = len(recorder.received)
+    path.write_text(path.read_text().replace(COSMOLOGY, BROKEN))
+    daemon.signal(signal.SIGHUP)
+    await until(lambda: "config not reloaded" in daemon.log.read_text(), 15, "the rejection")
+    await asyncio.sleep(7)  # two digest periods with the old rules
+    assert "2503.42331" not in delivered(recorder, "alice")  # "brain*" never took effect
+    assert len(recorder.received) == before
+
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert await daemon.wait(25) == 0
+    assert time.monotonic() - started < 10
+    seen = daemon.notify.drain()
+    assert seen.count("WATCHDOG=1") >= 3 and "STOPPING=1" in seen
+
+    # Killed and restarted, with more papers meanwhile: nothing lost, nothing repeated.
+    path.write_text(path.read_text().replace(BROKEN, COSMOLOGY))
+    today = YESTERDAY + dt.timedelta(days=1)
+    hf.days[today] = [FakeHF.make_item(today, n, title=f"Linear attention, part {n}") for n in range(5)]
+    await daemon.start()
+    await asyncio.sleep(1.5)
+    daemon.signal(signal.SIGKILL)
+    assert await daemon.wait(10) == -signal.SIGKILL
+    await daemon.start()
+    await until(lambda: len(delivered(recorder, "alice")) >= len(LINEAR) + 6, 40, "catch-up")
+    await asyncio.sleep(4)
+    daemon.signal(signal.SIGTERM)
+    assert await daemon.wait(25) == 0
