@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fakehf import FakeHF
+from fakehf import FakeHF, Fault
 from paperwatch.config import load_config
 from smtpserver import Recorder, SmtpServer
 from test_delivery import LINEAR, YESTERDAY, expected, ids, stored_papers, write_config
@@ -172,3 +173,50 @@ async def scenario(daemon: Daemon, hf: FakeHF, recorder: Recorder, path: Path, s
     await asyncio.sleep(4)
     daemon.signal(signal.SIGTERM)
     assert await daemon.wait(25) == 0
+
+
+def maildir_messages(root: Path) -> list[Any]:
+    import email
+    import email.policy
+
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+            for p in sorted((root / "new").glob("*"))] if (root / "new").is_dir() else []
+
+
+async def test_the_operator_hears_once_when_polls_keep_failing_and_once_when_they_recover(tmp_path: Path) -> None:
+    from paperwatch.daemon import Daemon as InProcess, Loaded
+    from paperwatch.store import Store
+
+    async with FakeHF() as hf:
+        hf.days[YESTERDAY] = FakeHF.sample_items()[:3]
+        path = write_config(tmp_path, hf, readers="", mail={})
+        path.write_text(path.read_text().replace("[source]", '[source]\npoll = "0.2s"'))
+        # retries = 3: each failing poll takes 4 faults; 6 polls fail, then the site is back.
+        hf.fail(f"/papers/date/{YESTERDAY}", *[Fault.status(500)] * 24)
+        daemon = InProcess(Loaded.load(path))
+        running = asyncio.create_task(daemon.run())
+        mail = tmp_path / "mail"
+        await until(lambda: len(maildir_messages(mail)) >= 2, 30, "the failure and the recovery notes")
+        await asyncio.sleep(1)  # more good polls: no more notes
+        daemon.stop()
+        assert await asyncio.wait_for(running, 25) == 0
+
+    notes = maildir_messages(mail)
+    assert [n["Subject"] for n in notes] == ["paperwatch: source failing (3 polls in a row had failing days)",
+                                             "paperwatch: source recovered"]
+    assert all(n["To"] == "ops@example.org" and n["Auto-Submitted"] == "auto-generated" for n in notes)
+    assert "HTTP 500" in notes[0].get_content()
+    code, out, _ = await run_cli("-c", str(path), "status", "--json")
+    poll = json.loads(out)["poll"]
+    assert code == 0 and poll["failing_in_a_row"] == 0 and poll["operator_alerted"] is False
+    assert poll["summary"].startswith("poll: 2 days") and poll["next"] > poll["last"]
+    async with await Store.open(load_config(path).database) as store:
+        assert len(await store.messages(status="pending")) == 0
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "paperwatch", *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

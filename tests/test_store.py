@@ -214,3 +214,24 @@ async def test_a_reader_start_is_recorded_once(store: Store) -> None:
     first = await store.reader_state("alice", now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     again = await store.reader_state("alice", now=dt.datetime(2026, 2, 1, tzinfo=dt.UTC))
     assert first.started_at == again.started_at == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+async def test_pruning_forgets_old_fetch_logs_and_sent_mail_bytes_but_nothing_pending(store: Store) -> None:
+    long_ago, now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    await store.record_day(ok(DAY, paper()))
+    for n, status in enumerate(["sent", "failed", "pending"]):
+        await store.queue_digest(reader=f"r{n}", recipient="a@x", sender="s@x", message_id=f"<{n}@x>",
+                                 data=b"digest bytes", papers=[QueuedPaper("2503.00001", ("rule",))], now=long_ago)
+    sent, failed, _ = await store.due_messages(now=long_ago)
+    await store.mark_sent(sent.id, now=long_ago)
+    await store.mark_failed(failed.id, "550", now=long_ago)
+
+    await store.prune(before=now)
+    assert await store.recent_fetches() == []
+    kept = {m.message_id: m.data for m in await store.messages()}
+    assert kept == {"<0@x>": b"", "<1@x>": b"", "<2@x>": b"digest bytes"}
+    assert await store.undelivered("r0", featured_since=DAY) == []  # what was delivered stays delivered
+    assert len(await store.papers()) == 1
+
+    await store.prune(before=long_ago)  # nothing that recent is touched
+    assert (await store.messages(status="pending"))[0].data == b"digest bytes"

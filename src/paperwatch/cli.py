@@ -21,7 +21,7 @@ from paperwatch import __version__
 from paperwatch.config import Config, Reader, find_config_file, load_config
 from paperwatch.delivery import compose, prepare, deliver_due, queue_digests, write_preview
 from paperwatch.digest import Templates
-from paperwatch.daemon import serve
+from paperwatch.daemon import schedule_state, serve
 from paperwatch.errors import ConfigError, PaperwatchError, TemplateError
 from paperwatch.mail import describe, read_password
 from paperwatch.match import Matcher
@@ -37,7 +37,8 @@ Command = Callable[[argparse.Namespace, Config], Coroutine[Any, Any, int]]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    # The daemon's log is its record (poll summaries, digests sent, failures): INFO by default.
+    _configure_logging(args.verbose + (args.command is _run and not args.once))
     try:
         config = load_config(find_config_file(args.config))
         command: Command = args.command
@@ -109,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _configure_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    # aiosqlite and asyncio chatter at DEBUG about every statement: only our own debug lines
+    for noisy in ("aiosqlite", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(level, logging.INFO))
     # journald stamps every line itself
     fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
         "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -278,6 +282,7 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
         pending = await store.messages(status="pending")
         failed_mail = await store.messages(status="failed", limit=10)
         digests = await store.last_digests()
+        schedule = await schedule_state(store, config)
     if args.json:
         out = {
             "database": str(config.database),
@@ -295,7 +300,11 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
                 "pending": [_message_json(m) for m in pending],
                 "failed": [_message_json(m) for m in failed_mail],
             },
-            "readers": {r.name: {"last_digest": _iso(digests.get(r.name))} for r in config.readers},
+            "poll": {"last": _iso(schedule.last_poll), "summary": schedule.last_poll_summary,
+                     "next": _iso(schedule.next_poll), "failing_in_a_row": schedule.failing_polls,
+                     "operator_alerted": schedule.operator_alerted},
+            "readers": {r.name: {"last_digest": _iso(digests.get(r.name)),
+                                 "next_digest": _iso(schedule.next_digests.get(r.name))} for r in config.readers},
         }
         json.dump(out, sys.stdout, indent=2)
         print()
@@ -305,6 +314,12 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
     print(f"papers: {summary.papers}{span}")
     print(f"days: {summary.days_ok} with papers, {summary.days_empty} without, {summary.days_failed} failing")
     print(f"last fetch: {_when(summary.last_fetch)}")
+    if schedule.last_poll is not None:
+        print(f"daemon: last poll {_when(schedule.last_poll)} ({schedule.last_poll_summary}), "
+              f"next {_when(schedule.next_poll)}")
+    if schedule.failing_polls:
+        alerted = ", operator told" if schedule.operator_alerted else ""
+        print(f"  the last {schedule.failing_polls} polls had failing days{alerted}")
     for state in failed:
         print(f"  failing {state.day} (last tried {_when(state.checked_at)}): {state.detail}")
     if fetches:
@@ -317,7 +332,8 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
         print(f"  {m.status:<8} {m.reader} <{m.recipient}> queued {_when(m.created_at)}, {m.attempts} tries"
               + (f": {m.last_error}" if m.last_error else ""))
     for reader in config.readers:
-        print(f"reader {reader.name}: last digest {_when(digests.get(reader.name))}")
+        print(f"reader {reader.name}: last digest {_when(digests.get(reader.name))}, "
+              f"next {_when(schedule.next_digests.get(reader.name))}")
     return 0
 
 

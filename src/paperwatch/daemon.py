@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paperwatch.config import Config, Reader, load_config
-from paperwatch.delivery import Outcome, deliver_due, prepare, queue_digests, queue_notice
+from paperwatch.delivery import OPERATOR, Outcome, deliver_due, prepare, queue_digests, queue_notice
 from paperwatch.digest import Templates
 from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.fetch import Fetcher
 from paperwatch.mail import read_password
 from paperwatch.match import Matcher
 from paperwatch.notify import Notifier, watchdog_interval
+from paperwatch.models import PageSource
 from paperwatch.pipeline import DayReport, day_range, fetch_days, recent_days, today_utc
 from paperwatch.schedule import Job, Scheduler, next_time
 from paperwatch.store import Store, utcnow
@@ -35,10 +36,17 @@ log = logging.getLogger(__name__)
 
 STOP_DEADLINE = 20.0  # seconds in-flight work gets on SIGTERM; the units' TimeoutStopSec is longer
 CONFIG_CHECK = 2.0  # seconds between looks at the config file's modification time
+CLOCK_CHECK = 30.0  # seconds between looks at the wall clock (a suspended laptop's timers lag)
+KEEP = dt.timedelta(days=90)  # how long sent mail's bytes and the fetch log are kept
 RETRY_SCHEDULE = "60s"  # how often due retries in the outbox are attempted
 MAX_CATCH_UP_DAYS = 60
 ALERT_AFTER = 3  # polls in a row with a failing day before the operator hears of it
-LAST_POLL, POLL_FAILURES, ALERTED = "last_poll", "poll_failures", "source_alerted"
+# Keys of the daemon's state kept in the database (``status`` reads them too).
+LAST_POLL = "last_poll"            # the earliest day the next poll must fetch again
+LAST_POLL_AT = "last_poll_at"      # when the last poll finished
+LAST_POLL_SUMMARY = "last_poll_summary"
+POLL_FAILURES = "poll_failures"    # polls in a row with a failing day
+ALERTED = "source_alerted"         # "yes" while the operator has been told the source fails
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +106,12 @@ class Daemon:
     async def _serve(self) -> None:
         self._fetcher = await Fetcher(self.config.source).__aenter__()
         await self._record_readers()
+        missed = [r.name for r in self.config.readers if await self._missed_digest(r)]
         self.scheduler.start()
-        self.scheduler.replace(await self._jobs(starting=True))
-        helpers = [asyncio.create_task(self._watch_config()), asyncio.create_task(self._watchdog())]
+        self.scheduler.replace(self._jobs())
+        self._spawn("start-up", functools.partial(self._catch_up, missed))
+        helpers = [asyncio.create_task(self._watch_config()), asyncio.create_task(self._watchdog()),
+                   asyncio.create_task(self._clock())]
         self.notifier.ready(self._summary())
         log.info("started: %s", self._summary())
         await self._stop.wait()
@@ -127,17 +138,24 @@ class Daemon:
 
     # -- jobs -------------------------------------------------------------------------------
 
-    async def _jobs(self, *, starting: bool = False) -> list[Job]:
+    def _jobs(self) -> list[Job]:
         config = self.config
         zone = config.paperwatch.timezone
-        jobs = [Job("poll", config.source.poll, zone, self._guarded("poll", self.poll), now=starting),
+        jobs = [Job("poll", config.source.poll, zone, self._guarded("poll", self.poll)),
                 Job("retry", RETRY_SCHEDULE, "UTC", self._guarded("retry", self.retry))]
         for reader in config.readers:
-            missed = starting and await self._missed_digest(reader)
             jobs.append(Job(f"digest:{reader.name}", reader.schedule, reader.timezone or zone,
-                            self._guarded(f"digest for {reader.name}", functools.partial(self.digest, reader.name)),
-                            now=missed))
+                            self._guarded(f"digest for {reader.name}", functools.partial(self.digest, reader.name))))
         return jobs
+
+    async def _catch_up(self, missed: list[str]) -> None:
+        """At start: poll (fetching every day missed while down), then send the digests whose
+        time fell while paperwatch was not running, one each covering the whole gap, then
+        whatever the outbox still holds (a crash may have left a message unsent)."""
+        await self._guarded("poll", self.poll)()
+        for name in missed:
+            await self._guarded(f"digest for {name}", functools.partial(self.digest, name))()
+        await self._guarded("retry", self.retry)()
 
     async def _missed_digest(self, reader: Reader) -> bool:
         """Whether a scheduled digest fell while paperwatch was not running: then send one now."""
@@ -190,6 +208,9 @@ class Daemon:
             summary = (f"poll: {len(reports)} days, {sum(r.papers for r in reports)} papers, "
                        f"{sum(r.new for r in reports)} new, {len(failed)} failed")
             log.info("%s", summary)
+            await store.set_state(LAST_POLL_AT, utcnow().isoformat())
+            await store.prune(before=utcnow() - KEEP)
+            await store.set_state(LAST_POLL_SUMMARY, summary)
             self.notifier.status(summary)
             await self._source_health(reports)
 
@@ -200,6 +221,8 @@ class Daemon:
         reader = next((r for r in loaded.config.readers if r.name == name), None)
         if reader is None:  # removed by a reload while this run was waiting
             return
+        async with self._poll_lock:
+            pass  # a poll under way (waking from a suspend, say) finishes first: its papers belong in this digest
         async with self._mail_lock:
             outcomes = await queue_digests(self._store, loaded.config, loaded.matcher, loaded.templates, [reader])
             outcomes += await deliver_due(self._store, loaded.config, reader=reader.name)
@@ -214,24 +237,34 @@ class Daemon:
     async def _source_health(self, reports: list[DayReport]) -> None:
         """Tell the operator once when polls keep failing or the page changed shape, once when fixed."""
         assert self._store is not None
-        store = self._store
+        store, config = self._store, self.config
         failed = [r for r in reports if r.failed]
-        changed = any("changed" in (r.detail or "") for r in failed)
+        # A page read from the cards or the API still delivers papers, but the parser needs work.
+        reshaped = [r for r in reports if r.source in (PageSource.CARDS, PageSource.API)
+                    or "changed shape" in (r.detail or "")]
         count = int(await store.get_state(POLL_FAILURES) or 0) + 1 if failed else 0
         await store.set_state(POLL_FAILURES, str(count))
         alerted = await store.get_state(ALERTED) == "yes"
-        if failed and not alerted and (count >= ALERT_AFTER or changed):
-            why = "the page changed shape" if changed else f"{count} polls in a row had failing days"
-            text = "\n".join([f"paperwatch cannot read {self.config.source.base_url}: {why}.", "",
-                              *(r.line() for r in failed), "", "You will hear once more when it recovers."])
-            await queue_notice(store, self.config, f"paperwatch: source failing ({why})", text)
-            await store.set_state(ALERTED, "yes")
-            log.warning("source failing (%s): operator notified", why)
-        elif not failed and alerted:
-            await queue_notice(store, self.config, "paperwatch: source recovered",
-                               f"paperwatch reads {self.config.source.base_url} again: the last poll had no failures.")
-            await store.set_state(ALERTED, "no")
-            log.info("source recovered: operator notified")
+        if not alerted and (reshaped or count >= ALERT_AFTER):
+            why = "the page changed shape" if reshaped else f"{count} polls in a row had failing days"
+            lines = [r.line() for r in sorted({*failed, *reshaped}, key=lambda r: r.day)]
+            text = "\n".join([f"paperwatch cannot read {config.source.base_url} as it should: {why}.", "",
+                              *lines, "", "You will hear once more when it recovers."])
+            await self._tell_operator(f"paperwatch: source failing ({why})", text, alerted=True)
+            log.warning("source failing (%s): operator told", why)
+        elif alerted and not failed and not reshaped:
+            await self._tell_operator("paperwatch: source recovered",
+                                      f"paperwatch reads {config.source.base_url} again: the last poll had no failures.",
+                                      alerted=False)
+            log.info("source recovered: operator told")
+
+    async def _tell_operator(self, subject: str, text: str, *, alerted: bool) -> None:
+        """Queue the note, remember that the operator knows, and send it now rather than at the next retry."""
+        assert self._store is not None
+        await queue_notice(self._store, self.config, subject, text)
+        await self._store.set_state(ALERTED, "yes" if alerted else "no")
+        async with self._mail_lock:
+            _log_outcomes(await deliver_due(self._store, self.config, reader=OPERATOR))
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -255,7 +288,7 @@ class Daemon:
                     await old.close()
         self.loaded = loaded
         await self._record_readers()
-        self.scheduler.replace(await self._jobs())
+        self.scheduler.replace(self._jobs())
         log.info("config reloaded (%s): %s", why, self._summary())
         self.notifier.ready(self._summary())
 
@@ -282,6 +315,18 @@ class Daemon:
             if time.monotonic() - started < 2 * interval:
                 self.notifier.watchdog()
 
+    async def _clock(self) -> None:
+        """Timers run on the monotonic clock, which stops while a laptop sleeps: a schedule that
+        fell during a suspend would wait out the rest of its timer after waking. Looking at the
+        wall clock now and then runs it on waking instead (once, however many runs it missed)."""
+        while True:
+            wall, steady = time.time(), time.monotonic()
+            await asyncio.sleep(CLOCK_CHECK)
+            slept = (time.time() - wall) - (time.monotonic() - steady)
+            if slept > CLOCK_CHECK:
+                log.info("the clock jumped %.0f s (a suspend?): running whatever fell due meanwhile", slept)
+            self.scheduler.wakeup()
+
     async def _record_readers(self) -> None:
         """A reader's digests start from the day paperwatch first served them, never from history."""
         assert self._store is not None
@@ -292,6 +337,35 @@ class Daemon:
         rules = sum(len(r.rules) for r in self.config.readers)
         return (f"{len(self.config.readers)} readers, {rules} rules, polling {self.config.source.base_url} "
                 f"every {self.config.source.poll}")
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """The daemon's schedule as the database shows it, for ``status`` (which runs apart from it)."""
+
+    last_poll: dt.datetime | None
+    last_poll_summary: str | None
+    next_poll: dt.datetime | None
+    failing_polls: int
+    operator_alerted: bool
+    next_digests: dict[str, dt.datetime | None]
+
+
+async def schedule_state(store: Store, config: Config) -> Schedule:
+    """When the poll and each reader's digest run next, judged from their last runs."""
+    zone = config.paperwatch.timezone
+    stamp = await store.get_state(LAST_POLL_AT)
+    last_poll = dt.datetime.fromisoformat(stamp) if stamp else None
+    digests: dict[str, dt.datetime | None] = {}
+    for reader in config.readers:
+        state = await store.reader_state(reader.name, record=False)
+        digests[reader.name] = next_time(reader.schedule, reader.timezone or zone,
+                                         state.last_digest_at or state.started_at)
+    return Schedule(
+        last_poll=last_poll, last_poll_summary=await store.get_state(LAST_POLL_SUMMARY),
+        next_poll=next_time(config.source.poll, zone, last_poll) if last_poll else None,
+        failing_polls=int(await store.get_state(POLL_FAILURES) or 0),
+        operator_alerted=await store.get_state(ALERTED) == "yes", next_digests=digests)
 
 
 def _log_outcomes(outcomes: list[Outcome]) -> None:

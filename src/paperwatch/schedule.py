@@ -173,5 +173,10 @@ class Scheduler:
                                     **({"next_run_time": now} if job.now else {}))
             log.debug("job %s: %s (%s)", job.name, job.spec, job.timezone)
 
+    def wakeup(self) -> None:
+        """Run whatever is due now (the scheduler otherwise sleeps until its next timer)."""
+        if self._scheduler.running:
+            self._scheduler.wakeup()
+
     def next_runs(self) -> dict[str, dt.datetime | None]:
         return {job.id: job.next_run_time for job in self._scheduler.get_jobs()}

@@ -602,6 +602,17 @@ class Store:
         rows = await self._db.execute_fetchall("SELECT name, last_digest_at FROM readers ORDER BY name")
         return {row[0]: _datetime(row[1]) for row in rows}
 
+    async def prune(self, *, before: dt.datetime) -> None:
+        """Forget what only grows: the fetch log, and the bytes of mail sent or failed, before ``before``.
+
+        The outbox rows stay (they record which digest carried which paper); only their
+        message bytes go, so a database serving many readers for years stays small."""
+        stamp = before.isoformat()
+        async with self._transaction():
+            await self._db.execute("DELETE FROM fetches WHERE at < ?", (stamp,))
+            await self._db.execute("UPDATE outbox SET data = x'' WHERE status != 'pending' AND done_at < ? "
+                                   "AND length(data) > 0", (stamp,))
+
     # -- the daemon's own state ---------------------------------------------------------
 
     async def get_state(self, key: str) -> str | None:
