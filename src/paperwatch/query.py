@@ -8,8 +8,9 @@
 
 Operators are the upper-case words AND, OR and NOT; lower-case ``and``/``or``/``not`` are
 search words. FIELD is one of :data:`FIELD_PREFIXES`; a prefix before a parenthesis applies
-to every term inside it that has none of its own. What a term's words mean (case, accents,
-plurals, ``*``, hyphens) is decided by :mod:`paperwatch.match`, not here.
+to every term inside it that has none of its own. Groups and NOTs nest at most
+:data:`MAX_DEPTH` deep. What a term's words mean (case, accents, plurals, ``*``, hyphens)
+is decided by :mod:`paperwatch.match`, not here.
 
 Written by hand rather than with pyparsing or lark: the grammar is five lines, this module
 is shorter than the glue a parser library would need, and it gives exact error positions.
@@ -17,6 +18,7 @@ is shorter than the glue a parser library would need, and it gives exact error p
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ _LEXEME = re.compile(
     r'\s*(?:(?P<paren>[()])|"(?P<phrase>[^"]*)(?P<closed>")?|(?P<field>[A-Za-z_]+):|(?P<word>[^\s()"]+))'
 )
 _OPERATORS = ("AND", "OR", "NOT")
+MAX_DEPTH = 50  # nested groups and NOTs: far beyond any real query, well within Python's recursion limit
 
 
 class QueryError(ValueError):
@@ -126,7 +129,7 @@ def _lex(text: str) -> list[_Lexeme]:
             lexemes.append(_Lexeme("term", found["phrase"], start, quoted=True))
         elif found["field"]:
             if found["field"] not in FIELD_PREFIXES:
-                raise QueryError(f"unknown field {found['field']!r} (known: {', '.join(FIELD_PREFIXES)})", start)
+                raise QueryError(_unknown_field(found["field"]), start)
             lexemes.append(_Lexeme("field", found["field"], start))
         elif found["word"]:
             kind = found["word"] if found["word"] in _OPERATORS else "term"
@@ -135,12 +138,19 @@ def _lex(text: str) -> list[_Lexeme]:
     return [*lexemes, _Lexeme("end", "", len(text))]
 
 
+def _unknown_field(name: str) -> str:
+    close = difflib.get_close_matches(name.lower(), FIELD_PREFIXES, n=1)
+    hint = f", did you mean {close[0]}?" if close else f" (known: {', '.join(FIELD_PREFIXES)})"
+    return f"unknown field {name!r}{hint}"
+
+
 class _Parser:
     """One method per grammar rule; ``field`` is the prefix inherited from an enclosing group."""
 
     def __init__(self, lexemes: list[_Lexeme]) -> None:
         self._lexemes = lexemes
         self._next = 0
+        self._depth = 0
 
     def parse(self) -> Node:
         if self._peek().kind == "end":
@@ -176,9 +186,17 @@ class _Parser:
 
     def _unary(self, field: str | None) -> Node:
         if self._peek().kind == "NOT":
-            self._take()
-            return Not(self._unary(field))
+            self._enter(self._take())
+            node = Not(self._unary(field))
+            self._depth -= 1
+            return node
         return self._primary(field)
+
+    def _enter(self, lexeme: _Lexeme) -> None:
+        """One level deeper (a group or a NOT); too deep is a mistake, not a RecursionError."""
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise QueryError(f"nested more than {MAX_DEPTH} deep", lexeme.position)
 
     def _primary(self, field: str | None) -> Node:
         lexeme = self._take()
@@ -189,9 +207,11 @@ class _Parser:
         if lexeme.kind == "term":
             return Term(lexeme.text, field, lexeme.position, lexeme.quoted)
         if lexeme.kind == "(":
+            self._enter(lexeme)
             node = self._or(field)
             if self._take().kind != ")":
                 raise QueryError("'(' is never closed", lexeme.position)
+            self._depth -= 1
             return node
         what = "the query ends" if lexeme.kind == "end" else f"found {lexeme.text!r}"
         raise QueryError(f"expected a word, a phrase or '(' but {what}", lexeme.position)
