@@ -23,7 +23,8 @@ Semantics, as the README states them:
   between the words is ignored, but a phrase never spans the end of a sentence or clause
   (``.``, ``,``, ``;``, ``:``, ``!``, ``?`` before a space) or a bracket.
 * ``re:PATTERN`` is a regular expression searched case-insensitively in the folded field
-  text (punctuation kept); it must compile and must not match the empty text.
+  text (punctuation kept); it must compile and must not match empty text (``\\b``, ``x*``):
+  a hit is at least one character. Query terms are never regular expressions.
 * Keywords, ``all`` and ``exclude`` look at title, abstract and AI keywords unless the rule
   names its ``fields`` (also ``authors`` and ``organization``, as plain text).
 * An author pattern matches one author of the paper, never part of a name or parts of two:
@@ -32,9 +33,12 @@ Semantics, as the README states them:
   agree, an initial agreeing with any name it begins (``Y. LeCun`` = ``Yann LeCun``), and
   middle names are optional, but must agree where both sides give them. A pattern of one
   word is a surname: ``Yu`` matches ``Wei Yu`` but neither ``Yujia Li`` nor ``Yu Zhang``.
+  A pattern is one author, given names first (``Y.LeCun`` too); no commas, no ``*``.
 * An organization matches the paper's whole organization name, folded, spaces ignored.
 * A rule matches when any of keywords, authors, organizations or query matches, every
-  ``all`` term matches, no ``exclude`` term does, and upvotes ≥ ``min_upvotes``.
+  ``all`` term matches, no ``exclude`` term does, and upvotes ≥ ``min_upvotes``. Its
+  why lists the hits of keywords, authors, organizations and ``all``, and the positive
+  terms of its query when the query holds.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import functools
 import logging
 import re
 import unicodedata
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -74,6 +79,12 @@ _PIECE_OR_BREAK = re.compile(r"([^\W_]+|[.,;:!?](?=\s|$)|[()\[\]{}])")  # the sa
 _KEYWORD_WORD = re.compile(r"([^\W_]+)(\*)?")
 _SPECIAL = frozenset(".^$*+?{}[]\\|()")
 _ESCAPE = re.compile(r"\\.", re.DOTALL)
+# The whole of an escape (\x41, \u00e9, \N{...}, \12) and of a counted repeat ({2}, {1,3}): their
+# digits and letters are not literal text. Reaching too far is safe: it only shortens a run.
+_ESCAPE_SPAN = re.compile(r"\\(?:x[0-9a-fA-F]{0,2}|u[0-9a-fA-F]{0,4}|U[0-9a-fA-F]{0,8}|N\{[^}]*\}?|\d{1,3}|.)",
+                          re.DOTALL)
+_REPEAT = re.compile(r"\{\d*(?:,\d*)?\}")
+_EMPTY_PROBES = ("", "a", "a b", "ab-cd. 12")  # a regex that matches empty text in these does so everywhere
 _STRAY_STAR = re.compile(r"(?<![^\W_])\*|\*(?=[^\W_*])|\*\*")
 _PARTICLES = frozenset("al bin da das de del della der di do dos du el ibn la le st ten ter van von zu".split())
 
@@ -275,7 +286,7 @@ def name_forms(name: str, *, pattern: bool = False) -> tuple[NameForm, ...]:
     """Every reading of a name as (given names, surname): particles may belong to either.
 
     A paper's author always keeps one given name; a pattern may be a bare surname."""
-    parts = fold(name).replace("'", "").replace("\u2019", "").split()
+    parts = fold(name).replace("'", "").replace("\u2019", "").replace(".", ". ").split()  # Y.LeCun: two words
     if not parts or not (last := "".join(_WORD.findall(parts[-1]))):
         return ()
     given = [word for part in parts[:-1] for word in _WORD.findall(part)]
@@ -315,12 +326,13 @@ def required_text(pattern: re.Pattern[str]) -> str:
         if char == "|" and depth == 0:
             return ""
         if char in _SPECIAL:
-            if char in "*+?{" and run:
+            repeat = _REPEAT.match(source, index) if char == "{" else None
+            if (char in "*+?" or repeat) and run:
                 run = run[:-1]
             runs.append(run)
             run = ""
             depth += {"(": 1, ")": -1}.get(char, 0)
-            index = _class_end(source, index) if char == "[" else index + (2 if char == "\\" else 1)
+            index = _special_end(source, index, repeat)
             continue
         if depth == 0:
             run += char
@@ -329,6 +341,16 @@ def required_text(pattern: re.Pattern[str]) -> str:
     if pattern.flags & re.IGNORECASE:
         return longest.lower() if longest.isascii() else ""
     return longest
+
+
+def _special_end(source: str, index: int, repeat: re.Match[str] | None) -> int:
+    """The index after the special character (or class, escape, counted repeat) at ``index``."""
+    if source[index] == "[":
+        return _class_end(source, index)
+    if source[index] == "\\":
+        escape = _ESCAPE_SPAN.match(source, index)
+        return escape.end() if escape else index + 2
+    return repeat.end() if repeat else index + 1
 
 
 def _class_end(source: str, start: int) -> int:
@@ -377,17 +399,20 @@ class _Rule:
     def matches(self, found: Found, upvotes: int) -> bool:
         if upvotes < self.min_upvotes:
             return False
-        if not any(_holds(term, found) for term in self.any_of) and not (
-                self.query is not None and q.evaluate(self.query, lambda t: _holds(self.query_terms[t], found))):
+        if not any(_holds(term, found) for term in self.any_of) and not self._query_holds(found):
             return False
         return all(_holds(term, found) for term in self.all_of) and not any(
             _holds(term, found) for term in self.none_of)
 
-    def why(self) -> Iterator[_Term]:
+    def why(self, found: Found) -> Iterator[_Term]:
+        """The terms that can explain a match: a query's only when the query holds."""
         yield from self.any_of
         yield from self.all_of
-        if self.query is not None:
+        if self.query is not None and self._query_holds(found):
             yield from (self.query_terms[t] for t in q.positive_terms(self.query))
+
+    def _query_holds(self, found: Found) -> bool:
+        return self.query is not None and q.evaluate(self.query, lambda t: _holds(self.query_terms[t], found))
 
     def terms(self) -> Iterator[_Term]:
         """Every term, including those that can only veto or confirm a match."""
@@ -426,6 +451,10 @@ class _Builder:
     def keyword(self, text: str, fields: frozenset[str]) -> _Term:
         if text.startswith("re:"):
             return _Term(text, self._regex(text[3:]), fields)
+        return self.words_term(text, fields)
+
+    def words_term(self, text: str, fields: frozenset[str]) -> _Term:
+        """A word or phrase, never a regular expression (query terms are always this)."""
         words = keyword_words(text)
         if words not in self.words:
             probe = self.words[words] = self._new()
@@ -443,15 +472,24 @@ class _Builder:
             # The text is casefolded: without capitals, the pattern needs no IGNORECASE (10x faster).
             flags = re.IGNORECASE if any(c.isupper() for c in _ESCAPE.sub("", folded)) else 0
             try:
-                compiled = re.compile(folded, flags)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
-            if compiled.fullmatch(""):
-                raise ValueError(f"regular expression {pattern!r} matches empty text, so it would match every paper")
+                with warnings.catch_warnings():
+                    # "Possible nested set" and the like: valid today, and re's cache would warn only once.
+                    warnings.simplefilter("ignore")
+                    compiled = re.compile(folded, flags)
+            except (re.error, OverflowError, RecursionError) as exc:  # a huge {n}; absurdly deep groups
+                raise ValueError(f"invalid regular expression {_shown(pattern)}: {exc}") from None
+            if any(hit.end() == hit.start() for probe in _EMPTY_PROBES for hit in compiled.finditer(probe)):
+                # \b, x*, (?=a)...: a hit would show nothing, and most would hit every paper.
+                raise ValueError(f"regular expression {_shown(pattern)} matches empty text, "
+                                 "so it would match every paper")
             self.regexes[folded] = (self._new(), compiled)
         return self.regexes[folded][0]
 
     def author(self, text: str) -> _Term:
+        if "*" in text:
+            raise ValueError(f"{text!r}: '*' is not supported in names: give the whole surname")
+        if "," in text:  # "LeCun, Yann", or two authors in one string: neither would ever match
+            raise ValueError(f"{text!r}: give one author per entry, given names first, as in 'Yann LeCun'")
         forms = name_forms(text, pattern=True)
         if not forms:
             raise ValueError(f"{text!r} is not a name")
@@ -463,6 +501,8 @@ class _Builder:
         return _Term(text, self.author_probes[key], frozenset({"authors"}))
 
     def organization(self, text: str) -> _Term:
+        if "*" in text:
+            raise ValueError(f"{text!r}: '*' is not supported in names: give the whole name")
         key = organization_key(text)
         if not key:
             raise ValueError(f"{text!r} is not an organization name")
@@ -526,10 +566,15 @@ class _Builder:
                 made = self.organization(term.text)
             else:
                 narrowed = frozenset({_QUERY_FIELDS[term.field]}) if term.field else fields
-                made = self.keyword(term.text, narrowed)
+                made = self.words_term(term.text, narrowed)
         except ValueError as exc:
             raise q.QueryError(str(exc), term.position) from None
         return _Term(str(term), made.probe, made.fields)
+
+
+def _shown(text: str, limit: int = 30) -> str:
+    """``text`` quoted for a message, cut short if it is long."""
+    return repr(text) if len(text) <= limit else repr(text[:limit])[:-1] + "...'"
 
 
 def rule_problems(rules: Iterable[RuleSpec]) -> list[str]:
@@ -582,7 +627,7 @@ class Matcher:
                 elif term.probe in regex_fields:
                     regex_fields[term.probe] |= term.fields
                     scanned |= term.fields
-        self._regexes = [(probe, rx, required_text(rx), tuple(sorted(regex_fields[probe])))
+        self._regexes = [(probe, rx, required_text(rx), tuple(name for name in FIELDS if name in regex_fields[probe]))
                          for probe, rx in builder.regexes.values()]
         self._fields = tuple(name for name in FIELDS if name in scanned)
         log.debug("compiled %d rules: %d words and phrases, %d regexes, %d author surnames",
@@ -619,7 +664,7 @@ class Matcher:
             self._scan(name, text, found)
         for probe, regex, required, fields in self._regexes:
             for name in fields:
-                hit = required in texts[name].folded and regex.search(texts[name].folded)
+                hit = required in texts[name].folded and _search(regex, texts[name].folded)
                 if hit:
                     found.setdefault(probe, {})[name] = texts[name].chars(*hit.span())
         for author in paper.authors if self._authors else ():
@@ -637,7 +682,12 @@ class Matcher:
         """The single pass: every trie path from every token (or hyphen-joined word) that starts one."""
         tokens, memo = text.tokens, self._memo
         distinct = set(tokens)
-        for token in [t for t in distinct if t not in memo]:
+        new = [t for t in distinct if t not in memo]
+        if len(memo) + len(new) > _MEMO_LIMIT:  # forget before this paper, never halfway through it
+            memo.clear()
+            self._starters.clear()
+            new = list(distinct)
+        for token in new:
             self._first(token)
         starters = distinct & self._starters  # in C: most tokens start nothing
         if starters:
@@ -651,9 +701,6 @@ class Matcher:
 
     def _first(self, token: str) -> list[_Node]:
         """The trie's first step for ``token``, remembered: the vocabulary of papers is small."""
-        if len(self._memo) > _MEMO_LIMIT:
-            self._memo.clear()
-            self._starters.clear()
         nodes = self._memo[token] = self._trie.step(token)
         if nodes:
             self._starters.add(token)
@@ -673,6 +720,14 @@ class Matcher:
                     self._follow(node.step(joined), first, end, text, name, found)
 
 
+def _search(regex: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The first hit that is not empty: an empty one (``(?=deep)``) would explain nothing."""
+    hit = regex.search(text)
+    if hit is None or hit.end() > hit.start():
+        return hit
+    return next((later for later in regex.finditer(text) if later.end() > later.start()), None)
+
+
 def _field_text(paper: Paper, name: str) -> str:
     # List fields are joined with ", ", a break no phrase spans.
     if name == "title":
@@ -689,7 +744,7 @@ def _field_text(paper: Paper, name: str) -> str:
 def _explain(reader: str, rules: list[_Rule], paper_id: str, found: Found, texts: dict[str, _Text]) -> Match:
     hits: dict[Hit, None] = {}  # an ordered set: a term two rules share is one hit per rule
     for rule in rules:
-        for term in rule.why():
+        for term in rule.why(found):
             for name, where in found.get(term.probe, {}).items():
                 if name in term.fields:
                     text = where if isinstance(where, str) else texts[name].words(*where)
