@@ -2,12 +2,14 @@
 
 It runs in its own thread, so both in-process tests and a paperwatch subprocess can talk to
 it. Replies are scripted: ``data_replies`` answers the next DATA commands (``"451 ..."``),
-``refuse`` answers RCPT for given addresses, ``drop_after_data`` keeps a message and then
-hangs up before saying 250 (the crash window the outbox must survive).
+``refuse`` answers RCPT for given addresses, ``refuse_sender`` answers every MAIL FROM,
+``drop_after_data`` keeps a message and then hangs up before saying 250 (the crash window
+the outbox must survive), ``stall_data`` seconds of silence after the next DATA (a timeout).
 """
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -48,6 +50,8 @@ class Recorder:
     data_replies: list[str] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
     drop_after_data: int = 0
+    refuse_sender: str | None = None
+    stall_data: float = 0.0
     auth_attempts: list[str] = field(default_factory=list)
     mail_commands: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -55,6 +59,8 @@ class Recorder:
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
         self.mail_commands += 1
+        if self.refuse_sender is not None:
+            return self.refuse_sender
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
@@ -67,6 +73,10 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.stall_data:
+            stall, self.stall_data = self.stall_data, 0.0
+            await asyncio.sleep(stall)  # the client gives up first; what it sent is not kept
+            return "451 4.4.2 too slow"
         with self.lock:
             if self.data_replies:
                 return self.data_replies.pop(0)

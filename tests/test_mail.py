@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -9,7 +12,7 @@ import pytest
 
 from paperwatch.config import MailConfig, SmtpConfig
 from paperwatch.errors import ConfigError, MailError
-from paperwatch.mail import Envelope, describe, open_transport, read_password
+from paperwatch.mail import Envelope, describe, open_transport, read_password, unsafe_config_file
 from smtpserver import PASSWORD, Certificates, Recorder, SmtpServer
 
 MESSAGE = (b"From: paperwatch <pw@example.org>\r\nTo: alice@example.org\r\nSubject: hi\r\n"
@@ -179,3 +182,73 @@ def test_describe() -> None:
     smtp = SmtpConfig(host="smtp.example.org", username="alerts", password_env="X")
     assert describe(MailConfig(smtp=smtp)) == "SMTP smtp.example.org:587 (starttls) as alerts"
     assert describe(MailConfig(maildir=Path("/var/mail/pw"))) == "Maildir /var/mail/pw"
+
+
+async def test_a_server_that_stops_answering_is_a_timeout_and_the_next_message_reconnects(tmp_path: Path) -> None:
+    recorder = Recorder(stall_data=3.0)
+    with SmtpServer(recorder) as server:
+        async with open_transport(smtp_config(server, tmp_path, security="none", timeout=1)) as transport:
+            with pytest.raises(MailError, match="<1@example.org> not delivered: Timed out") as caught:
+                await transport.send(envelope())
+            await transport.send(envelope("bob@example.org", "<2@example.org>"))
+    assert caught.value.temporary and caught.value.reply is None
+    assert [r.recipients for r in recorder.received] == [["bob@example.org"]]
+
+
+async def test_a_refused_sender_is_the_operators_problem_so_temporary(tmp_path: Path) -> None:
+    """A 5xx to MAIL FROM says nothing about the reader: their digest waits for the operator's fix."""
+    recorder = Recorder(refuse_sender="553 5.7.1 sender address not allowed")
+    with SmtpServer(recorder) as server:
+        with pytest.raises(MailError) as caught:
+            await send(smtp_config(server, tmp_path, security="none"), envelope())
+    assert caught.value.temporary and caught.value.reply == "553 5.7.1 sender address not allowed"
+
+
+async def test_the_password_is_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Not at DEBUG, not by aiosmtplib or asyncio, neither when the login works nor when it is refused."""
+    caplog.set_level(logging.DEBUG)
+    certificates, recorder = Certificates(tmp_path), Recorder()
+    wrong = tmp_path / "wrong"
+    wrong.write_text("wrong " + PASSWORD)
+    wrong.chmod(0o600)
+    with SmtpServer(recorder, mode="starttls", certificates=certificates, auth=True) as server:
+        for path in (password_file(tmp_path), wrong):
+            config = smtp_config(server, tmp_path, ca_file=str(certificates.ca_file), username="alerts",
+                                 password_file=str(path))
+            with contextlib.suppress(MailError):
+                await send(config, envelope())
+    assert len(recorder.received) == 1 and len(recorder.auth_attempts) >= 2
+    ours = [r for r in caplog.records if not r.name.startswith("mail.log")]  # mail.log: the test server's own
+    assert ours, "nothing logged at all: the test would prove nothing"
+    logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in ours)
+    assert PASSWORD not in logged and base64.b64encode(PASSWORD.encode()).decode() not in logged
+
+
+async def test_maildir_messages_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        await send(MailConfig.model_validate({"maildir": tmp_path / "mail"}), envelope())
+    finally:
+        os.umask(old)
+    [delivered] = (tmp_path / "mail" / "new").iterdir()
+    assert delivered.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(("mode", "login", "unsafe"), [
+    (0o644, True, False),   # others may read it: it holds no password (the config refuses one)
+    (0o600, True, False),
+    (0o664, True, True),    # the group may rewrite host and collect the password
+    (0o646, True, True),
+    (0o666, False, False),  # no login, nothing to steal
+])
+def test_a_config_file_others_may_change_cannot_name_an_smtp_login(
+        tmp_path: Path, mode: int, login: bool, unsafe: bool) -> None:
+    path = tmp_path / "paperwatch.toml"
+    path.write_text("")
+    path.chmod(mode)
+    smtp = SmtpConfig(host="smtp.example.org", username="alerts" if login else None, password_env="X")
+    problem = unsafe_config_file(path, MailConfig(smtp=smtp))
+    if unsafe:
+        assert problem is not None and f"chmod go-w {path}" in problem and "can be changed by others" in problem
+    else:
+        assert problem is None

@@ -71,6 +71,24 @@ def read_password(smtp: SmtpConfig) -> str | None:
     return None
 
 
+def unsafe_config_file(path: Path | None, mail: MailConfig) -> str | None:
+    """Why ``path`` is not safe to take an SMTP login from, or None.
+
+    The file never holds the password (the config refuses one), so others may read it; but
+    whoever can rewrite it can point ``host`` at their own server and collect the password
+    with the next delivery, so group or others must not be able to write it."""
+    if path is None or mail.smtp is None or mail.smtp.username is None:
+        return None
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (f"{path} can be changed by others (mode {stat.filemode(mode)}), and it names the SMTP login: "
+                f"whoever edits it could send the password to a server of their own; chmod go-w {path}")
+    return None
+
+
 def _secret_file(path: Path, where: str) -> str:
     try:
         mode = path.stat().st_mode
@@ -135,7 +153,9 @@ class SmtpTransport:
             if isinstance(exc, MailError):
                 raise
             if isinstance(exc, (aiosmtplib.SMTPException, OSError, ssl.SSLError)):
-                raise _mail_error(exc, f"SMTP {self._where}") from None
+                # Whatever stops the session itself (a refused greeting, EHLO or login) is the
+                # operator's to fix, never a reader's fault: the mail stays queued.
+                raise _mail_error(exc, f"SMTP {self._where}", temporary=True) from None
             raise
         self._client = client
 
@@ -151,7 +171,7 @@ class SmtpTransport:
                 await self.close()  # the session is gone or unusable: the next message reconnects
             else:
                 await self._reset()
-            raise _mail_error(exc, f"SMTP {self._where} refused {envelope.message_id}") from None
+            raise _mail_error(exc, f"SMTP {self._where}: {envelope.message_id} not delivered") from None
 
     async def _reset(self) -> None:
         with contextlib.suppress(aiosmtplib.SMTPException, OSError):
@@ -175,14 +195,17 @@ def _local_hostname() -> str:
     return name if "." in name else f"{name}.localdomain"
 
 
-def _mail_error(exc: BaseException, context: str) -> MailError:
-    """A MailError for ``exc``: 4xx, timeouts and lost connections are worth another try."""
+def _mail_error(exc: BaseException, context: str, *, temporary: bool = False) -> MailError:
+    """A MailError for ``exc``: 4xx, timeouts and lost connections are worth another try, and so
+    is anything ``temporary`` says is not the recipient's fault; a 5xx about the recipient or the
+    message is final."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
         exc = exc.recipients[0]
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         reply = f"{exc.code} {exc.message}".strip()
-        # A refused login is the operator's to fix, not the reader's fault: keep the mail queued.
-        temporary = 400 <= exc.code < 500 or isinstance(exc, aiosmtplib.SMTPAuthenticationError)
+        # A refused login or sender is the operator's to fix, the same for every reader: keep the mail queued.
+        temporary = (temporary or 400 <= exc.code < 500
+                     or isinstance(exc, aiosmtplib.SMTPAuthenticationError | aiosmtplib.SMTPSenderRefused))
         return MailError(f"{context}: {reply}", temporary=temporary, reply=reply)
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return MailError(f"{context}: TLS failed: {exc}", temporary=True)
@@ -217,7 +240,8 @@ class MaildirTransport:
         temporary = self.root / "tmp" / name
         # Maildir messages use the local line ending; SMTP bytes use CRLF.
         data = envelope.data.replace(b"\r\n", b"\n")
-        with open(temporary, "wb") as file:
+        # Private to the mailbox's owner, whatever the umask: a digest names its reader's interests.
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
