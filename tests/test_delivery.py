@@ -25,7 +25,7 @@ from paperwatch.digest import Templates
 from paperwatch.match import Matcher
 from paperwatch.pipeline import recent_days
 from paperwatch.store import Store
-from smtpserver import Recorder, SmtpServer
+from smtpserver import PASSWORD, Certificates, Recorder, SmtpServer
 from test_cli import paperwatch
 
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -239,6 +239,216 @@ async def test_digest_preview_writes_files_and_changes_nothing(tmp_path: Path) -
     assert code == 0 and "alice: queued" in out and "bob: queued" in out
 
 
+def write_smtp_login(path: Path, certificates: Certificates, *, security: str = "starttls") -> Path:
+    """Make the config's [mail.smtp] log in, over ``security``, trusting the test's CA; the password in a file."""
+    secret = path.parent / "smtp-password"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    login = [f'security = "{security}"', 'username = "alerts"', f'password_file = "{secret}"',
+             f'ca_file = "{certificates.ca_file}"']
+    path.write_text(path.read_text().replace('security = "none"', "\n".join(login)))
+    return path
+
+
+async def test_run_once_over_starttls_with_a_login_and_a_private_ca(tmp_path: Path) -> None:
+    """The whole pipeline through STARTTLS, a certificate verified against the test's own CA, and
+    AUTH; the password appears nowhere in what paperwatch prints, even at -vv."""
+    certificates, recorder = Certificates(tmp_path), Recorder()
+    async with FakeHF() as hf:
+        serve_samples(hf)
+        with SmtpServer(recorder, mode="starttls", certificates=certificates, auth=True) as smtp:
+            path = write_smtp_login(write_config(tmp_path, hf, smtp=smtp), certificates)
+            code, out, err = await paperwatch("-vv", "-c", str(path), "run", "--once")
+    assert code == 0, err
+    assert [(r.recipients, r.tls, r.user) for r in recorder.received] == [
+        (["alice@example.org"], True, "alerts"), (["bob@example.org"], True, "alerts")]
+    for received in recorder.received:
+        assert set(received.message.keys()) == HEADERS
+        assert received.message.get_content_type() == "multipart/alternative"
+    assert PASSWORD not in out + err and "DEBUG" in err  # it did log at debug level
+
+
+async def test_starttls_not_offered_keeps_every_digest_queued_and_never_logs_in(tmp_path: Path) -> None:
+    certificates, recorder = Certificates(tmp_path), Recorder()
+    async with FakeHF() as hf:
+        serve_samples(hf)
+        with SmtpServer(recorder, mode="plain", auth=True) as smtp:
+            path = write_smtp_login(write_config(tmp_path, hf, smtp=smtp), certificates)
+            code, out, err = await paperwatch("-c", str(path), "run", "--once")
+            _, status, _ = await paperwatch("-c", str(path), "status")
+    assert code == 1 and out.count("does not offer STARTTLS") == 2, out
+    assert recorder.auth_attempts == [] and recorder.mail_commands == 0 and recorder.received == []
+    config = load_config(path)
+    async with await Store.open(config.database) as store:
+        assert [m.status for m in await store.messages()] == ["pending", "pending"]
+    assert "2 pending" in status
+
+
+async def test_the_digest_says_what_it_covers(tmp_path: Path) -> None:
+    """The first digest counts the papers of the days it reaches back to, not zero."""
+    async with FakeHF() as hf:
+        serve_samples(hf)
+        path = write_config(tmp_path, hf)
+        code, out, err = await paperwatch("-c", str(path), "run", "--once")
+    assert code == 0, err
+    for file in (tmp_path / "mail" / "new").iterdir():
+        message = email.message_from_bytes(file.read_bytes(), policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        headline = text.splitlines()[0]
+        assert re.fullmatch(rf"Hugging Face Daily Papers, .*{YESTERDAY.year}: 1 day with papers, 26 papers seen, "
+                            rf"{len(ids(message))} matched", headline), headline
+
+
+EMPTY_READERS = READERS + """
+[[readers]]
+name = "dave"
+email = "dave@example.org"
+send_empty = true
+[[readers.rules]]
+name = "gravity"
+keywords = ["quantum gravity"]
+"""
+
+
+@pytest.mark.parametrize("published", [26, 0])
+async def test_only_readers_who_asked_get_an_empty_note_and_it_says_why(tmp_path: Path, published: int) -> None:
+    recorder = Recorder()
+    async with FakeHF() as hf:
+        if published:
+            serve_samples(hf, published)
+        with SmtpServer(recorder) as smtp:
+            path = write_config(tmp_path, hf, smtp=smtp, readers=EMPTY_READERS)
+            code, out, err = await paperwatch("-c", str(path), "run", "--once")
+    assert code == 0, err
+    assert "carol: nothing new matched" in out  # carol did not ask for empty notes
+    [note] = recorder.messages_to("dave@example.org")
+    reason = (f"none of the {published} papers published from .* matched your rules" if published
+              else "no papers were published from .*")
+    assert re.fullmatch(f"No new papers: {reason}", note["Subject"]), note["Subject"]
+    text = note.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert re.search(f"Nothing new for you this time: {reason}", text) and ids(note) == []
+    assert set(note.keys()) == HEADERS
+
+
+async def test_a_paper_is_mailed_once_across_refeatures_and_rule_edits(tmp_path: Path) -> None:
+    async with FakeHF() as hf:
+        serve_samples(hf)
+        path = write_config(tmp_path, hf)
+        assert (await paperwatch("-c", str(path), "run", "--once"))[0] == 0
+        hf.days[TODAY] = FakeHF.sample_items()[:20]  # featured again today
+        edited = READERS.replace('name = "linear attention"', 'name = "efficient attention"').replace(
+            'keywords = ["brain*"]', 'keywords = ["brain*", "linear*", "transformer*"]')
+        path = write_config(tmp_path, hf, readers=edited)
+        code, out, err = await paperwatch("-c", str(path), "run", "--once")
+    assert code == 0, err
+    assert "bob: nothing new matched" in out and "alice: queued" in out  # "linear*" found more for her
+    delivered: dict[str, Counter[str]] = {}
+    for file in (tmp_path / "mail" / "new").iterdir():
+        message = email.message_from_bytes(file.read_bytes(), policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        delivered.setdefault(str(message["To"]), Counter()).update(ids(message))
+    config = load_config(path)
+    want = expected(config, await stored_papers(config))
+    assert delivered["alice@example.org"] == Counter(want["alice"] | LINEAR)  # each once, old and new
+    assert delivered["bob@example.org"] == Counter(want["bob"])
+
+
+async def test_papers_left_out_by_the_size_budget_come_in_the_next_digest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("paperwatch.digest.HTML_BUDGET", 12_000)
+    async with FakeHF() as hf:
+        serve_samples(hf)
+        config = load_config(write_config(tmp_path, hf, readers=READERS.split('[[readers]]\nname = "carol"')[0]))
+        assert (await paperwatch("-c", str(config.path), "fetch"))[0] == 0
+    matcher, templates = compile_rules(config), Templates.load(None)
+    digests: list[EmailMessage] = []
+    async with await Store.open(config.database) as store:
+        for hours in range(6):
+            now = dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours)
+            await queue_digests(store, config, matcher, templates, [config.readers[1]], now=now)
+            await deliver_due(store, config, now=now)
+    for file in (tmp_path / "mail" / "new").iterdir():
+        message = email.message_from_bytes(file.read_bytes(), policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        digests.append(message)
+    digests.sort(key=lambda m: m["Date"].datetime)
+    want = expected(config, await stored_papers(config))["bob"]
+    assert len(digests) > 1, "the budget never cut anything: the test proves nothing"
+    assert Counter(p for m in digests for p in ids(m)) == Counter(want)
+    first = digests[0].get_body(("html",)).get_content()  # type: ignore[union-attr]
+    left_out = len(want) - len(ids(digests[0]))
+    assert re.search(rf'<a href="https://huggingface.co/papers/date/{YESTERDAY}"[^>]*>and {left_out} more</a>', first)
+    assert "will be in your next digest" in first
+
+
+async def test_a_temporary_failure_is_given_up_after_mail_give_up(tmp_path: Path) -> None:
+    recorder = Recorder(data_replies=["451 4.3.0 busy"] * 10)
+    async with FakeHF() as hf:
+        serve_samples(hf)
+        with SmtpServer(recorder) as smtp:
+            config = load_config(write_config(tmp_path, hf, smtp=smtp, readers=READERS.split("[[readers]]\nname = \"bob\"")[0]))
+            assert (await paperwatch("-c", str(config.path), "fetch"))[0] == 0
+            now = dt.datetime.now(dt.UTC)
+            async with await Store.open(config.database) as store:
+                await queue_digests(store, config, compile_rules(config), Templates.load(None), config.readers, now=now)
+                first = await deliver_due(store, config, now=now)
+                last = await deliver_due(store, config, now=now + dt.timedelta(hours=1, minutes=1))
+                later = await deliver_due(store, config, now=now + dt.timedelta(days=1))
+                [message] = await store.messages()
+    assert "will retry in 0:01:00: 451 4.3.0 busy" in first[0].text
+    assert last[0].text == "failed (given up after 2 tries): 451 4.3.0 busy" and later == []
+    assert message.status == "failed" and message.last_error == "given up after 2 tries: 451 4.3.0 busy"
+
+
+async def test_a_refused_sender_keeps_every_digest_queued(tmp_path: Path) -> None:
+    """A 5xx to MAIL FROM is the operator's to fix, the same for every reader: nothing is marked failed."""
+    recorder = Recorder(refuse_sender="550 5.7.1 sender rejected")
+    async with FakeHF() as hf:
+        serve_samples(hf)
+        with SmtpServer(recorder) as smtp:
+            path = write_config(tmp_path, hf, smtp=smtp)
+            code, out, err = await paperwatch("-c", str(path), "run", "--once")
+    config = load_config(path)
+    async with await Store.open(config.database) as store:
+        messages = await store.messages()
+    assert code == 1 and out.count("will retry in 0:01:00: 550 5.7.1 sender rejected") == 2, out
+    assert [m.status for m in messages] == ["pending", "pending"] and recorder.received == []
+
+
+async def test_a_reader_named_in_words_with_a_display_name_address(tmp_path: Path) -> None:
+    """The envelope gets the bare address, To keeps the name, and List-Id stays one well-formed id."""
+    recorder = Recorder()
+    readers = READERS.replace('name = "bob"\nemail = "bob@example.org"',
+                              'name = "Bob (the <builder>)"\nemail = "Bob Example <bob@example.org>"')
+    async with FakeHF() as hf:
+        serve_samples(hf)
+        with SmtpServer(recorder) as smtp:
+            path = write_config(tmp_path, hf, smtp=smtp, readers=readers)
+            code, out, err = await paperwatch("-c", str(path), "run", "--once")
+    assert code == 0, err
+    [received] = [r for r in recorder.received if r.recipients == ["bob@example.org"]]
+    message = received.message
+    assert message["To"] == "Bob Example <bob@example.org>"
+    assert re.fullmatch(r"paperwatch digest for Bob the builder <bob-the-builder-[0-9a-f]{8}\.digest\.example\.org>",
+                        message["List-Id"]), message["List-Id"]
+    assert set(message.keys()) == HEADERS
+
+
+async def test_a_config_others_may_change_cannot_hold_an_smtp_login(tmp_path: Path) -> None:
+    certificates = Certificates(tmp_path)
+    async with FakeHF() as hf:
+        with SmtpServer(Recorder()) as smtp:
+            path = write_smtp_login(write_config(tmp_path, hf, smtp=smtp), certificates)
+            path.chmod(0o664)
+            code, out, err = await paperwatch("-c", str(path), "check")
+            path.chmod(0o644)
+            code2, _, err2 = await paperwatch("-c", str(path), "check")
+    assert code == 78 and re.search(rf"^{re.escape(str(path))}:\d+: mail\.smtp\.username: .* can be changed by "
+                                    rf"others \(mode -rw-rw-r--\).*chmod go-w", err, re.MULTILINE), err
+    assert code2 == 0, err2
+
+
 # -- crashes: the delivering process killed at each step of the outbox -----------------------------
 
 
@@ -267,39 +477,81 @@ class KillingRecorder(Recorder):
         return reply
 
 
-async def run_killed(tmp_path: Path, recorder: KillingRecorder) -> tuple[Path, int]:
+CRASHPOINT = Path(__file__).with_name("crashpoint.py")
+SERVER_STEPS = ("mail", "data")  # the SMTP server kills paperwatch on receiving that command
+# transport, step, what the crash left (digests committed, messages the server has, files in the
+# Maildir's tmp/ and new/), and how many messages may arrive twice: only one that the server
+# had accepted when the process died.
+CRASHES = [
+    ("smtp", "queued", (1, 0, 0, 0), 0),
+    ("smtp", "mail", (2, 0, 0, 0), 0),
+    ("smtp", "data", (2, 1, 0, 0), 1),
+    ("smtp", "accepted", (2, 1, 0, 0), 1),
+    ("maildir", "queued", (1, 0, 0, 0), 0),
+    ("maildir", "maildir-tmp", (2, 0, 1, 0), 0),
+    ("maildir", "maildir-new", (2, 0, 0, 1), 0),
+]
+
+
+def arrived(recorder: Recorder, maildir: Path) -> list[tuple[str, bytes, EmailMessage]]:
+    """(Message-ID, bytes, parsed) of every message the SMTP server or the Maildir received."""
+    found = [(r.message["Message-ID"], r.data, r.message) for r in recorder.received]
+    for folder in (maildir / "new", maildir / "cur"):
+        for file in sorted(folder.iterdir()) if folder.is_dir() else ():
+            data = file.read_bytes()
+            parsed = email.message_from_bytes(data, policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)
+            found.append((parsed["Message-ID"], data, parsed))
+    return found
+
+
+@pytest.mark.parametrize(("transport", "step", "left", "repeats"), CRASHES, ids=[f"{c[0]}-{c[1]}" for c in CRASHES])
+async def test_killed_at_each_step_of_the_outbox_loses_nothing_and_repeats_at_most_that_message(
+        tmp_path: Path, transport: str, step: str, left: tuple[int, int, int, int], repeats: int) -> None:
+    """SIGKILL at a step of the outbox, then a restart: every paper arrives, once, except that the
+    message the server had already accepted may come twice, with the same Message-ID and bytes."""
+    recorder = KillingRecorder(step)
     async with FakeHF() as hf:
         serve_samples(hf)
         with SmtpServer(recorder) as smtp:
-            path = write_config(tmp_path, hf, smtp=smtp)
+            path = write_config(tmp_path, hf, smtp=smtp if transport == "smtp" else None)
+            program = ["-m", "paperwatch"] if step in SERVER_STEPS else [str(CRASHPOINT), step]
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "paperwatch", "-c", str(path), "run", "--once",
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+                sys.executable, *program, "-c", str(path), "run", "--once",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             recorder.pid = proc.pid
-            killed = await asyncio.wait_for(proc.wait(), 60)
-            code, out, err = await paperwatch("-c", str(path), "run", "--once")
-            assert code == 0, err
-            code, out, err = await paperwatch("-c", str(path), "run", "--once")
-            assert code == 0 and "sent" not in out
-    return path, killed
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == -signal.SIGKILL, err.decode()
+            config = load_config(path)
+            async with await Store.open(config.database) as store:
+                committed = {m.message_id: m.data for m in await store.messages()}
+            maildir = config.mail.maildir or tmp_path / "mail"
+            files = [len(os.listdir(maildir / sub)) if (maildir / sub).is_dir() else 0 for sub in ("tmp", "new")]
+            assert (len(committed), len(recorder.received), *files) == left, "killed somewhere else"
 
+            code, out, err2 = await paperwatch("-c", str(path), "run", "--once")  # the restart
+            assert code == 0, err2
+            code, out, err2 = await paperwatch("-c", str(path), "run", "--once")
+            assert code == 0 and "sent" not in out and "queued" not in out, out
 
-@pytest.mark.parametrize("step", ["mail", "data"])
-async def test_killed_while_delivering_loses_nothing_and_repeats_at_most_that_message(tmp_path: Path, step: str) -> None:
-    recorder = KillingRecorder(step)
-    path, killed = await run_killed(tmp_path, recorder)
-    assert killed == -signal.SIGKILL
-    config = load_config(path)
+    async with await Store.open(config.database) as store:
+        outbox = await store.messages()
+    assert [m.status for m in outbox] == ["sent"] * len(outbox) and len(outbox) == 2  # alice and bob
+    received = arrived(recorder, maildir)
+    by_id = Counter(mid for mid, _, _ in received)
+    assert sorted(by_id) == sorted(m.message_id for m in outbox)
+    assert sum(n - 1 for n in by_id.values()) == repeats
+    for mid, data, _ in received:  # whatever arrived, even twice, is exactly what was committed
+        sent = next(m.data for m in outbox if m.message_id == mid)
+        assert data == (sent if transport == "smtp" else sent.replace(b"\r\n", b"\n"))
+        if mid in committed:
+            assert committed[mid] == sent
     want = expected(config, await stored_papers(config))
-    by_id = Counter(r.message["Message-ID"] for r in recorder.received)
-    repeated = [mid for mid, n in by_id.items() if n > 1]
-    assert len(repeated) == (1 if step == "data" else 0)
     for reader in ("alice", "bob"):
-        messages = {r.message["Message-ID"]: r.message for r in recorder.received
-                    if r.recipients == [f"{reader}@example.org"]}
-        assert sorted(p for m in messages.values() for p in ids(m)) == sorted(want[reader])
-    if repeated:  # the allowed repeat is byte for byte the same message
-        assert len({r.data for r in recorder.received if r.message["Message-ID"] == repeated[0]}) == 1
+        once = {mid: message for mid, _, message in received if message["To"] == f"{reader}@example.org"}
+        assert Counter(p for m in once.values() for p in ids(m)) == Counter(want[reader])
+    if transport == "maildir":
+        assert recorder.received == []
 
 
 async def test_a_crash_inside_maildir_delivery_neither_loses_nor_doubles(tmp_path: Path) -> None:

@@ -22,13 +22,18 @@ from paperwatch.digest import (
     Templates,
     build_message,
     empty_reason,
+    listing_url,
     make_message_id,
+    message_domain,
     safe_url,
     shorten,
 )
 from paperwatch.errors import TemplateError
 from paperwatch.models import Paper
 from paperwatch.parse import parse_daily_api
+from reference import HTML as REFERENCE_HTML
+from reference import TEXT as REFERENCE_TEXT
+from reference import reference_digest, render_reference
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 DAY = dt.date(2025, 3, 5)
@@ -217,10 +222,26 @@ def test_broken_custom_template_fails_at_load_naming_template_and_line(
     ("digest.txt.j2", "{{ headline }}\n{{ info.reader.nothing_here }}\n", 2),
     ("subject.txt.j2", "{{ count }}\n{{ 1 / 0 }}\n", 2),
     ("digest.html.j2", "ok\n{{ ''.__class__.__mro__[1].__subclasses__() }}\n", 2),
+    ("digest.txt.j2", "{% for g in groups %}{% for e in g.entries %}\n{{ e.paper.no_such_field }}"
+                      "{% endfor %}{% endfor %}\n", 2),
+    ("digest.txt.j2", "{% if not count %}\n{{ empty_reason.nope }}\n{% endif %}\n", 2),
 ])
-def test_template_failing_at_render_raises_template_error_with_line(
+def test_template_failing_on_a_sample_digest_fails_at_load(
         tmp_path: Path, name: str, source: str, line: int) -> None:
-    """An error while rendering fails this digest with the template and line; the sandbox counts as one."""
+    """Loading renders a sample digest and an empty one, so a mistake that fails on any data is found at start-up."""
+    write_templates(tmp_path, {name: source})
+    with pytest.raises(TemplateError, match=rf"{re.escape(name)}:{line}: "):
+        Templates.load(tmp_path)
+
+
+@pytest.mark.parametrize(("name", "source", "line"), [
+    ("digest.html.j2", '<p>{{ headline }}</p>\n{% if info.reader == "alice" %}\n{{ no_such_variable }}\n{% endif %}', 3),
+    ("subject.txt.j2", '{{ count }}\n{{ 1 // (info.reader != "alice") }}\n', 2),
+    ("digest.txt.j2", '{% if info.reader == "alice" %}\n{{ "".__class__.__mro__ }}\n{% endif %}\n', 2),
+])
+def test_template_failing_on_real_papers_raises_template_error_with_line(
+        tmp_path: Path, name: str, source: str, line: int) -> None:
+    """An error that only these papers trigger fails this digest with the template and line; the sandbox counts as one."""
     write_templates(tmp_path, {name: source})
     loaded = Templates.load(tmp_path)
     with pytest.raises(TemplateError, match=rf"{re.escape(name)}:{line}: "):
@@ -356,7 +377,7 @@ def test_empty_digest_explains_itself(templates: Templates, papers_seen: int) ->
 def test_headline_says_what_the_digest_covers(templates: Templates) -> None:
     digest = info(papers_seen=87, days=(dt.date(2025, 3, 3), dt.date(2025, 3, 4), dt.date(2025, 3, 5)))
     rendered = templates.render(digest, [item()])
-    headline = "Hugging Face Daily Papers, 3–5 Mar 2025: 3 days, 87 papers seen, 1 matched"
+    headline = "Hugging Face Daily Papers, 3–5 Mar 2025: 3 days with papers, 87 papers seen, 1 matched"
     assert rendered.text.startswith(headline)
     assert headline in rendered.html
 
@@ -380,3 +401,98 @@ def test_realistic_day_renders_every_link_and_inlines_the_css(templates: Templat
     assert all(url.startswith("https://") for url in hrefs(rendered.html))
     for p in page.papers[:20]:
         assert f"https://arxiv.org/pdf/{p.id}" in rendered.text
+
+
+# -- the reference digest: what tests/data/digest-*.png show --------------------------------------
+
+
+def test_templates_still_render_the_reference_digest() -> None:
+    """The packaged templates render the reference digest exactly as committed, so a change to
+    them comes with fresh screenshots (``python tests/render_reference.py``) that someone looked at."""
+    rendered = render_reference()
+    hint = "the digest templates changed: run tests/render_reference.py, look at the screenshots, commit them"
+    assert rendered.html == REFERENCE_HTML.read_text(encoding="utf-8"), hint
+    assert rendered.text == REFERENCE_TEXT.read_text(encoding="utf-8"), hint
+    for name in ("light", "phone", "dark"):
+        assert (REFERENCE_HTML.parent / f"digest-{name}.png").stat().st_size > 10_000
+
+
+def test_reference_digest_shows_every_part_of_every_paper() -> None:
+    """Twenty-odd real papers: grouped by best rule, each card with its links, people, numbers and reasons."""
+    info, items = reference_digest()
+    rendered = Templates.load(None).render(info, items)
+    soup = BeautifulSoup(rendered.html, "html.parser")
+    cards = soup.select("div.card")
+
+    assert 20 <= len(cards) == len(items) and rendered.omitted == 0
+    assert [h.get_text() for h in soup.select("h2.rule")] == list(dict.fromkeys(i.rules[0] for i in items))
+    assert soup.select_one("p.headline").get_text() == (  # type: ignore[union-attr]
+        f"Hugging Face Daily Papers, 4–5 Mar 2025: 1 day with papers, 26 papers seen, {len(items)} matched")
+    for card, entry in zip(cards, items, strict=True):
+        p = entry.paper
+        links = {a.get_text(): str(a["href"]) for a in card.select("p.links a")}
+        assert card.select_one("h3.title a")["href"] == f"https://huggingface.co/papers/{p.id}"  # type: ignore[index]
+        assert links["arXiv"] == f"https://arxiv.org/abs/{p.id}" and links["PDF"] == f"https://arxiv.org/pdf/{p.id}"
+        assert ("Project page" in links) == bool(p.project_page)
+        assert any(k.startswith("GitHub") for k in links) == bool(p.github_repo)
+        meta = card.select_one("p.meta").get_text()  # type: ignore[union-attr]
+        assert f"▲ {p.upvotes}" in meta and "5 Mar 2025" in meta and f"{p.comments} comment" in meta
+        assert card.select_one("p.why").get_text().startswith(entry.why[0])  # type: ignore[union-attr]
+        if len(entry.rules) > 1:
+            assert f"also matched: {', '.join(entry.rules[1:])}" in card.get_text()
+        assert len(card.select("span.keyword")) == min(len(p.ai_keywords), 8)
+        assert card.select("p.abstract mark"), "the words that matched are marked"
+        authors = card.select_one("p.authors").get_text()  # type: ignore[union-attr]
+        assert len(p.authors) <= 6 or "more" in authors
+        for mark in card.select("p.authors mark"):
+            assert mark.get_text() in p.authors
+    author_marks = [m.get_text() for m in soup.select("p.authors mark")]
+    assert "Ilya Sutskever" in author_marks
+
+
+def test_reference_digest_is_built_for_mail_clients() -> None:
+    """Styles inlined on every element, dark-mode and phone rules kept, no fixed widths, well under Gmail's clip."""
+    html = render_reference().html
+    soup = BeautifulSoup(html, "html.parser")
+    style = soup.style.get_text() if soup.style else ""
+
+    assert len(html.encode()) < 0.7 * 102_000
+    assert "@media (prefers-color-scheme: dark)" in style and "@media (max-width: 480px)" in style
+    assert soup.find("meta", attrs={"name": "viewport"}) and soup.find("meta", attrs={"name": "color-scheme"})
+    for tag in soup.select(".card, .title, .meta, .authors, .why, .abstract, .keyword, .links a, mark"):
+        assert tag.has_attr("style"), tag.name
+    widths = [int(w) for w in re.findall(r"(?<![-\w])width:\s*(\d+)px", html)]
+    assert all(w <= 390 for w in widths), "a fixed width wider than a phone"
+    assert all(url.startswith("https://") for url in hrefs(html))
+
+
+def test_a_paper_bigger_than_the_budget_is_still_shown(templates: Templates, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Else it would hold back every digest after it, each saying "and N more" and sending nothing."""
+    monkeypatch.setattr("paperwatch.digest.HTML_BUDGET", 1_000)
+    rendered = templates.render(info(), [item(paper("1")), item(paper("2"))])
+    assert rendered.omitted == 1 and rendered.html.count('class="card"') == 1
+
+
+@pytest.mark.parametrize(("days", "url"), [
+    ((DAY,), "https://huggingface.co/papers/date/2025-03-05"),
+    ((dt.date(2025, 3, 3), DAY), "https://huggingface.co/papers/week/2025-W10"),
+    ((dt.date(2025, 3, 3), dt.date(2025, 3, 14)), "https://huggingface.co/papers/month/2025-03"),
+    ((dt.date(2024, 12, 30), dt.date(2025, 1, 3)), "https://huggingface.co/papers/week/2025-W01"),
+    ((dt.date(2025, 2, 27), DAY), "https://huggingface.co/papers/date/2025-03-05"),
+    ((), "https://huggingface.co/papers"),
+])
+def test_and_n_more_links_to_the_page_listing_the_papers_left_out(days: tuple[dt.date, ...], url: str) -> None:
+    assert listing_url(days) == url
+
+
+@pytest.mark.parametrize(("address", "domain"), [
+    ("paperwatch <pw@example.org>", "example.org"),
+    ("pw@Mail.Example.ORG", "Mail.Example.ORG"),
+    ("pw@bücher.example", "xn--bcher-kva.example"),
+    ("pw@localhost", "localhost"),
+    ("pw@exa_mple.org", "localhost"),
+    ("no address at all", "localhost"),
+])
+def test_message_ids_take_an_ascii_domain_from_the_sender(address: str, domain: str) -> None:
+    assert message_domain(address) == domain
+    assert make_message_id("alice", "k", domain=message_domain(address)).endswith(f"@{domain}>")

@@ -13,18 +13,29 @@ from __future__ import annotations
 import datetime as dt
 import email.policy
 import email.utils
+import hashlib
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
 from paperwatch.config import Config, Reader, located
-from paperwatch.digest import DigestInfo, DigestItem, Highlight, Rendered, Templates, build_message, make_message_id
+from paperwatch.digest import (
+    DigestInfo,
+    DigestItem,
+    Highlight,
+    Rendered,
+    Templates,
+    build_message,
+    make_message_id,
+    message_domain,
+)
 from paperwatch.errors import ConfigError, MailError, TemplateError
-from paperwatch.mail import Envelope, Transport, open_transport
-from paperwatch.match import Match, Matcher, RuleSpec
-from paperwatch.models import HF_SITE, Paper
+from paperwatch.mail import Envelope, Transport, open_transport, unsafe_config_file
+from paperwatch.match import Hit, Match, Matcher, RuleSpec
+from paperwatch.models import Paper
 from paperwatch.store import OutboxMessage, QueuedPaper, Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -73,7 +84,8 @@ def compile_rules(config: Config) -> Matcher:
 
 
 def prepare(config: Config) -> tuple[Matcher, Templates]:
-    """Compile every rule and load the templates, reporting every mistake of both at once."""
+    """Compile every rule, load the templates and check that the config file is safe to take an
+    SMTP login from, reporting every mistake at once."""
     problems: list[str] = []
     matcher = templates = None
     try:
@@ -84,6 +96,8 @@ def prepare(config: Config) -> tuple[Matcher, Templates]:
         templates = Templates.load(config.mail.templates)
     except TemplateError as exc:
         problems.append(located(config, ("mail", "templates"), f"mail.templates: {exc}"))
+    if (unsafe := unsafe_config_file(config.path, config.mail)) is not None:
+        problems.append(located(config, ("mail", "smtp", "username"), f"mail.smtp.username: {unsafe}"))
     if problems or matcher is None or templates is None:
         raise ConfigError(problems)
     return matcher, templates
@@ -112,23 +126,38 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
     items = digest_items(reader, papers, matcher)
     if not items and not reader.send_empty:
         return None
-    last = state.last_digest_at or state.started_at
+    # The period covered: since the last digest (the first one: since the window), reaching back
+    # to the oldest paper in it; "papers seen" are those published on the period's days.
+    end = now.date()
+    start = since or (state.last_digest_at.date() if state.last_digest_at else window)
+    start = min([start, end, *(item.paper.daily_date for item in items if item.paper.daily_date)])
+    published = await store.papers(since=start)
     info = DigestInfo(
         reader=reader.name, email=reader.email,
-        days=tuple(sorted({p.daily_date for p in papers if p.daily_date})),
-        papers_seen=await store.papers_first_seen_since(last),
-        period_start=last.date(), period_end=now.date(),
-        more_url=_more_url(items),
+        days=tuple(sorted({p.daily_date for p in published if p.daily_date and start <= p.daily_date <= end})),
+        papers_seen=len(published), period_start=start, period_end=end,
     )
     rendered = templates.render(info, items)
-    kept = items[: len(items) - rendered.omitted]
-    message_id = make_message_id(reader.name, now.isoformat(), domain=_domain(config.mail.from_))
+    kept = items[: len(items) - rendered.omitted]  # the rest stay pending, for the next digest
+    domain = message_domain(config.mail.from_)
+    message_id = make_message_id(reader.name, now.isoformat(), domain=domain)
     message = build_message(
         rendered, sender=config.mail.from_, to=reader.email, message_id=message_id, date=now,
-        list_id=f"paperwatch digest for {reader.name} <{reader.name}.digest.{_domain(config.mail.from_)}>",
-        unsubscribe=config.paperwatch.admin or _address(config.mail.from_),
+        list_id=list_id(reader.name, domain), unsubscribe=config.paperwatch.admin or _address(config.mail.from_),
     )
     return Composed(reader, rendered, bytes(message), message_id, tuple(kept))
+
+
+def list_id(reader: str, domain: str) -> str:
+    """``paperwatch digest for NAME <LABEL.digest.DOMAIN>``: LABEL is the name when it is one word
+    (letters, digits, ``-``, ``_``), else a slug of it and a short hash, so that no two readers share one."""
+    if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", reader):
+        label = reader
+    else:
+        label = re.sub(r"[^a-z0-9]+", "-", reader.lower()).strip("-")[:40].strip("-") or "reader"
+        label += "-" + hashlib.sha256(reader.encode()).hexdigest()[:8]
+    name = re.sub(r'[<>"\\()]', "", reader)  # the phrase must not look like the id or a comment
+    return f"paperwatch digest for {name} <{label}.digest.{domain}>"
 
 
 def digest_items(reader: Reader, papers: Sequence[Paper], matcher: Matcher) -> tuple[DigestItem, ...]:
@@ -146,13 +175,37 @@ def digest_items(reader: Reader, papers: Sequence[Paper], matcher: Matcher) -> t
 def _item(paper: Paper, match: Match, order: dict[str, int]) -> DigestItem:
     rules = tuple(sorted(match.rules, key=lambda name: order.get(name, len(order))))
     highlights = tuple(dict.fromkeys(Highlight(hit.field, hit.text) for hit in match.why))
-    why = tuple(dict.fromkeys(f"{hit.rule}: “{hit.term}” in the {hit.field.replace('_', ' ')}" for hit in match.why))
-    return DigestItem(paper=paper, rules=rules, highlights=highlights, why=why)
+    return DigestItem(paper=paper, rules=rules, highlights=highlights, why=_why(match.why, rules))
+
+
+_FIELD_NAMES = {"ai_keywords": "AI keywords"}
+WHY_TERMS = 4  # terms named per rule; more would bury the paper under its reasons
+
+
+def _why(hits: Sequence[Hit], rules: Sequence[str]) -> tuple[str, ...]:
+    """One phrase per rule, in ``rules`` order, naming each term once with the fields it was found in:
+    ``grokking: “grok*” in the title and abstract, “Nanda” in the authors``."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for hit in hits:
+        fields = found.setdefault(hit.rule, {}).setdefault(hit.term, [])
+        name = _FIELD_NAMES.get(hit.field, hit.field.replace("_", " "))
+        if name not in fields:
+            fields.append(name)
+    phrases = []
+    for rule in sorted(found, key=lambda name: rules.index(name) if name in rules else len(rules)):
+        terms = [f"“{term}” in the {_and(fields)}" for term, fields in found[rule].items()]
+        more = f", … ({len(terms) - WHY_TERMS} more)" if len(terms) > WHY_TERMS else ""
+        phrases.append(f"{rule}: {', '.join(terms[:WHY_TERMS])}{more}")
+    return tuple(phrases)
+
+
+def _and(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 async def queue(store: Store, composed: Composed, config: Config, *, now: dt.datetime | None = None) -> int:
     return await store.queue_digest(
-        reader=composed.reader.name, recipient=composed.reader.email, sender=_address(config.mail.from_),
+        reader=composed.reader.name, recipient=_address(composed.reader.email), sender=_address(config.mail.from_),
         message_id=composed.message_id, data=composed.message,
         papers=[QueuedPaper(item.paper.id, item.rules) for item in composed.items], now=now,
     )
@@ -234,7 +287,7 @@ async def queue_notice(store: Store, config: Config, subject: str, text: str,
         return
     now = now or utcnow()
     message = EmailMessage(policy=email.policy.SMTP)
-    message_id = make_message_id("operator", now.isoformat(), domain=_domain(config.mail.from_))
+    message_id = make_message_id("operator", now.isoformat(), domain=message_domain(config.mail.from_))
     message["From"], message["To"], message["Subject"] = config.mail.from_, admin, subject
     message["Date"], message["Message-ID"] = email.utils.format_datetime(now), message_id
     message["Auto-Submitted"] = "auto-generated"
@@ -254,14 +307,6 @@ def write_preview(directory: Path, composed: Composed) -> list[Path]:
     return [directory / file for file in files]
 
 
-def _more_url(items: Sequence[DigestItem]) -> str:
-    days = [item.paper.daily_date for item in items if item.paper.daily_date]
-    return f"{HF_SITE}/papers/date/{max(days)}" if days else f"{HF_SITE}/papers"
-
-
 def _address(header: str) -> str:
     return email.utils.parseaddr(header)[1] or header
 
-
-def _domain(header: str) -> str:
-    return _address(header).rpartition("@")[2] or "localhost"

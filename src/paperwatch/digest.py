@@ -10,7 +10,7 @@ naming the template and line; the caller then leaves that reader's papers pendin
 
 What a template sees (the packaged ones in ``templates/`` are the reference):
 
-    info        DigestInfo                   headline   "Hugging Face Daily Papers, 3–5 Mar 2025: ..."
+    info        DigestInfo (reader, address) headline   "Hugging Face Daily Papers, 3–5 Mar 2025: ..."
     count       papers in the digest         omitted    papers cut by the size budget
     groups      Group(rule, entries) shown   more_url   where the omitted papers can be found
     rules       every paper's best rule      empty_reason  why nothing matched, or None
@@ -98,7 +98,12 @@ class DigestInfo:
     papers_seen: int
     period_start: dt.date | None
     period_end: dt.date | None
-    more_url: str = f"{HF_SITE}/papers"
+    more_url: str | None = None  # None: the Hugging Face page listing the days of the papers left out
+
+    @property
+    def address(self) -> str:
+        """The bare address of ``email`` (which may be ``Name <user@host>``)."""
+        return email.utils.parseaddr(self.email)[1] or self.email
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +174,15 @@ class Templates:
         try:
             for name in sources:  # includes too, so a typo in one fails now, not at 8 am
                 html_env.get_template(name)
-            return cls(html_env.get_template(HTML_TEMPLATE), text_env.get_template(TEXT_TEMPLATE),
-                       text_env.get_template(SUBJECT_TEMPLATE), files)
+            templates = cls(html_env.get_template(HTML_TEMPLATE), text_env.get_template(TEXT_TEMPLATE),
+                            text_env.get_template(SUBJECT_TEMPLATE), files)
         except Exception as exc:
             raise _template_error(exc, files, str(directory or "templates")) from exc
+        # A trial run on a sample digest (and an empty one) finds an unknown variable, filter or
+        # attribute now too; only what depends on the real papers can still fail later.
+        templates.render(*_SAMPLE)
+        templates.render(_SAMPLE[0], ())
+        return templates
 
     def render(self, info: DigestInfo, items: Sequence[DigestItem]) -> Rendered:
         """Compose the digest, cutting papers from the end of ``items`` while the HTML is over budget."""
@@ -183,7 +193,7 @@ class Templates:
         return Rendered(subject, self._run(self._text, context), html, len(entries) - shown)
 
     def _fit(self, info: DigestInfo, entries: Sequence[Entry]) -> tuple[int, str]:
-        """The most papers whose HTML fits the budget (a binary search over how many are shown)."""
+        """The most papers whose HTML fits the budget, and at least one (a binary search over how many are shown)."""
         done: dict[int, str] = {}
 
         def html(shown: int) -> str:
@@ -191,7 +201,9 @@ class Templates:
                 done[shown] = self._inline(self._run(self._html, _context(info, entries, shown)))
             return done[shown]
 
-        low, high = 0, len(entries)
+        # One paper is always shown, however long: else a paper bigger than the budget would
+        # hold back every digest after it.
+        low, high = min(1, len(entries)), len(entries)
         if len(html(high).encode()) <= HTML_BUDGET:
             return high, html(high)
         while low < high - 1:
@@ -210,6 +222,20 @@ class Templates:
             return _INLINER.inline(html)
         except css_inline.InlineError as exc:
             raise TemplateError(f"{HTML_TEMPLATE}: its CSS cannot be inlined: {exc}") from exc
+
+
+_SAMPLE_PAPER = Paper(
+    id="2503.00001", title="A sample paper on grokking", summary="We study grokking. It is sudden.",
+    authors=("Ada Lovelace", "Alan Turing"), daily_date=dt.date(2025, 3, 5), published_at="2025-03-04T00:00:00Z",
+    upvotes=3, comments=1, github_repo="https://github.com/example/grokking", github_stars=10,
+    project_page="https://example.org/grokking", organization="Example Lab", ai_keywords=("grokking",))
+_SAMPLE: tuple[DigestInfo, tuple[DigestItem, ...]] = (
+    DigestInfo(reader="example", email="reader@example.org", days=(dt.date(2025, 3, 5),), papers_seen=20,
+               period_start=dt.date(2025, 3, 4), period_end=dt.date(2025, 3, 5)),
+    (DigestItem(_SAMPLE_PAPER, ("grokking", "sudden"), (Highlight("title", "grokking"), Highlight("abstract", "grokking"),
+                                                      Highlight("authors", "Ada Lovelace")),
+                ("grokking: “grokking” in the title",)),),
+)
 
 
 class _MemoryLoader(BaseLoader):
@@ -270,9 +296,25 @@ def _context(info: DigestInfo, entries: Sequence[Entry], shown: int) -> dict[str
         "groups": _groups(entries[:shown]),
         "rules": _unique(entry.rules[0] for entry in entries),
         "omitted": len(entries) - shown,
-        "more_url": safe_url(info.more_url) or f"{HF_SITE}/papers",
+        "more_url": safe_url(info.more_url) or listing_url(entry.paper.daily_date for entry in entries[shown:]),
         "empty_reason": None if entries else empty_reason(info),
     }
+
+
+def listing_url(days: Iterable[dt.date | None]) -> str:
+    """The Hugging Face page that lists all of ``days``: one day's, an ISO week's or a month's."""
+    known = sorted({day for day in days if day is not None})
+    if not known:
+        return f"{HF_SITE}/papers"
+    first, last = known[0], known[-1]
+    if first == last:
+        return f"{HF_SITE}/papers/date/{first.isoformat()}"
+    year, week, _ = first.isocalendar()
+    if (year, week) == last.isocalendar()[:2]:
+        return f"{HF_SITE}/papers/week/{year}-W{week:02d}"
+    if (first.year, first.month) == (last.year, last.month):
+        return f"{HF_SITE}/papers/month/{first.year}-{first.month:02d}"
+    return f"{HF_SITE}/papers/date/{last.isoformat()}"  # no page spans them: the newest day's
 
 
 def _groups(entries: Iterable[Entry]) -> tuple[Group, ...]:
@@ -329,7 +371,7 @@ def _unique(values: Iterable[_T]) -> tuple[_T, ...]:
 def _headline(info: DigestInfo, matched: int) -> str:
     days, covered = len(info.days), _covered(info)
     span = f", {_span(*covered)}" if covered else ""
-    return (f"Hugging Face Daily Papers{span}: {days} day{'s' * (days != 1)}, "
+    return (f"Hugging Face Daily Papers{span}: {days} day{'s' * (days != 1)} with papers, "
             f"{info.papers_seen} paper{'s' * (info.papers_seen != 1)} seen, {matched} matched")
 
 
@@ -497,6 +539,18 @@ def make_message_id(reader: str, key: str, domain: str = "paperwatch.invalid") -
         raise ValueError(f"{domain!r} is not a domain name for a Message-ID")
     digest = hashlib.sha256(f"{reader}\0{key}".encode()).hexdigest()[:32]
     return f"<paperwatch.{digest}@{domain}>"
+
+
+def message_domain(address: str) -> str:
+    """The domain of ``address`` (``Name <user@domain>`` too) for Message-IDs, in ASCII; else ``localhost``."""
+    _, at, domain = (email.utils.parseaddr(address)[1] or address).rpartition("@")
+    if not at:
+        return "localhost"
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return "localhost"
+    return domain if _DOMAIN.fullmatch(domain) else "localhost"
 
 
 def build_message(rendered: Rendered, *, sender: str, to: str, message_id: str, date: dt.datetime,
