@@ -417,7 +417,8 @@ async def test_a_refused_sender_keeps_every_digest_queued(tmp_path: Path) -> Non
 
 
 async def test_a_reader_named_in_words_with_a_display_name_address(tmp_path: Path) -> None:
-    """The envelope gets the bare address, To keeps the name, and List-Id stays one well-formed id."""
+    """The envelope gets the bare address, To keeps the name, List-Id stays one well-formed id, and
+    an operator given as ``Name <address>`` is still a plain mailto: in List-Unsubscribe."""
     recorder = Recorder()
     readers = READERS.replace('name = "bob"\nemail = "bob@example.org"',
                               'name = "Bob (the <builder>)"\nemail = "Bob Example <bob@example.org>"')
@@ -425,11 +426,13 @@ async def test_a_reader_named_in_words_with_a_display_name_address(tmp_path: Pat
         serve_samples(hf)
         with SmtpServer(recorder) as smtp:
             path = write_config(tmp_path, hf, smtp=smtp, readers=readers)
+            path.write_text(path.read_text().replace('admin = "ops@example.org"', 'admin = "Ops Team <ops@example.org>"'))
             code, out, err = await paperwatch("-c", str(path), "run", "--once")
     assert code == 0, err
     [received] = [r for r in recorder.received if r.recipients == ["bob@example.org"]]
     message = received.message
     assert message["To"] == "Bob Example <bob@example.org>"
+    assert message["List-Unsubscribe"] == "<mailto:ops@example.org>"
     assert re.fullmatch(r"paperwatch digest for Bob the builder <bob-the-builder-[0-9a-f]{8}\.digest\.example\.org>",
                         message["List-Id"]), message["List-Id"]
     assert set(message.keys()) == HEADERS

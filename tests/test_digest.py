@@ -167,6 +167,18 @@ def test_message_has_text_then_html_with_a_stable_message_id(templates: Template
     assert make_message_id("bob", "2025-03-05") != parsed["Message-ID"]
 
 
+@pytest.mark.parametrize(("given", "header"), [
+    ("ops@example.org", "<mailto:ops@example.org>"),
+    ("Ops Team <ops@example.org>", "<mailto:ops@example.org>"),
+    ("<ops@example.org>", "<mailto:ops@example.org>"),
+    ("mailto:ops@example.org?subject=unsubscribe", "<mailto:ops@example.org?subject=unsubscribe>"),
+    ("https://example.org/unsubscribe?u=alice", "<https://example.org/unsubscribe?u=alice>"),
+])
+def test_list_unsubscribe_is_one_url_whatever_form_the_operator_gave(
+        templates: Templates, given: str, header: str) -> None:
+    assert message(templates.render(info(), [item()]), unsubscribe=given)["List-Unsubscribe"] == header
+
+
 def test_message_id_refuses_a_domain_that_is_not_one() -> None:
     with pytest.raises(ValueError, match="domain"):
         make_message_id("alice", "k", domain="evil>\r\nBcc: x")

@@ -553,6 +553,15 @@ def message_domain(address: str) -> str:
     return domain if _DOMAIN.fullmatch(domain) else "localhost"
 
 
+def _unsubscribe_url(value: str) -> str:
+    """A URL as given (``mailto:op@example.org?subject=stop``), or ``mailto:`` and the address of
+    ``op@example.org`` or ``Operator <op@example.org>``."""
+    value = value.strip().strip("<>")
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>]+$", value):
+        return value
+    return f"mailto:{email.utils.parseaddr(value)[1] or value.replace(' ', '')}"
+
+
 def build_message(rendered: Rendered, *, sender: str, to: str, message_id: str, date: dt.datetime,
                   list_id: str, unsubscribe: str) -> EmailMessage:
     """A multipart/alternative message (text, then HTML) with exactly the headers paperwatch sets."""
@@ -563,8 +572,7 @@ def build_message(rendered: Rendered, *, sender: str, to: str, message_id: str, 
     message["Date"] = email.utils.format_datetime(date)
     message["Message-ID"] = _angle(_header(message_id).replace(" ", ""))
     message["List-Id"] = _header(list_id)
-    unsubscribe = _header(unsubscribe).strip("<>").replace(" ", "")
-    message["List-Unsubscribe"] = _angle(unsubscribe if ":" in unsubscribe else f"mailto:{unsubscribe}")
+    message["List-Unsubscribe"] = _angle(_unsubscribe_url(_header(unsubscribe)))
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
