@@ -133,13 +133,17 @@ async def test_hostile_paper_fields_stay_inert_through_the_whole_pipeline(tmp_pa
     hostile = FakeHF.make_item(YESTERDAY, 1, title="Linear attention <script>alert(1)</script> & {{ 7*7 }}\r\nBcc: x@evil.test",
                                summary="A linear attention study.\nBcc: y@evil.test\n<img src=x onerror=alert(2)> $\\frac{a}{b}$",
                                githubRepo="javascript:alert(3)", projectPage="data:text/html,<b>x</b>")
+    long_title = "Linear attention " + "and yet more words " * 16 + "at the end"  # ~320 characters
+    crowded = FakeHF.make_item(YESTERDAY, 2, title=long_title, authors=40)
     async with FakeHF() as hf:
-        hf.days[YESTERDAY] = [hostile]
+        hf.days[YESTERDAY] = [hostile, crowded]
         with SmtpServer(recorder) as smtp:
             path = write_config(tmp_path, hf, smtp=smtp)
             code, out, err = await paperwatch("-c", str(path), "run", "--once")
     assert code == 0, err
     [received] = recorder.received
+    assert received.message["Subject"] == "2 new papers: linear attention"
+    assert re.search(r", … and 3\d more", received.message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
     message = received.message
     assert set(message.keys()) == HEADERS and received.recipients == ["alice@example.org"]
     head = received.data.split(b"\r\n\r\n")[0].decode()
@@ -152,6 +156,7 @@ async def test_hostile_paper_fields_stay_inert_through_the_whole_pipeline(tmp_pa
     links = re.findall(r'href="([^"]*)"', html)
     assert links and all(link.startswith(("https://", "http://", "mailto:")) for link in links)
     assert "javascript:" not in html and "data:text" not in html
+    assert long_title[17:80] in html and "at the end" not in html  # shortened to about 200 characters
 
 
 async def test_451_three_times_then_250_is_one_message(tmp_path: Path) -> None:
