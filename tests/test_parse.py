@@ -169,6 +169,9 @@ def test_an_empty_day_in_the_json_is_zero_papers_not_an_error() -> None:
         ("<b>bold</b> & co", "<b>bold</b> & co"),
         ("nul\x00byte", "nul byte"),
         ("line\u2028sep", "line sep"),
+        ("c1\x80\x9fcontrol\x85end", "c1 control end"),
+        ("\u202eexe.pdf\u202c and \u2066isolated\u2069", "exe.pdf and isolated"),
+        ("lone \ud800 surrogate\udfff", "lone \ufffd surrogate\ufffd"),
         ("   ", None),
         (None, None),
         (42, None),
@@ -190,3 +193,56 @@ def test_api_answer_that_is_not_an_array_is_an_error() -> None:
         parse_daily_api(b'{"error": "Invalid date"}', day=DAY, url=URL)
     with pytest.raises(ParseError, match="broken JSON"):
         parse_daily_api(b'[{"paper": {"id"', day=DAY, url=URL)
+
+
+def cards_page(cards: str, *, shows: str | None = "2025-03-05", end: str = "</body></html>") -> bytes:
+    time = f'<time datetime="{shows}">Mar 5</time>' if shows is not None else ""
+    return f"<html><body><section>{time}{cards}</section>{end}".encode()
+
+
+def card(href: str = "/papers/2503.00001", title: str = "A title", upvotes: str = "7") -> str:
+    return (f'<article><label><div class="leading-none">{upvotes}</div></label>'
+            f'<h3><a href="{href}">{title}</a></h3></article>')
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 100_000])
+def test_json_nested_too_deeply_is_a_parse_error(body: bytes) -> None:
+    with pytest.raises(ParseError, match="nested too deeply"):
+        parse_daily_api(body, day=DAY, url=URL)
+    escaped = html.escape(body.decode()).encode()
+    with pytest.raises(ParseError, match="nested too deeply"):
+        parse_daily_page(b'<div data-target="DailyPapers" data-props="' + escaped + b'"></div>', day=DAY, url=URL)
+
+
+@pytest.mark.parametrize("paper_id", ["2503.00001\n", "2503.00001/", "../x", "2503.00001/../../settings", "a b", "x" * 65])
+def test_ids_are_whole_path_segments(paper_id: str) -> None:
+    with pytest.raises(ParseError, match="none of the 1 papers"):
+        parse_daily_api(json.dumps([item(paper_id)]).encode(), day=DAY, url=URL)
+    with pytest.raises(ParseError, match="none of its 1 cards"):
+        parse_daily_page(cards_page(card(href=f"/papers/{paper_id}")), day=DAY, url=URL)
+
+
+def test_old_style_arxiv_ids_are_still_ids() -> None:
+    (paper,) = parse_daily_api(json.dumps([item("hep-th/9901001")]).encode(), day=DAY, url=URL).papers
+    assert paper.id == "hep-th/9901001"
+
+
+def test_counts_beyond_any_real_one_are_missing() -> None:
+    items = [item("2503.00001", upvotes=2**63, githubStars=2**53), {**item("2503.00002"), "numComments": 10**30}]
+    first, second = parse_daily_api(json.dumps(items).encode(), day=DAY, url=URL).papers
+    assert first.upvotes is None and first.github_stars is None and second.comments is None
+    (paper,) = parse_daily_page(cards_page(card(upvotes="9" * 5_000)), day=DAY, url=URL).papers
+    assert paper.upvotes is None
+    (paper,) = parse_daily_page(cards_page(card(upvotes="1,234")), day=DAY, url=URL).papers
+    assert paper.upvotes == 1234
+
+
+def test_links_and_dates_are_one_clean_line_and_dates_are_iso_8601() -> None:
+    items = [item("2503.00001", githubRepo=" https://github.com/a/b\r\nX-Injected: 1 ", projectPage="\u202ehttps://x.org",
+                  publishedAt="2024-07-18T05:15:24.000Z\n"),
+             item("2503.00002", publishedAt="yesterday"), item("2503.00003", publishedAt="2024-13-45")]
+    first, second, third = parse_daily_api(json.dumps(items).encode(), day=DAY, url=URL).papers
+    assert first.github_repo == "https://github.com/a/b X-Injected: 1"
+    assert first.project_page == "https://x.org"
+    assert first.published_at == "2024-07-18T05:15:24.000Z"
+    assert second.published_at is None and third.published_at is None

@@ -5,6 +5,9 @@ element whose ``data-target`` is ``DailyPapers``; that is read first. When the e
 missing the visible ``<article>`` cards are read instead (fewer fields, logged). A 200 page
 with neither is a changed page, an error, never "no papers". A page that shows another day
 than the one asked for (weekends, holidays) means that day has no papers.
+
+Everything on the page is untrusted: whatever the bytes, the result is a ParseError or papers
+whose texts are one clean line each (see ``clean_text``) and whose counts are sane integers.
 """
 
 from __future__ import annotations
@@ -24,14 +27,27 @@ from paperwatch.models import DayPage, PageSource, Paper
 log = logging.getLogger(__name__)
 
 DATA_TARGET = "DailyPapers"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_PAPER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
-_DIGITS = re.compile(r"\d[\d,]*")
-_HREF_ID = re.compile(r"^/papers/([^/?#]+)$")
+# The largest count kept: exact in every JSON reader and within SQLite's INTEGER.
+MAX_COUNT = 2**53 - 1
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: the whole of Unicode's Cc
+# Embeddings, overrides and isolates reorder the text after them, beyond the field itself (a
+# digest line, a log line), and are invisible: dropped. Marks (LRM, RLM) act on nothing else.
+_BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # from JSON's "\ud800"; no UTF-8 encoder takes them
+# One path segment, or two for old-style arXiv ids ("hep-th/9901001"); never "." or "..".
+_PAPER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+_PAPER_ID_MAX = 64
+_DIGITS = re.compile(r"[0-9][0-9,]*")
+_DIGITS_MAX = 15  # more is nonsense, and int() refuses past 4300 digits
+_HREF_ID = re.compile(r"/papers/([^/?#]+)")
 
 
 def clean_text(value: object) -> str | None:
-    """Collapse runs of whitespace and control characters to one space and trim; non-text is None."""
+    """Collapse runs of whitespace and control characters to one space and trim; non-text is None.
+
+    Bidi embeddings, overrides and isolates are dropped and lone surrogates become U+FFFD, so
+    the result is one line that prints, encodes and stores as it reads.
+    """
     if not isinstance(value, str):
         return None
     # Fast path for the common shapes (a clean name; an abstract with arXiv's hard line breaks):
@@ -39,10 +55,11 @@ def clean_text(value: object) -> str | None:
     text = value.replace("\n", " ") if "\n" in value else value
     if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
         return text or None
-    # str.split() handles every Unicode space in C; the regex is for the rare other control character.
+    # str.split() handles every Unicode space in C; the regexes are for the rare other characters.
     text = " ".join(text.split())
     if not text.isprintable():
-        text = " ".join(_CONTROL.sub(" ", text).split())
+        text = _SURROGATE.sub("\ufffd", _BIDI.sub("", _CONTROL.sub(" ", text)))
+        text = " ".join(text.split())
     return text or None
 
 
@@ -82,6 +99,8 @@ def _json(raw: str | bytes, url: str) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise ParseError(url, f"broken JSON ({exc})") from exc
+    except RecursionError:
+        raise ParseError(url, "broken JSON (nested too deeply)") from None
 
 
 def _from_props(props: Mapping[str, Any], *, day: dt.date, url: str) -> DayPage:
@@ -123,7 +142,7 @@ def _paper(item: Mapping[str, Any], day: dt.date) -> Paper | None:
         return None
     paper_id = paper.get("id")
     title = clean_text(item.get("title")) or clean_text(paper.get("title"))
-    if not isinstance(paper_id, str) or not _PAPER_ID.match(paper_id) or title is None:
+    if not isinstance(paper_id, str) or not _is_paper_id(paper_id) or title is None:
         return None
     return Paper(
         id=paper_id,
@@ -131,12 +150,12 @@ def _paper(item: Mapping[str, Any], day: dt.date) -> Paper | None:
         summary=clean_text(paper.get("summary")) or clean_text(item.get("summary")),
         authors=_authors(paper.get("authors")),
         daily_date=day,
-        published_at=_text(paper.get("publishedAt")) or _text(item.get("publishedAt")),
+        published_at=_timestamp(paper.get("publishedAt")) or _timestamp(item.get("publishedAt")),
         upvotes=_count(paper.get("upvotes")),
         comments=_count(item.get("numComments")),
-        github_repo=_text(paper.get("githubRepo")),
+        github_repo=clean_text(paper.get("githubRepo")),
         github_stars=_count(paper.get("githubStars")),
-        project_page=_text(paper.get("projectPage")),
+        project_page=clean_text(paper.get("projectPage")),
         organization=_organization(item.get("organization")) or _organization(paper.get("organization")),
         ai_keywords=_strings(paper.get("ai_keywords")),
     )
@@ -161,13 +180,27 @@ def _strings(value: object) -> tuple[str, ...]:
     return tuple(s for s in map(clean_text, value) if s)
 
 
-def _text(value: object) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
+def _is_paper_id(value: str) -> bool:
+    return len(value) <= _PAPER_ID_MAX and _PAPER_ID.fullmatch(value) is not None
+
+
+def _timestamp(value: object) -> str | None:
+    """An ISO 8601 date or time as the site wrote it; anything else is None."""
+    text = clean_text(value)
+    if text is None:
+        return None
+    try:
+        dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return text
 
 
 def _count(value: object) -> int | None:
     # bool is an int subclass, and a count of True is nonsense
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
+        return value
+    return None
 
 
 def _from_cards(tree: LexborHTMLParser, cards: list[LexborNode], *, day: dt.date, url: str) -> DayPage:
@@ -183,11 +216,11 @@ def _from_cards(tree: LexborHTMLParser, cards: list[LexborNode], *, day: dt.date
 
 def _card(card: LexborNode, day: dt.date) -> Paper | None:
     link = card.css_first("h3 a[href]")
-    match = _HREF_ID.match(link.attributes.get("href") or "") if link is not None else None
+    match = _HREF_ID.fullmatch(link.attributes.get("href") or "") if link is not None else None
     if link is None or match is None:
         return None
     paper_id, title = match.group(1), clean_text(link.text())
-    if not _PAPER_ID.match(paper_id) or title is None:
+    if not _is_paper_id(paper_id) or title is None:
         return None
     comments = card.css_first(f'a[href="/papers/{paper_id}#community"]')
     return Paper(
@@ -206,10 +239,11 @@ def _card_upvotes(card: LexborNode) -> int | None:
         node = card.css_first(selector)
         if node is not None:
             return _number(node.text())
-    upvote = re.search(r"Upvote\s+(\d[\d,]*)", card.text())
+    upvote = re.search(r"Upvote\s+([0-9][0-9,]*)", card.text())
     return _number(upvote.group(1)) if upvote else None
 
 
 def _number(text: str) -> int | None:
     found = _DIGITS.search(text)
-    return int(found.group().replace(",", "")) if found else None
+    digits = found.group().replace(",", "") if found else ""
+    return _count(int(digits)) if 0 < len(digits) <= _DIGITS_MAX else None
