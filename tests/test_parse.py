@@ -110,7 +110,7 @@ def test_the_data_div_is_found_in_any_attribute_order_and_under_any_parent() -> 
         (b'<div data-target="DailyPapers" data-props="[1, 2]"></div>', "not a JSON object"),
         (b'<div data-target="DailyPapers" data-props="{}"></div>', "no dailyPapers list"),
         (b'<div data-target="DailyPapers"></div>', "no data-props"),
-        (b"<article><h3>no link</h3></article>", "none of its 1 cards"),
+        (b'<time datetime="2025-03-05"></time><article><h3>no link</h3></article></html>', "none of its 1 cards"),
     ],
 )
 def test_unknown_shapes_are_errors_naming_the_url(body: bytes, message: str) -> None:
@@ -246,3 +246,37 @@ def test_links_and_dates_are_one_clean_line_and_dates_are_iso_8601() -> None:
     assert first.project_page == "https://x.org"
     assert first.published_at == "2024-07-18T05:15:24.000Z"
     assert second.published_at is None and third.published_at is None
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"dailyPapers": [item()]}, "does not say which day it shows (dateString null)"),
+        ({"dateString": None, "dailyPapers": [item()]}, "does not say which day it shows (dateString null)"),
+        ({"dateString": ["2025-03-05"], "dailyPapers": [item()]}, "(dateString <list>)"),
+        ({"dateString": "a\r\nb", "dailyPapers": [item()]}, '(dateString "a\\r\\nb")'),
+        ({"dateString": "2025-03-05", "periodType": None, "dailyPapers": [item()]}, "unknown periodType null"),
+        ({"dateString": "2025-03-05", "periodType": " day", "dailyPapers": [item()]}, 'unknown periodType " day"'),
+    ],
+)
+def test_a_page_that_does_not_say_which_day_it_shows_is_an_error_not_that_days_papers(
+        props: dict[str, object], message: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_daily_page(page(props), day=DAY, url=URL)
+    assert message in str(caught.value) and str(caught.value).isprintable()
+
+
+def test_cards_that_do_not_say_which_day_they_show_are_an_error() -> None:
+    with pytest.raises(ParseError, match="do not say which day"):
+        parse_daily_page(cards_page(card(), shows=None), day=DAY, url=URL)
+    with pytest.raises(ParseError, match="do not say which day"):
+        parse_daily_page(cards_page(card(), shows="soon"), day=DAY, url=URL)
+
+
+def test_a_cut_cards_page_is_an_error_not_cut_titles_or_counts() -> None:
+    body = sample("papers-date-2025-03-06-cards-only.html")
+    cut = body.index(b"Tokens-to-Token ViT") + len(b"Tokens-to")
+    with pytest.raises(ParseError, match="cut short"):
+        parse_daily_page(body[:cut], day=dt.date(2025, 3, 6), url=URL)
+    whole = parse_daily_page(body + b"\n", day=dt.date(2025, 3, 6), url=URL)
+    assert len(whole.papers) == 26

@@ -4,7 +4,8 @@ A daily page embeds its data as entity-escaped JSON in the ``data-props`` attrib
 element whose ``data-target`` is ``DailyPapers``; that is read first. When the element is
 missing the visible ``<article>`` cards are read instead (fewer fields, logged). A 200 page
 with neither is a changed page, an error, never "no papers". A page that shows another day
-than the one asked for (weekends, holidays) means that day has no papers.
+than the one asked for (weekends, holidays) means that day has no papers; a page that does not
+say which day it shows is an error, never papers of the day asked for.
 
 Everything on the page is untrusted: whatever the bytes, the result is a ParseError or papers
 whose texts are one clean line each (see ``clean_text``) and whose counts are sane integers.
@@ -40,6 +41,8 @@ _PAPER_ID_MAX = 64
 _DIGITS = re.compile(r"[0-9][0-9,]*")
 _DIGITS_MAX = 15  # more is nonsense, and int() refuses past 4300 digits
 _HREF_ID = re.compile(r"/papers/([^/?#]+)")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_PLAIN = re.compile(r"[\w.:+-]{1,40}", re.ASCII)
 
 
 def clean_text(value: object) -> str | None:
@@ -72,7 +75,7 @@ def parse_daily_page(body: bytes, *, day: dt.date, url: str) -> DayPage:
     cards = tree.css("article")
     if cards:
         log.warning("%s: no hydration JSON on the page, reading its %d cards instead", url, len(cards))
-        return _from_cards(tree, cards, day=day, url=url)
+        return _from_cards(body, tree, cards, day=day, url=url)
     raise ParseError(url, "page has changed shape: neither the DailyPapers data nor paper cards found")
 
 
@@ -107,17 +110,26 @@ def _from_props(props: Mapping[str, Any], *, day: dt.date, url: str) -> DayPage:
     items = props.get("dailyPapers")
     if not isinstance(items, list):
         raise ParseError(url, "the DailyPapers data has no dailyPapers list")
-    period = props.get("periodType", "day")
-    shown = props.get("dateString")
+    period = props.get("periodType", "day")  # absent on older day pages
+    if period in ("week", "month"):
+        return DayPage(day=day, papers=(), source=PageSource.JSON, empty_reason=f"page shows a {period} view")
     if period != "day":
-        reason = f"page shows a {period} view"
-    elif shown is not None and shown != day.isoformat():
-        reason = f"page shows {shown}"
-    else:
-        reason = None
-    if reason:
-        return DayPage(day=day, papers=(), source=PageSource.JSON, empty_reason=reason)
+        raise ParseError(url, f"the DailyPapers data has an unknown periodType {_shown(period)}")
+    shown = props.get("dateString")
+    if not isinstance(shown, str) or not _DATE.fullmatch(shown):
+        raise ParseError(url, f"the DailyPapers data does not say which day it shows (dateString {_shown(shown)})")
+    if shown != day.isoformat():
+        return DayPage(day=day, papers=(), source=PageSource.JSON, empty_reason=f"page shows {shown}")
     return DayPage(day=day, papers=_papers(items, day=day, url=url), source=PageSource.JSON)
+
+
+def _shown(value: object) -> str:
+    """A value from the page, fit for a one-line message: as is when plain, else quoted and cut short."""
+    if isinstance(value, str):
+        return value if _PLAIN.fullmatch(value) else " ".join(json.dumps(value[:40]).split())
+    if isinstance(value, (list, dict)):
+        return f"<{type(value).__name__}>"
+    return " ".join(json.dumps(value).split())[:40]
 
 
 def _papers(items: Iterable[Any], *, day: dt.date, url: str) -> tuple[Paper, ...]:
@@ -203,10 +215,18 @@ def _count(value: object) -> int | None:
     return None
 
 
-def _from_cards(tree: LexborHTMLParser, cards: list[LexborNode], *, day: dt.date, url: str) -> DayPage:
+def _from_cards(body: bytes, tree: LexborHTMLParser, cards: list[LexborNode], *, day: dt.date,
+                url: str) -> DayPage:
+    # The parser closes whatever a cut page left open, so the last card of a cut page looks whole
+    # with its title or counts cut short: only a page that ends is read.
+    if body.rstrip()[-7:].lower() != b"</html>":
+        raise ParseError(url, "page is cut short (no </html> at its end): its cards can't be trusted")
     time = tree.css_first("time[datetime]")
-    shown = time.attributes.get("datetime") if time is not None else None
-    if shown and shown[:10] != day.isoformat():
+    shown = (time.attributes.get("datetime") or "") if time is not None else ""
+    if not _DATE.match(shown):
+        raise ParseError(url, f"page has changed shape: its cards do not say which day they show "
+                              f"(time {_shown(shown or None)})")
+    if shown[:10] != day.isoformat():
         return DayPage(day=day, papers=(), source=PageSource.CARDS, empty_reason=f"page shows {shown[:10]}")
     papers = {p.id: p for p in (_card(card, day) for card in cards) if p is not None}
     if not papers:
