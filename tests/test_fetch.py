@@ -171,3 +171,26 @@ def test_server_wait_reads_either_header(headers: dict[str, str], wait: float | 
     from multidict import CIMultiDict, CIMultiDictProxy
 
     assert server_wait(CIMultiDictProxy(CIMultiDict(headers))) == wait
+
+
+@pytest.mark.parametrize("userinfo", ["user:secret@", "user@", ":secret@"])
+async def test_a_redirect_that_would_send_credentials_is_refused_even_to_the_site(
+        fake_hf: FakeHF, make_config: ConfigFactory, day: dt.date, userinfo: str) -> None:
+    site = fake_hf.base_url.removeprefix("http://")
+    fake_hf.fail("/papers/date/2025-03-08", Fault.redirect(f"http://{userinfo}{site}/papers/date/{DAY}"))
+    async with Fetcher(make_config().source) as fetcher:
+        with pytest.raises(FetchError, match="refused redirect to .*: it carries credentials"):
+            await fetcher.get(day_url(fake_hf.base_url, dt.date(2025, 3, 8)))
+    assert [r.path for r in fake_hf.requests] == ["/papers/date/2025-03-08"]
+    assert "Authorization" not in fake_hf.requests[0].headers
+
+
+async def test_a_refused_location_is_shown_escaped_not_as_sent(fake_hf: FakeHF, make_config: ConfigFactory,
+                                                               day: dt.date) -> None:
+    """A bidi override in a Location would reorder the log line that quotes it."""
+    fake_hf.fail(f"/papers/date/{DAY}", Fault.redirect("http://evil.example/\u202etxt.exe"))
+    async with Fetcher(make_config().source) as fetcher:
+        with pytest.raises(FetchError) as caught:
+            await fetcher.get(day_url(fake_hf.base_url, DAY))
+    assert "refused redirect to http://evil.example/\\u202etxt.exe: outside" in str(caught.value)
+    assert str(caught.value).isprintable()

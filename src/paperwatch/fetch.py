@@ -4,7 +4,9 @@ Manners towards the site: a User-Agent that names us, at most ``max_concurrency`
 in flight and ``requests_per_minute`` overall, timeouts, a cap on body size, retries with
 exponential backoff and jitter on timeouts, resets and 5xx, a host-wide pause when a 429/503
 says how long to wait (``Retry-After`` or ``RateLimit: ...;t=N``), conditional requests, and
-redirects followed only within the base URL's origin.
+redirects followed only within the base URL's origin (same scheme, host and port, and no
+credentials in the URL): any other target, ``file:`` and private addresses included, is refused
+without being contacted.
 """
 
 from __future__ import annotations
@@ -144,12 +146,23 @@ class Fetcher:
             if not location:
                 raise FetchError(url, f"HTTP {status} redirect without a Location", status=status)
             target = _resolve(current, location)
-            if target is None or _origin(target) != _origin(self._base):
-                raise FetchError(url, f"refused redirect to {location[:200]}: outside {self._base.origin()}",
-                                 status=status)
+            refusal = self._refusal(target)
+            if refusal is not None or target is None:
+                raise FetchError(url, f"refused redirect to {_shown(location)}: {refusal}", status=status)
             log.debug("%s: redirected to %s", current, target)
             current = target
         raise FetchError(url, f"more than {MAX_REDIRECTS} redirects")
+
+    def _refusal(self, target: URL | None) -> str | None:
+        """Why a redirect to ``target`` is not followed, or None to follow it."""
+        if target is None:
+            return "not a valid URL"
+        if _origin(target) != _origin(self._base):
+            return f"outside {self._base.origin()}"
+        # Same origin, but a Location may not make us send credentials (userinfo becomes Basic auth).
+        if target.raw_user is not None or target.raw_password is not None:
+            return "it carries credentials"
+        return None
 
     async def _request(self, url: URL, validators: Validators | None) -> tuple[int, CIMultiDictProxy[str], bytes]:
         if self._session is None:
@@ -205,6 +218,14 @@ def _resolve(current: URL, location: str) -> URL | None:
 
 def _origin(url: URL) -> tuple[str, str | None, int | None]:
     return url.scheme, url.host, url.port
+
+
+def _shown(location: str) -> str:
+    """A Location as the server sent it, fit for a one-line message: escaped where unprintable."""
+    text = location[:200]
+    if not text.isprintable():
+        text = ascii(text)[1:-1]
+    return " ".join(text.split())
 
 
 def _conditional_headers(validators: Validators | None) -> dict[str, str]:
