@@ -8,7 +8,9 @@ It serves the three things paperwatch reads, in the shapes described in
   things the real site has done for dates without papers (``latest_policy``);
 * ``GET /api/daily_papers?date=...&limit=...&p=...``: the JSON API with ``Link`` pagination
   and the real 400s (future or malformed date);
-* ``GET /papers``: a redirect to the latest day.
+* ``GET /papers``: a redirect to the latest day; ``GET /papers?q=...``: the search page (the
+  same data div with ``query`` and ``searchResults``), and ``GET /api/papers/search?q=...``:
+  the same results as a JSON array, both from ``searches`` (``search_page_mode`` breaks the page).
 
 It misbehaves on demand (``fail``, ``fail_first`` with ``Fault``: 429/5xx, hangs, resets
 mid-body, redirects, truncated bodies) and records every request and the peak concurrency it
@@ -52,6 +54,7 @@ SAMPLES: Final = Path(__file__).resolve().parents[2] / "shared" / "samples"
 
 LATEST_POLICIES: Final = frozenset({"latest", "redirect", "redirect_date", "empty"})
 PAGE_MODES: Final = frozenset({"json", "cards", "changed", "broken_json", "truncated"})
+SEARCH_PAGE_MODES: Final = frozenset({"json", "no_results", "changed"})
 
 API_DEFAULT_LIMIT: Final = 50
 API_MAX_LIMIT: Final = 100
@@ -237,6 +240,30 @@ def render_page(date_string: str, items: Iterable[Mapping[str, Any]], *, prev_da
     return page[: len(page) // 2] if mode == "truncated" else page
 
 
+def render_search_page(query: str, items: Iterable[Mapping[str, Any]], *, today: dt.date,
+                       mode: str = "json") -> bytes:
+    """``/papers?q=QUERY``: the data div with ``query.q`` and ``searchResults``, in the shape of
+    shared/samples/papers-search-q-*.html. ``mode`` "no_results" drops the ``searchResults`` key
+    (the page changed under us), "changed" drops the data div altogether."""
+    if mode not in SEARCH_PAGE_MODES:
+        raise ValueError(f"unknown search page mode {mode!r}; expected one of {sorted(SEARCH_PAGE_MODES)}")
+    items = list(items)
+    cards = "".join(_card(item) for item in items)
+    section = f'<section class="container"><h1>Daily Papers</h1>{cards}</section>'
+    head = ('<!doctype html><html><head><meta charset="utf-8"><title>Daily Papers - Hugging Face</title>'
+            '</head><body><main class="flex flex-1 flex-col">')
+    if mode == "changed":
+        return (head + '<div class="contents">' + section + "</div></main></body></html>").encode()
+    props: dict[str, Any] = {"authLight": {}, "canSubmit": False, "dateString": today.isoformat(), "dailyPapers": []}
+    if mode == "json":
+        props["searchResults"] = items
+    props |= {"prevDate": (today - dt.timedelta(days=1)).isoformat(), "publisher": None, "periodType": "day",
+              "query": {"q": query}, "isTrending": False}
+    data = json.dumps(props, separators=(",", ":"), ensure_ascii=False)
+    div = f'<div class="SVELTE_HYDRATER contents" data-target="DailyPapers" data-props="{_esc(data)}">'
+    return (head + div + section + "</div></main></body></html>").encode()
+
+
 # --------------------------------------------------------------------------------------------
 # Synthetic items
 # --------------------------------------------------------------------------------------------
@@ -414,6 +441,9 @@ class FakeHF:
     def __init__(self) -> None:
         self.base_url = ""
         self.days: dict[dt.date, list[dict[str, Any]]] = {}
+        # Search results by query text, in the order the site ranks them.
+        self.searches: dict[str, list[dict[str, Any]]] = {}
+        self.search_page_mode = "json"
         self._latest_policy = "latest"
         self.page_mode: dict[dt.date, str] = {}
         self.etag = True
@@ -612,6 +642,12 @@ class FakeHF:
         path = request.path
         if path.startswith("/papers/date/"):
             return self._day_page(request, path.removeprefix("/papers/date/"), conditional)
+        if path in ("/papers", "/papers/") and "q" in request.query:
+            found = self.searches.get(request.query["q"], [])
+            page = render_search_page(request.query["q"], found, today=self._today(), mode=self.search_page_mode)
+            return web.Response(body=page, headers={"Content-Type": "text/html; charset=utf-8"})
+        if path == "/api/papers/search":
+            return _json_response(self.searches.get(request.query.get("q", ""), []))
         if path in ("/papers", "/papers/"):
             latest = self._latest_day()
             if latest is None:  # nothing published at all: today's empty page, not a redirect loop

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from fakehf import MISSING, SAMPLES, FakeHF, Fault, render_page
+from fakehf import MISSING, SAMPLES, FakeHF, Fault, render_page, render_search_page
 
 WED, THU, SAT = dt.date(2025, 3, 5), dt.date(2025, 3, 6), dt.date(2025, 3, 8)
 _PROPS = re.compile(rb'data-target="DailyPapers" data-props="([^"]*)"')
@@ -206,3 +206,25 @@ def test_items_are_realistic_and_deterministic() -> None:
     assert (odd["paper"]["upvotes"], odd["numComments"], odd["title"], odd["paper"]["title"]) == (99, 7, "T", "T")
     assert "githubRepo" not in odd["paper"] and len(odd["paper"]["authors"]) == 20
     assert len(FakeHF.sample_items()) == 26
+
+
+async def test_search_page_and_api_serve_the_same_results(hf: FakeHF) -> None:
+    items = FakeHF.sample_items("api-papers-search-q-deep-networks.json")
+    hf.searches["deep networks"] = items
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{hf.base_url}/api/papers/search", params={"q": "deep networks"}) as resp:
+            assert resp.status == 200 and await resp.json() == items
+        async with session.get(f"{hf.base_url}/api/papers/search", params={"q": "unknown"}) as resp:
+            assert await resp.json() == []
+        async with session.get(f"{hf.base_url}/papers", params={"q": "deep networks"}) as resp:
+            page = await resp.read()
+    found = re.search(rb'data-target="DailyPapers" data-props="([^"]*)"', page)
+    assert found is not None
+    props = json.loads(html.unescape(found.group(1).decode()))
+    assert props["query"] == {"q": "deep networks"} and props["searchResults"] == items
+    # the shape of the sample page: same keys in the same order
+    sample = (SAMPLES / "papers-search-q-deep-networks.html").read_text()
+    sample_props = json.loads(html.unescape(re.search(r'data-props="([^"]*)"', sample).group(1)))  # type: ignore[union-attr]
+    assert list(props) == list(sample_props)
+    assert b"searchResults" not in render_search_page("q", items, today=dt.date(2026, 4, 13), mode="no_results")
+    assert b"data-props" not in render_search_page("q", items, today=dt.date(2026, 4, 13), mode="changed")

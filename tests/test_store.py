@@ -235,3 +235,49 @@ async def test_pruning_forgets_old_fetch_logs_and_sent_mail_bytes_but_nothing_pe
 
     await store.prune(before=long_ago)  # nothing that recent is touched
     assert (await store.messages(status="pending"))[0].data == b"digest bytes"
+
+
+async def test_a_message_being_sent_is_not_taken_by_another_process_unless_it_died(store: Store) -> None:
+    import os
+    import socket
+    import subprocess
+
+    now = dt.datetime(2026, 1, 1, 8, tzinfo=dt.UTC)
+    lease = now + dt.timedelta(minutes=15)
+    await store.queue_digest(reader="r", recipient="a@x", sender="s@x", message_id="<1@x>", data=b"x",
+                             papers=[], now=now)
+    (message,) = await store.due_messages(now=now)
+    assert await store.claim(message.id, until=lease, now=now)
+    assert not await store.claim(message.id, until=lease, now=now)  # held: not due again
+    assert await store.due_messages(now=now) == []
+
+    async def held_by(pid: int) -> None:
+        """As if process ``pid`` on this machine had claimed it."""
+        db = sqlite3.connect(store.path, timeout=5)
+        with db:
+            db.execute("UPDATE outbox SET claimed_by = ? WHERE id = ?", (f"{socket.gethostname()}:{pid}", message.id))
+        db.close()
+
+    await held_by(os.getppid())  # alive
+    assert await store.due_messages(now=now) == [] and not await store.claim(message.id, until=lease, now=now)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    await held_by(dead.pid)  # died mid-attempt: taken over at once, not after the lease
+    assert [m.id for m in await store.due_messages(now=now)] == [message.id]
+    assert await store.claim(message.id, until=lease, now=now)
+    await store.mark_sent(message.id, now=now)
+    assert await store.due_messages(now=lease) == []
+
+
+async def test_a_digest_after_the_first_only_looks_at_what_can_be_news(store: Store) -> None:
+    old, later_old, recent = dt.date(2025, 1, 1), dt.date(2025, 1, 2), dt.date.today() - dt.timedelta(days=1)
+    await store.record_day(ok(old, paper("2501.00001", daily_date=old)))
+    last_digest = dt.datetime.now(dt.UTC)
+    await store.record_day(ok(later_old, paper("2501.00002", daily_date=later_old)))  # stored after it: a late day
+    await store.record_day(ok(recent, paper("2511.00003", daily_date=recent)))
+    fresh = (last_digest, recent - dt.timedelta(days=3))
+    got = await store.undelivered("alice", featured_since=dt.date(2024, 12, 1), fresh=fresh)
+    assert {p.id for p in got} == {"2501.00002", "2511.00003"}
+    every = await store.undelivered("alice", featured_since=dt.date(2024, 12, 1))
+    assert {p.id for p in every} == {"2501.00001", "2501.00002", "2511.00003"}
+    assert await store.featured_between(old, recent) == ((old, later_old, recent), 3)

@@ -24,10 +24,12 @@ from paperwatch.digest import Templates
 from paperwatch.daemon import schedule_state, serve
 from paperwatch.errors import ConfigError, PaperwatchError, TemplateError
 from paperwatch.mail import describe, read_password
-from paperwatch.match import Matcher
+from paperwatch.match import Hit, Match, Matcher
+from paperwatch.models import Paper
 from paperwatch.fetch import Fetcher
-from paperwatch.pipeline import DayReport, day_range, fetch_days, is_settled, recent_days, today_utc
-from paperwatch.store import OutboxMessage, Store
+from paperwatch.pipeline import (DayReport, day_range, fetch_days, fetch_searches, is_settled, recent_days,
+                                 saved_queries, saved_searches, today_utc)
+from paperwatch.store import OutboxMessage, SearchState, Store
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +156,8 @@ async def _check(args: argparse.Namespace, config: Config) -> int:
           f"lookback {config.source.lookback_days} days")
     print(f"readers: {len(config.readers)}, rules: {rules}")
     for reader in config.readers:
-        print(f"  {reader.name} <{reader.email}>: {len(reader.rules)} rules, schedule {reader.schedule!r}")
+        searches = f", {len(reader.searches)} saved searches" if reader.searches else ""
+        print(f"  {reader.name} <{reader.email}>: {len(reader.rules)} rules{searches}, schedule {reader.schedule!r}")
     print(f"mail: {describe(config.mail)}")
     return 0
 
@@ -168,13 +171,19 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     if not args.once:
         return await serve(config)
     matcher, templates = prepare(config)
-    fetched = await _fetch_and_report(config, recent_days(config.source.lookback_days))
-    async with await Store.open(config.database) as store:
+    base = config.source.base_url
+    async with await Store.open(config.database) as store, Fetcher(config.source) as fetcher:
+        days = await fetch_days(fetcher, store, base, recent_days(config.source.lookback_days))
+        await store.watch_searches(saved_searches(config))
+        searches = await fetch_searches(fetcher, store, base, saved_queries(config))
+        for line in [r.line() for r in days] + [r.line() for r in searches]:
+            print(line)
         queued = await queue_digests(store, config, matcher, templates, config.readers)
         sent = await deliver_due(store, config)
     for outcome in [*queued, *sent]:
         print(f"{outcome.reader}: {outcome.text}")
-    return 1 if fetched or not all(o.ok for o in [*queued, *sent]) else 0
+    failed = any(r.failed for r in days) or any(r.failed for r in searches)
+    return 1 if failed or not all(o.ok for o in [*queued, *sent]) else 0
 
 
 async def _match(args: argparse.Namespace, config: Config) -> int:
@@ -182,7 +191,9 @@ async def _match(args: argparse.Namespace, config: Config) -> int:
     readers = {r.name for r in _readers(config, args.reader)}
     async with await Store.open(config.database) as store:
         papers = await store.papers(since=args.since)
-    matches = [m for m in matcher.match_all(papers) if m.reader in readers]
+        matches = [m for m in matcher.match_all(papers) if m.reader in readers]
+        matches, found = await _with_search_hits(store, config, matches, readers, args.since)
+    papers += found
     if args.json:
         json.dump([m.as_json() for m in matches], sys.stdout, ensure_ascii=False, indent=2)
         print()
@@ -191,13 +202,46 @@ async def _match(args: argparse.Namespace, config: Config) -> int:
     for m in matches:
         print(f"{m.reader}  {m.paper_id}  {titles[m.paper_id]}")
         for hit in m.why:
-            print(f"    {hit.rule}: “{hit.term}” in the {hit.field.replace('_', ' ')}: {hit.text}")
+            where = hit.text if hit.field == "search" else \
+                f"“{hit.term}” in the {hit.field.replace('_', ' ')}: {hit.text}"
+            print(f"    {hit.rule}: {where}")
     since = f"since {args.since}" if args.since else f"among the {len(papers)} stored papers"
     for reader in _readers(config, args.reader):
         for rule in reader.rules:
             count = sum(1 for m in matches if m.reader == reader.name and rule.name in m.rules)
             print(f"{reader.name} / {rule.name}: would have matched {count} papers {since}")
+        for search in reader.searches:
+            count = sum(1 for m in matches if m.reader == reader.name and search.name in m.rules)
+            when = f"since {args.since}" if args.since else "since it was saved"
+            print(f"{reader.name} / {search.name}: the search {search.query!r} found {count} new papers {when}")
     return 0
+
+
+async def _with_search_hits(store: Store, config: Config, matches: list[Match], readers: set[str],
+                            since: dt.date | None) -> tuple[list[Match], list[Paper]]:
+    """The matches with each reader's saved-search results folded in (a paper once per reader),
+    and the papers only a search found."""
+    by_key = {(m.reader, m.paper_id): m for m in matches}
+    extra: dict[str, Paper] = {}
+    for reader in config.readers:
+        if reader.name not in readers or not reader.searches:
+            continue
+        names = {s.query: s for s in reader.searches}
+        hits = await store.search_hits(reader.name, [(s.query, s.min_upvotes) for s in reader.searches],
+                                       undelivered=False)
+        for hit in hits:
+            if since is not None and hit.found_at.date() < since:
+                continue
+            search = names[hit.query]
+            why = Hit(search.name, hit.query, "search", f"new result of the search {hit.query!r}")
+            old = by_key.get((reader.name, hit.paper.id))
+            if old is None:
+                extra.setdefault(hit.paper.id, hit.paper)
+                by_key[(reader.name, hit.paper.id)] = Match(reader.name, hit.paper.id, (search.name,), (why,))
+            elif search.name not in old.rules:
+                by_key[(reader.name, hit.paper.id)] = Match(reader.name, hit.paper.id, (*old.rules, search.name),
+                                                            (*old.why, why))
+    return list(by_key.values()), [p for p in extra.values()]
 
 
 async def _digest(args: argparse.Namespace, config: Config) -> int:
@@ -283,6 +327,8 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
         failed_mail = await store.messages(status="failed", limit=10)
         digests = await store.last_digests()
         schedule = await schedule_state(store, config)
+        searches = {state.query: state for state in await store.search_states()}
+    saved = saved_searches(config)
     if args.json:
         out = {
             "database": str(config.database),
@@ -303,6 +349,8 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
             "poll": {"last": _iso(schedule.last_poll), "summary": schedule.last_poll_summary,
                      "next": _iso(schedule.next_poll), "failing_in_a_row": schedule.failing_polls,
                      "operator_alerted": schedule.operator_alerted},
+            "searches": [_search_json(query, searches.get(query), [r for r, q in saved if q == query])
+                         for query in saved_queries(config)],
             "readers": {r.name: {"last_digest": _iso(digests.get(r.name)),
                                  "next_digest": _iso(schedule.next_digests.get(r.name))} for r in config.readers},
         }
@@ -326,7 +374,9 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
         print("recent fetches:")
     for f in fetches:
         counts = f"{f.papers_seen} papers, {f.papers_new} new" if f.outcome == "ok" else (f.error or "")
-        print(f"  {_when(f.at)}  {f.day}  {f.outcome:<12} {counts}")
+        print(f"  {_when(f.at)}  {f.day or 'search':<10}  {f.outcome:<12} {counts}")
+    for query in saved_queries(config):
+        print(_search_line(query, searches.get(query), [r for r, q in saved if q == query]))
     print(f"deliveries: {len(pending)} pending, {len(failed_mail)} failed")
     for m in [*pending, *failed_mail]:
         print(f"  {m.status:<8} {m.reader} <{m.recipient}> queued {_when(m.created_at)}, {m.attempts} tries"
@@ -335,6 +385,22 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
         print(f"reader {reader.name}: last digest {_when(digests.get(reader.name))}, "
               f"next {_when(schedule.next_digests.get(reader.name))}")
     return 0
+
+
+def _search_json(query: str, state: SearchState | None, readers: list[str]) -> dict[str, object]:
+    return {"query": query, "readers": readers, "outcome": state.outcome if state else None,
+            "results": state.results if state else None, "source": state.source if state else None,
+            "error": state.detail if state else None, "checked_at": _iso(state.checked_at) if state else None,
+            "ok_at": _iso(state.ok_at) if state else None}
+
+
+def _search_line(query: str, state: SearchState | None, readers: list[str]) -> str:
+    head = f"search {query!r} (for {', '.join(readers)}): "
+    if state is None:
+        return head + "not run yet"
+    if state.outcome == "failed":
+        return head + f"failing since {_when(state.checked_at)}: {state.detail}"
+    return head + f"{state.results} results at {_when(state.ok_at)}"
 
 
 def _message_json(m: OutboxMessage) -> dict[str, object]:

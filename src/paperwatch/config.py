@@ -151,6 +151,26 @@ class Rule(_Section):
     min_upvotes: int = Field(0, ge=0)
 
 
+def _search_query(text: str) -> str:
+    query = " ".join(text.split())
+    if not query:
+        raise ValueError("must not be empty")
+    if len(query) > MAX_SEARCH_QUERY:
+        raise ValueError(f"at most {MAX_SEARCH_QUERY} characters, got {len(query)}")
+    return query
+
+
+MAX_SEARCH_QUERY = 200
+
+
+class SavedSearch(_Section):
+    """A query on the site's own search, watched like a Scholar alert: new results are mailed."""
+
+    name: str = Field(min_length=1)
+    query: Annotated[str, AfterValidator(_search_query)]
+    min_upvotes: int = Field(0, ge=0)
+
+
 class Reader(_Section):
     name: str = Field(min_length=1)
     email: Email
@@ -158,15 +178,16 @@ class Reader(_Section):
     timezone: TimeZone | None = None
     send_empty: bool = False
     rules: tuple[Rule, ...] = ()
+    searches: tuple[SavedSearch, ...] = ()
 
-    @field_validator("rules")
-    @classmethod
-    def _unique_rule_names(cls, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
-        names = [r.name for r in rules]
+    @model_validator(mode="after")
+    def _unique_names(self) -> Reader:
+        # A digest files each paper under its rule's or search's name: the names must tell them apart.
+        names = [r.name for r in self.rules] + [s.name for s in self.searches]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
-            raise ValueError(f"rule names must be unique within a reader: {', '.join(twice)}")
-        return rules
+            raise ValueError(f"rule and search names must be unique within a reader: {', '.join(twice)}")
+        return self
 
 
 class Config(_Section):

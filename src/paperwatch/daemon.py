@@ -28,7 +28,8 @@ from paperwatch.mail import read_password
 from paperwatch.match import Matcher
 from paperwatch.notify import Notifier, watchdog_interval
 from paperwatch.models import PageSource
-from paperwatch.pipeline import DayReport, day_range, fetch_days, recent_days, today_utc
+from paperwatch.pipeline import (DayReport, SearchReport, day_range, fetch_days, fetch_searches, recent_days,
+                                 saved_queries, saved_searches, today_utc)
 from paperwatch.schedule import Job, Scheduler, next_time
 from paperwatch.store import Store, utcnow
 
@@ -200,19 +201,23 @@ class Daemon:
                 since = max(dt.date.fromisoformat(last), today - dt.timedelta(days=MAX_CATCH_UP_DAYS))
                 days.update(day_range(since, today))
             reports = await fetch_days(self._fetcher, store, config.source.base_url, sorted(days))
+            searched = await fetch_searches(self._fetcher, store, config.source.base_url, saved_queries(config))
             failed = [r for r in reports if r.failed]
             # Days that failed are fetched again next time, however long ago they were.
             await store.set_state(LAST_POLL, min([r.day for r in failed], default=today).isoformat())
-            for report in failed:
-                log.error("poll: %s", report.line())
+            for line in [r.line() for r in failed] + [r.line() for r in searched if r.failed]:
+                log.error("poll: %s", line)
             summary = (f"poll: {len(reports)} days, {sum(r.papers for r in reports)} papers, "
                        f"{sum(r.new for r in reports)} new, {len(failed)} failed")
+            if searched:
+                summary += (f"; {len(searched)} searches, {sum(r.new for r in searched)} new results, "
+                            f"{sum(r.failed for r in searched)} failed")
             log.info("%s", summary)
             await store.set_state(LAST_POLL_AT, utcnow().isoformat())
             await store.prune(before=utcnow() - KEEP)
             await store.set_state(LAST_POLL_SUMMARY, summary)
             self.notifier.status(summary)
-            await self._source_health(reports)
+            await self._source_health(reports, searched)
 
     async def digest(self, name: str) -> None:
         """Queue the reader's digest of everything matched since their last one, then deliver."""
@@ -234,22 +239,22 @@ class Daemon:
         async with self._mail_lock:
             _log_outcomes(await deliver_due(self._store, self.config))
 
-    async def _source_health(self, reports: list[DayReport]) -> None:
+    async def _source_health(self, days: list[DayReport], searches: list[SearchReport]) -> None:
         """Tell the operator once when polls keep failing or the page changed shape, once when fixed."""
         assert self._store is not None
         store, config = self._store, self.config
-        failed = [r for r in reports if r.failed]
+        failed = [r.line() for r in days if r.failed] + [r.line() for r in searches if r.failed]
         # A page read from the cards or the API still delivers papers, but the parser needs work.
-        reshaped = [r for r in reports if r.source in (PageSource.CARDS, PageSource.API)
-                    or "changed shape" in (r.detail or "")]
+        reshaped = ([r.line() for r in days if r.source in (PageSource.CARDS, PageSource.API)
+                     or "changed shape" in (r.detail or "")]
+                    + [r.line() for r in searches if "changed shape" in (r.error or "")])
         count = int(await store.get_state(POLL_FAILURES) or 0) + 1 if failed else 0
         await store.set_state(POLL_FAILURES, str(count))
         alerted = await store.get_state(ALERTED) == "yes"
         if not alerted and (reshaped or count >= ALERT_AFTER):
             why = "the page changed shape" if reshaped else f"{count} polls in a row had failing days"
-            lines = [r.line() for r in sorted({*failed, *reshaped}, key=lambda r: r.day)]
             text = "\n".join([f"paperwatch cannot read {config.source.base_url} as it should: {why}.", "",
-                              *lines, "", "You will hear once more when it recovers."])
+                              *dict.fromkeys(failed + reshaped), "", "You will hear once more when it recovers."])
             await self._tell_operator(f"paperwatch: source failing ({why})", text, alerted=True)
             log.warning("source failing (%s): operator told", why)
         elif alerted and not failed and not reshaped:
@@ -332,6 +337,7 @@ class Daemon:
         assert self._store is not None
         for reader in self.config.readers:
             await self._store.reader_state(reader.name)
+        await self._store.watch_searches(saved_searches(self.config))
 
     def _summary(self) -> str:
         rules = sum(len(r.rules) for r in self.config.readers)

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -36,12 +36,17 @@ from paperwatch.errors import ConfigError, MailError, TemplateError
 from paperwatch.mail import Envelope, Transport, open_transport, unsafe_config_file
 from paperwatch.match import Hit, Match, Matcher, RuleSpec
 from paperwatch.models import Paper
-from paperwatch.store import OutboxMessage, QueuedPaper, Store, utcnow
+from paperwatch.store import OutboxMessage, QueuedPaper, SearchHit, Store, utcnow
 
 log = logging.getLogger(__name__)
 
 OPERATOR = "(operator)"  # the outbox's name for notes to paperwatch.admin
 RETRY_FIRST = dt.timedelta(minutes=1)
+# Papers stored this long before the last digest still count as possibly news for the next:
+# a poll's transaction may commit just after a digest read the store.
+FRESH_MARGIN = dt.timedelta(days=1)
+# How long a delivery attempt holds its message: if the process dies, it is due again after this.
+CLAIM = dt.timedelta(minutes=15)
 RETRY_LONGEST = dt.timedelta(hours=1)
 
 
@@ -120,23 +125,30 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
     there is nothing to send (and the reader did not ask for empty notes)."""
     now = now or utcnow()
     state = await store.reader_state(reader.name, now=now, record=not preview)
+    lookback = dt.timedelta(days=config.source.lookback_days)
     # A new reader starts with what the polls find, never with the history a backfill stored.
-    window = since or state.started_at.date() - dt.timedelta(days=config.source.lookback_days)
-    papers = await store.undelivered(reader.name, featured_since=window)
-    items = digest_items(reader, papers, matcher)
+    window = since or state.started_at.date() - lookback
+    # Later digests match again only what can be news since the last one: papers stored since
+    # then, or featured on the days the polls still re-fetch (a rule edit reaches back that far;
+    # `digest --since` reaches further). So a digest costs the same after a year as on day one.
+    fresh = None
+    if since is None and state.last_digest_at is not None:
+        fresh = (state.last_digest_at - FRESH_MARGIN, state.last_digest_at.date() - lookback)
+    papers = await store.undelivered(reader.name, featured_since=window, fresh=fresh)
+    hits = await store.search_hits(reader.name, [(s.query, s.min_upvotes) for s in reader.searches])
+    items = digest_items(reader, papers, matcher, hits)
     if not items and not reader.send_empty:
         return None
     # The period covered: since the last digest (the first one: since the window), reaching back
     # to the oldest paper in it; "papers seen" are those published on the period's days.
     end = now.date()
     start = since or (state.last_digest_at.date() if state.last_digest_at else window)
-    start = min([start, end, *(item.paper.daily_date for item in items if item.paper.daily_date)])
-    published = await store.papers(since=start)
-    info = DigestInfo(
-        reader=reader.name, email=reader.email,
-        days=tuple(sorted({p.daily_date for p in published if p.daily_date and start <= p.daily_date <= end})),
-        papers_seen=len(published), period_start=start, period_end=end,
-    )
+    # (A search result can be years old: the period is that of the days the polls read.)
+    polled = {paper.id for paper in papers}
+    start = min([start, end, *(i.paper.daily_date for i in items if i.paper.daily_date and i.paper.id in polled)])
+    days, seen = await store.featured_between(start, end)
+    info = DigestInfo(reader=reader.name, email=reader.email, days=days, papers_seen=seen,
+                      period_start=start, period_end=end)
     rendered = templates.render(info, items)
     kept = items[: len(items) - rendered.omitted]  # the rest stay pending, for the next digest
     domain = message_domain(config.mail.from_)
@@ -160,16 +172,26 @@ def list_id(reader: str, domain: str) -> str:
     return f"paperwatch digest for {name} <{label}.digest.{domain}>"
 
 
-def digest_items(reader: Reader, papers: Sequence[Paper], matcher: Matcher) -> tuple[DigestItem, ...]:
-    """The reader's matched papers, best rule first (the reader's own rule order), newest first."""
-    order = {rule.name: n for n, rule in enumerate(reader.rules)}
-    items = []
+def digest_items(reader: Reader, papers: Sequence[Paper], matcher: Matcher,
+                 hits: Sequence[SearchHit] = ()) -> tuple[DigestItem, ...]:
+    """The reader's matched papers and new search results, each once, under its best rule or
+    search (the reader's own order: rules, then searches), best-voted first."""
+    names = [rule.name for rule in reader.rules] + [search.name for search in reader.searches]
+    order = {name: n for n, name in enumerate(names)}
+    items: dict[str, DigestItem] = {}
     for paper in papers:
         match = next((m for m in matcher.match(paper) if m.reader == reader.name), None)
         if match is not None:
-            items.append(_item(paper, match, order))
-    items.sort(key=lambda item: (order.get(item.rules[0], len(order)), -(item.paper.upvotes or 0)))
-    return tuple(items)
+            items[paper.id] = _item(paper, match, order)
+    for hit in hits:
+        for search in (s for s in reader.searches if s.query == hit.query):
+            why = f"{search.name}: a new result of your search “{hit.query}”"
+            item = items.get(hit.paper.id) or DigestItem(paper=hit.paper, rules=())
+            if search.name not in item.rules:
+                rules = tuple(sorted((*item.rules, search.name), key=lambda name: order.get(name, len(order))))
+                items[hit.paper.id] = replace(item, rules=rules, why=(*item.why, why))
+    ranked = sorted(items.values(), key=lambda item: (order.get(item.rules[0], len(order)), -(item.paper.upvotes or 0)))
+    return tuple(ranked)
 
 
 def _item(paper: Paper, match: Match, order: dict[str, int]) -> DigestItem:
@@ -242,6 +264,9 @@ async def deliver_due(store: Store, config: Config, *, reader: str | None = None
     try:
         async with open_transport(config.mail) as transport:
             for message in due:
+                moment = now or utcnow()
+                if not await store.claim(message.id, until=moment + CLAIM, now=moment):
+                    continue  # another paperwatch process is sending it
                 outcomes.append(await _deliver(store, config, transport, message, now=now))
     except MailError as exc:  # the transport could not even be opened: every message waits
         for message in due[len(outcomes):]:

@@ -19,6 +19,7 @@ import random
 import re
 import time
 from types import TracebackType
+from urllib.parse import quote_plus
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -40,6 +41,14 @@ _RATELIMIT_T = re.compile(r"(?:^|;)\s*t=(\d+)")
 
 def day_url(base_url: str, day: dt.date) -> str:
     return f"{base_url}/papers/date/{day.isoformat()}"
+
+
+def search_api_url(base_url: str, query: str) -> str:
+    return f"{base_url}/api/papers/search?q={quote_plus(query)}"
+
+
+def search_page_url(base_url: str, query: str) -> str:
+    return f"{base_url}/papers?q={quote_plus(query)}"
 
 
 def api_url(base_url: str, day: dt.date, page: int = 0) -> str:

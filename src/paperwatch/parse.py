@@ -132,11 +132,30 @@ def _shown(value: object) -> str:
     return " ".join(json.dumps(value).split())[:40]
 
 
-def _papers(items: Iterable[Any], *, day: dt.date, url: str) -> tuple[Paper, ...]:
+def parse_search_api(body: bytes, *, url: str) -> tuple[Paper, ...]:
+    """Read ``/api/papers/search?q=...``: a JSON array of items, ranked, each paper with its own featured day."""
+    items = _json(body, url)
+    if not isinstance(items, list):
+        raise ParseError(url, f"expected a JSON array of papers, got {type(items).__name__}")
+    return _papers(items, day=None, url=url)
+
+
+def parse_search_page(body: bytes, *, url: str) -> tuple[Paper, ...]:
+    """Read ``/papers?q=...``: the same data element as a day's page, its ``searchResults`` list."""
+    node = LexborHTMLParser(body).css_first(f'[data-target="{DATA_TARGET}"]')
+    if node is None:
+        raise ParseError(url, "page has changed shape: no DailyPapers data on the search page")
+    items = _props(node, url).get("searchResults")
+    if not isinstance(items, list):
+        raise ParseError(url, "page has changed shape: the search page carries no searchResults list")
+    return _papers(items, day=None, url=url)
+
+
+def _papers(items: Iterable[Any], *, day: dt.date | None, url: str) -> tuple[Paper, ...]:
     papers: dict[str, Paper] = {}
     skipped = 0
     for item in items:
-        paper = _paper(item, day) if isinstance(item, dict) else None
+        paper = _paper(item, day or _featured(item)) if isinstance(item, dict) else None
         if paper is None:
             skipped += 1
         else:
@@ -148,7 +167,19 @@ def _papers(items: Iterable[Any], *, day: dt.date, url: str) -> tuple[Paper, ...
     return tuple(papers.values())
 
 
-def _paper(item: Mapping[str, Any], day: dt.date) -> Paper | None:
+def _featured(item: Mapping[str, Any]) -> dt.date | None:
+    """The day a search result was featured on (``submittedOnDailyAt``), if it says."""
+    paper = item.get("paper")
+    stamp = paper.get("submittedOnDailyAt") if isinstance(paper, dict) else None
+    if not isinstance(stamp, str) or not _DATE.match(stamp):
+        return None
+    try:
+        return dt.date.fromisoformat(stamp[:10])
+    except ValueError:
+        return None
+
+
+def _paper(item: Mapping[str, Any], day: dt.date | None) -> Paper | None:
     paper = item.get("paper")
     if not isinstance(paper, dict):
         return None

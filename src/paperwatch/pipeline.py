@@ -1,8 +1,10 @@
-"""The job bodies: fetch → parse → store for a set of days.
+"""The job bodies: fetch → parse → store for a set of days, and for the readers' saved searches.
 
 ``fetch``, ``backfill``, ``run --once`` and the daemon's poll all come through here, so a day
 is read and recorded the same way whoever asked. Each day is stored in its own transaction
-as soon as it is read: a failing day is recorded as failed and the others still land.
+as soon as it is read: a failing day is recorded as failed and the others still land. Each
+saved search runs once per poll however many readers saved it, JSON API first and the search
+page as the fallback, and is stored apart: a failing search never touches the days.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from dataclasses import dataclass
 
 from yarl import URL
 
+from paperwatch.config import Config
 from paperwatch.errors import FetchError, ParseError
-from paperwatch.fetch import Fetcher, api_url, day_url
+from paperwatch.fetch import Fetcher, api_url, day_url, search_api_url, search_page_url
 from paperwatch.models import DayPage, PageSource, Paper, Validators
-from paperwatch.parse import parse_daily_api, parse_daily_page
-from paperwatch.store import DayFetch, DayState, Store
+from paperwatch.parse import parse_daily_api, parse_daily_page, parse_search_api, parse_search_page
+from paperwatch.store import DayFetch, DayState, SearchFetch, Store
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +149,69 @@ async def _read_api(fetcher: Fetcher, base_url: str, day: dt.date, url: str, sta
         return DayFetch(day, url, status, error=f"{page_error}; the API fallback failed too: {exc}")
     reason = None if papers else "the page could not be read and the API lists none"
     return DayFetch(day, url, status, page=DayPage(day, _unique(papers), PageSource.API, empty_reason=reason))
+
+
+@dataclass(frozen=True, slots=True)
+class SearchReport:
+    """What happened to one saved search's query at one poll."""
+
+    query: str
+    url: str
+    results: int = 0
+    new: int = 0
+    source: str | None = None
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def line(self) -> str:
+        if self.error is not None:
+            return f"search {self.query!r}: failed: {self.error}"
+        via = " (read from the search page)" if self.source == "page" else ""
+        return f"search {self.query!r}: {self.results} results, {self.new} new{via}"
+
+
+def saved_searches(config: Config) -> list[tuple[str, str]]:
+    """Every (reader, query) the config saves."""
+    return [(reader.name, search.query) for reader in config.readers for search in reader.searches]
+
+
+def saved_queries(config: Config) -> list[str]:
+    """The distinct queries to run: each once per poll, however many readers saved it."""
+    return sorted({query for _reader, query in saved_searches(config)})
+
+
+async def fetch_searches(fetcher: Fetcher, store: Store, base_url: str, queries: Iterable[str]) -> list[SearchReport]:
+    """Run each distinct query once and store its results; the fetcher's limits pace them."""
+
+    async def one(query: str) -> SearchReport:
+        fetched = await _read_search(fetcher, base_url, query)
+        new = await store.record_search(fetched)
+        if fetched.error is not None:
+            log.info("%s", fetched.error)
+        return SearchReport(query, fetched.url, len(fetched.papers), new, fetched.source, fetched.error)
+
+    return list(await asyncio.gather(*(one(query) for query in sorted(set(queries)))))
+
+
+async def _read_search(fetcher: Fetcher, base_url: str, query: str) -> SearchFetch:
+    """The API's results; the search page's when the API fails or answers in a shape we don't know."""
+    url = search_api_url(base_url, query)
+    try:
+        response = await fetcher.get(url)
+        return SearchFetch(query, url, response.status, parse_search_api(response.body, url=url), source="api")
+    except (FetchError, ParseError) as exc:
+        log.warning("%s; trying the search page instead", exc)
+        api_error = exc
+    page = search_page_url(base_url, query)
+    try:
+        response = await fetcher.get(page)
+        return SearchFetch(query, page, response.status, parse_search_page(response.body, url=page), source="page")
+    except (FetchError, ParseError) as exc:
+        return SearchFetch(query, page, getattr(exc, "status", None),
+                           error=f"{exc}; the API failed too: {api_error}")
 
 
 def _unique(papers: Sequence[Paper]) -> tuple[Paper, ...]:

@@ -13,6 +13,8 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
+import socket
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -131,6 +133,32 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    """
+    CREATE TABLE searches (
+        query TEXT PRIMARY KEY,
+        outcome TEXT NOT NULL,
+        source TEXT,
+        results INTEGER NOT NULL DEFAULT 0,
+        detail TEXT,
+        checked_at TEXT NOT NULL,
+        ok_at TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE search_results (
+        query TEXT NOT NULL,
+        paper_id TEXT NOT NULL REFERENCES papers(id),
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        PRIMARY KEY (query, paper_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX papers_first_seen ON papers(first_seen);
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    CREATE TABLE reader_searches (
+        reader TEXT NOT NULL,
+        query TEXT NOT NULL,
+        started_at TEXT,
+        PRIMARY KEY (reader, query)
+    ) WITHOUT ROWID;
+    """,
 )
 
 _PAPER_COLUMNS = (
@@ -230,6 +258,40 @@ class ReaderState:
     name: str
     started_at: dt.datetime
     last_digest_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFetch:
+    """The outcome of running one saved search: its results (ranked), or an error."""
+
+    query: str
+    url: str
+    status: int | None
+    papers: tuple[Paper, ...] = ()
+    source: str | None = None  # "api" | "page"
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchState:
+    """What the store knows of one search query, for ``status``."""
+
+    query: str
+    outcome: str
+    source: str | None
+    results: int
+    detail: str | None
+    checked_at: dt.datetime
+    ok_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A paper a saved search found (at ``found_at``) after the reader saved it."""
+
+    paper: Paper
+    query: str
+    found_at: dt.datetime
 
 
 def utcnow() -> dt.datetime:
@@ -343,15 +405,22 @@ class Store:
         return new
 
     async def _save_papers(self, page: DayPage, now: str) -> int:
-        old = {p.id: p for p in await self._papers_by_id([p.id for p in page.papers])}
-        for paper in page.papers:
+        return len(await self._upsert(page.papers, now, day=page.day))
+
+    async def _upsert(self, papers: Sequence[Paper], now: str, *, day: dt.date | None = None) -> set[str]:
+        """Write each paper merged with what is stored, with its featured day (``day``, else its
+        own); return the ids that were new."""
+        old = {p.id: p for p in await self._papers_by_id([p.id for p in papers])}
+        for paper in papers:
             before = old.get(paper.id)
             merged = paper if before is None else merge(before, paper)
             await self._write_paper(merged, now, is_new=before is None)
-            await self._db.execute(
-                "INSERT OR IGNORE INTO features (paper_id, day) VALUES (?, ?)", (paper.id, page.day.isoformat())
-            )
-        return sum(1 for p in page.papers if p.id not in old)
+            featured = day or paper.daily_date
+            if featured is not None:
+                await self._db.execute(
+                    "INSERT OR IGNORE INTO features (paper_id, day) VALUES (?, ?)", (paper.id, featured.isoformat())
+                )
+        return {p.id for p in papers if p.id not in old}
 
     async def _write_paper(self, p: Paper, now: str, *, is_new: bool) -> None:
         values = (
@@ -529,13 +598,30 @@ class Store:
         row = rows[0]
         return ReaderState(row[0], dt.datetime.fromisoformat(row[1]), _datetime(row[2]))
 
-    async def undelivered(self, reader: str, *, featured_since: dt.date) -> list[Paper]:
-        """Papers featured on ``featured_since`` or later that this reader never had in a digest."""
+    async def undelivered(self, reader: str, *, featured_since: dt.date,
+                          fresh: tuple[dt.datetime, dt.date] | None = None) -> list[Paper]:
+        """Papers featured on ``featured_since`` or later that this reader never had in a digest.
+
+        With ``fresh`` = (seen, day), only those first stored after ``seen`` or featured on
+        ``day`` or later: what a digest since the last one can hold, so that composing a digest
+        costs the same after a year as on the first day."""
         sql = (f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE p.id IN "
                "(SELECT paper_id FROM features WHERE day >= ?) AND p.id NOT IN "
-               "(SELECT paper_id FROM delivered WHERE reader = ?) ORDER BY p.daily_date DESC, p.upvotes DESC, p.id")
-        rows = await self._db.execute_fetchall(sql, (featured_since.isoformat(), reader))
+               "(SELECT paper_id FROM delivered WHERE reader = ?)")
+        params: list[str] = [featured_since.isoformat(), reader]
+        if fresh is not None:
+            sql += " AND (p.first_seen > ? OR p.id IN (SELECT paper_id FROM features WHERE day >= ?))"
+            params += [fresh[0].isoformat(), fresh[1].isoformat()]
+        rows = await self._db.execute_fetchall(sql + " ORDER BY p.daily_date DESC, p.upvotes DESC, p.id", params)
         return await self._with_authors(list(rows))
+
+    async def featured_between(self, first: dt.date, last: dt.date) -> tuple[tuple[dt.date, ...], int]:
+        """The days from ``first`` to ``last`` with papers, and how many distinct papers they featured."""
+        span = (first.isoformat(), last.isoformat())
+        days = await self._db.execute_fetchall(
+            "SELECT DISTINCT day FROM features WHERE day BETWEEN ? AND ? ORDER BY day", span)
+        count = await self._scalar("SELECT count(DISTINCT paper_id) FROM features WHERE day BETWEEN ? AND ?", span)
+        return tuple(dt.date.fromisoformat(row[0]) for row in days), int(count or 0)
 
     async def papers_first_seen_since(self, since: dt.datetime) -> int:
         return int(await self._scalar("SELECT count(*) FROM papers WHERE first_seen > ?", (since.isoformat(),)))
@@ -568,14 +654,16 @@ class Store:
         await self._write("UPDATE readers SET last_digest_at = ? WHERE name = ?", ((now or utcnow()).isoformat(), reader))
 
     async def due_messages(self, *, now: dt.datetime | None = None, reader: str | None = None) -> list[OutboxMessage]:
-        """Pending messages whose next attempt is due, oldest first."""
-        sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
-        params: list[str] = [(now or utcnow()).isoformat()]
+        """Pending messages whose next attempt is due (or whose sender died mid-attempt), oldest first."""
+        sql = (f"SELECT {_OUTBOX_COLUMNS}, claimed_by FROM outbox WHERE status = 'pending' "
+               "AND (next_attempt_at <= ? OR claimed_by IS NOT NULL)")
+        stamp = (now or utcnow()).isoformat()
+        params: list[str] = [stamp]
         if reader is not None:
             sql += " AND reader = ?"
             params.append(reader)
         rows = await self._db.execute_fetchall(sql + " ORDER BY id", params)
-        return [_message(row) for row in rows]
+        return [_message(row[:-1]) for row in rows if row[10] <= stamp or _abandoned(row[-1])]
 
     async def messages(self, *, status: str | None = None, limit: int = 50) -> list[OutboxMessage]:
         sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox"
@@ -586,21 +674,117 @@ class Store:
         rows = await self._db.execute_fetchall(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
         return [_message(row) for row in rows]
 
+    async def claim(self, message_id: int, *, until: dt.datetime, now: dt.datetime | None = None) -> bool:
+        """Take a due message for one delivery attempt: its next attempt moves to ``until``, so
+        no other process (a manual ``digest`` beside the daemon) sends it meanwhile. If this
+        process dies, the next one on this machine takes it over at once, another machine after
+        ``until``. False if someone else holds it."""
+        stamp = (now or utcnow()).isoformat()
+        try:
+            async with self._transaction():
+                rows = list(await self._db.execute_fetchall(
+                    "SELECT next_attempt_at, claimed_by FROM outbox WHERE id = ? AND status = 'pending'",
+                    (message_id,)))
+                if not rows or (rows[0][0] > stamp and not _abandoned(rows[0][1])):
+                    return False
+                await self._db.execute("UPDATE outbox SET next_attempt_at = ?, claimed_by = ? WHERE id = ?",
+                                       (until.isoformat(), _ME, message_id))
+                return True
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: write failed: {exc}") from exc
+
     async def mark_sent(self, message_id: int, *, now: dt.datetime | None = None) -> None:
-        await self._write("UPDATE outbox SET status = 'sent', attempts = attempts + 1, done_at = ?, last_error = NULL "
+        await self._write("UPDATE outbox SET status = 'sent', attempts = attempts + 1, done_at = ?, last_error = NULL, claimed_by = NULL "
                           "WHERE id = ?", ((now or utcnow()).isoformat(), message_id))
 
     async def mark_retry(self, message_id: int, error: str, *, next_attempt_at: dt.datetime) -> None:
-        await self._write("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+        await self._write("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, claimed_by = NULL "
+                          "WHERE id = ?",
                           (error, next_attempt_at.isoformat(), message_id))
 
     async def mark_failed(self, message_id: int, error: str, *, now: dt.datetime | None = None) -> None:
-        await self._write("UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?, done_at = ? "
+        await self._write("UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?, done_at = ?, claimed_by = NULL "
                           "WHERE id = ?", (error, (now or utcnow()).isoformat(), message_id))
 
     async def last_digests(self) -> dict[str, dt.datetime | None]:
         rows = await self._db.execute_fetchall("SELECT name, last_digest_at FROM readers ORDER BY name")
         return {row[0]: _datetime(row[1]) for row in rows}
+
+    # -- saved searches -----------------------------------------------------------------
+
+    async def watch_searches(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Note each (reader, query) saved in the config; its results start counting as new
+        from the first successful run of the query after this."""
+        async with self._transaction():
+            await self._db.executemany("INSERT OR IGNORE INTO reader_searches (reader, query) VALUES (?, ?)",
+                                       list(pairs))
+
+    async def record_search(self, fetch: SearchFetch, *, now: dt.datetime | None = None) -> int:
+        """Store one run of a search in one transaction; return how many results it had never shown.
+
+        Results are stored as papers like any other. The readers who saved the query and had not
+        seen it run yet start now: what it shows at this run is their baseline, never mailed."""
+        stamp = (now or utcnow()).isoformat()
+        new = 0
+        try:
+            async with self._transaction():
+                if fetch.error is None:
+                    await self._upsert(fetch.papers, stamp)
+                    seen = {row[0] for row in await self._db.execute_fetchall(
+                        "SELECT paper_id FROM search_results WHERE query = ?", (fetch.query,))}
+                    new = sum(1 for p in fetch.papers if p.id not in seen)
+                    await self._db.executemany(
+                        "INSERT INTO search_results (query, paper_id, first_seen, last_seen) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (query, paper_id) DO UPDATE SET last_seen = excluded.last_seen",
+                        [(fetch.query, p.id, stamp, stamp) for p in fetch.papers])
+                    await self._db.execute("UPDATE reader_searches SET started_at = ? "
+                                           "WHERE query = ? AND started_at IS NULL", (stamp, fetch.query))
+                    await self._db.execute(
+                        "INSERT INTO searches (query, outcome, source, results, checked_at, ok_at) "
+                        "VALUES (?, 'ok', ?, ?, ?, ?) ON CONFLICT (query) DO UPDATE SET outcome = 'ok', "
+                        "source = excluded.source, results = excluded.results, detail = NULL, "
+                        "checked_at = excluded.checked_at, ok_at = excluded.ok_at",
+                        (fetch.query, fetch.source, len(fetch.papers), stamp, stamp))
+                else:
+                    await self._db.execute(
+                        "INSERT INTO searches (query, outcome, detail, checked_at) VALUES (?, 'failed', ?, ?) "
+                        "ON CONFLICT (query) DO UPDATE SET outcome = 'failed', detail = excluded.detail, "
+                        "checked_at = excluded.checked_at", (fetch.query, fetch.error, stamp))
+                await self._db.execute(
+                    "INSERT INTO fetches (at, url, status, outcome, source, papers_seen, papers_new, error) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (stamp, fetch.url, fetch.status, "failed" if fetch.error else "ok", fetch.source,
+                     len(fetch.papers), new, fetch.error))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: could not store the search {fetch.query!r}: {exc}") from exc
+        return new
+
+    async def search_hits(self, reader: str, searches: Sequence[tuple[str, int]], *,
+                          undelivered: bool = True) -> list[SearchHit]:
+        """Results of the reader's searches (query, min_upvotes) that appeared after the reader
+        saved them (and, unless ``undelivered`` is false, that the reader never had in a digest)."""
+        hits: list[SearchHit] = []
+        columns = ", ".join("p." + c.strip() for c in _PAPER_COLUMNS.split(","))
+        for query, min_upvotes in searches:
+            sql = (f"SELECT {columns}, r.first_seen FROM search_results r "
+                   "JOIN reader_searches w ON w.query = r.query AND w.reader = ? JOIN papers p ON p.id = r.paper_id "
+                   "WHERE r.query = ? AND w.started_at IS NOT NULL AND r.first_seen > w.started_at "
+                   "AND coalesce(p.upvotes, 0) >= ?")
+            params: list[str | int] = [reader, query, min_upvotes]
+            if undelivered:
+                sql += " AND p.id NOT IN (SELECT paper_id FROM delivered WHERE reader = ?)"
+                params.append(reader)
+            rows = list(await self._db.execute_fetchall(sql + " ORDER BY r.first_seen, p.id", params))
+            found = {row[0]: dt.datetime.fromisoformat(row[-1]) for row in rows}
+            papers = await self._with_authors([row[:-1] for row in rows])
+            hits += [SearchHit(paper, query, found[paper.id]) for paper in papers]
+        return hits
+
+    async def search_states(self) -> list[SearchState]:
+        rows = await self._db.execute_fetchall(
+            "SELECT query, outcome, source, results, detail, checked_at, ok_at FROM searches ORDER BY query")
+        return [SearchState(r[0], r[1], r[2], r[3], r[4], dt.datetime.fromisoformat(r[5]), _datetime(r[6]))
+                for r in rows]
 
     async def prune(self, *, before: dt.datetime) -> None:
         """Forget what only grows: the fetch log, and the bytes of mail sent or failed, before ``before``.
@@ -630,6 +814,28 @@ class Store:
                 await self._db.execute(sql, params)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: write failed: {exc}") from exc
+
+
+# Who holds a claimed outbox message: this machine and process.
+_ME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _abandoned(owner: str | None) -> bool:
+    """Whether a claim's holder is a process of this machine that no longer runs."""
+    if owner is None:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's: wait for its claim to run out
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
 
 
 def merge(old: Paper, new: Paper) -> Paper:
