@@ -68,6 +68,17 @@ async def test_an_unknown_certificate_authority_is_refused(tmp_path: Path) -> No
     assert recorder.mail_commands == 0
 
 
+async def test_a_private_ca_file_that_is_missing_keeps_the_mail_queued(tmp_path: Path) -> None:
+    certificates, recorder = Certificates(tmp_path), Recorder()
+    with SmtpServer(recorder, mode="starttls", certificates=certificates) as server:
+        config = smtp_config(server, tmp_path, security="starttls", ca_file=str(tmp_path / "gone.pem"))
+        with pytest.raises(MailError, match="gone.pem") as caught:
+            await send(config, envelope())
+        assert caught.value.temporary and recorder.mail_commands == 0
+        await send(smtp_config(server, tmp_path, security="starttls", ca_file=str(certificates.ca_file)), envelope())
+    assert len(recorder.received) == 1 and recorder.received[0].tls
+
+
 async def test_starttls_missing_fails_before_auth_and_before_mail(tmp_path: Path) -> None:
     recorder = Recorder()
     with SmtpServer(recorder, mode="plain", auth=True) as server:

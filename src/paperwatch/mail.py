@@ -8,6 +8,7 @@ anything: the outbox decides what is due and what a failure means.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -133,11 +134,11 @@ class SmtpTransport:
 
     async def connect(self) -> None:
         smtp = self._config
-        context = ssl.create_default_context(cafile=str(smtp.ca_file) if smtp.ca_file else None)
         client = aiosmtplib.SMTP(hostname=smtp.host, port=smtp.port, timeout=smtp.timeout,
-                                 use_tls=smtp.security == "tls", start_tls=False, tls_context=context,
-                                 local_hostname=_local_hostname())
+                                 use_tls=smtp.security == "tls", start_tls=False, local_hostname=_local_hostname())
         try:
+            context = _tls_context(smtp.ca_file) if smtp.security != "none" else None
+            client.tls_context = context
             await client.connect()
             if smtp.security == "starttls":
                 await client.ehlo()
@@ -186,6 +187,17 @@ class SmtpTransport:
             await client.quit()
         except (aiosmtplib.SMTPException, OSError):
             client.close()
+
+
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The verifying TLS context, built once per CA file (and again when the file changes):
+    loading the system's certificates costs more than a whole delivery."""
+    return _context_for(str(ca_file), ca_file.stat().st_mtime_ns) if ca_file else _context_for(None, 0)
+
+
+@functools.lru_cache(maxsize=4)
+def _context_for(ca_file: str | None, _version: int) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
 
 
 def _local_hostname() -> str:
