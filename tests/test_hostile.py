@@ -33,7 +33,7 @@ from paperwatch.config import load_config
 from paperwatch.errors import FetchError, ParseError
 from paperwatch.fetch import MAX_REDIRECTS, Fetcher, day_url
 from paperwatch.models import DayPage, PageSource, Paper
-from paperwatch.parse import parse_daily_api, parse_daily_page
+from paperwatch.parse import parse_daily_api, parse_daily_page, parse_search_api, parse_search_page
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 URL = "https://huggingface.co/papers/date/2025-03-05"
@@ -41,11 +41,21 @@ DAY = dt.date(2025, 3, 5)
 
 # Fresh randomness on every run, in numbers that keep the whole file to seconds (about 1,000
 # examples in all); REAL is for the properties run on each real page, parsed whole every time.
-BOUNDED = settings(max_examples=80, deadline=None,
+BOUNDED = settings(max_examples=60, deadline=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-REAL = settings(parent=BOUNDED, max_examples=50)
+REAL = settings(parent=BOUNDED, max_examples=40)
 
 Parse = Callable[..., DayPage]
+# Search results carry each its own featured day: checked as a DayPage of this day.
+SEARCH = dt.date.min
+
+
+def search_page(body: bytes, *, day: dt.date, url: str) -> DayPage:
+    return DayPage(day=day, papers=parse_search_page(body, url=url), source=PageSource.JSON)
+
+
+def search_api(body: bytes, *, day: dt.date, url: str) -> DayPage:
+    return DayPage(day=day, papers=parse_search_api(body, url=url), source=PageSource.API)
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,7 +112,10 @@ def check_paper(paper: Paper, page: DayPage) -> None:
             check_text(value, name)
     for name in ("upvotes", "comments", "github_stars"):
         check_count(getattr(paper, name), name)
-    assert paper.daily_date == page.day
+    if page.day is SEARCH:
+        assert paper.daily_date is None or type(paper.daily_date) is dt.date
+    else:
+        assert paper.daily_date == page.day
     assert paper.complete is (page.source is not PageSource.CARDS)
     json.dumps(paper.as_json(), ensure_ascii=False).encode("utf-8")  # storable and printable
 
@@ -152,6 +165,7 @@ class Sample:
     name: str
     day: dt.date  # the day it is asked for
     parse: Parse
+    papers_key: str | None = "dailyPapers"  # where the hydration data lists them; None: a JSON array
 
     @cached_property
     def body(self) -> bytes:
@@ -193,7 +207,9 @@ class Sample:
 DAILY = Sample("papers-date-2025-03-05.html", DAY, parse_daily_page)
 CARDS = Sample("papers-date-2025-03-06-cards-only.html", dt.date(2025, 3, 6), parse_daily_page)
 WEEKEND = Sample("papers-date-2025-03-08-weekend.html", dt.date(2025, 3, 8), parse_daily_page)
-API = Sample("api-daily_papers-2025-03-05.json", DAY, parse_daily_api)
+API = Sample("api-daily_papers-2025-03-05.json", DAY, parse_daily_api, None)
+SEARCH_PAGE = Sample("papers-search-q-deep-networks.html", SEARCH, search_page, "searchResults")
+SEARCH_API = Sample("api-papers-search-q-deep-networks.json", SEARCH, search_api, None)
 SAMPLE_SET = (DAILY, CARDS, WEEKEND, API)
 
 
@@ -203,7 +219,8 @@ def test_the_samples_parse_as_expected() -> None:
     assert len(CARDS.reference.papers) == 26 and CARDS.reference.source is PageSource.CARDS
     assert WEEKEND.reference.papers == () and WEEKEND.reference.empty_reason
     assert len(API.reference.papers) == 26
-    for sample in SAMPLE_SET:
+    assert SEARCH_PAGE.reference.papers == SEARCH_API.reference.papers != ()
+    for sample in (*SAMPLE_SET, SEARCH_PAGE, SEARCH_API):
         check_page(sample.reference, sample.day)
 
 
@@ -265,6 +282,7 @@ papers = st.fixed_dictionaries(
         "upvotes": value_or_hostile(st.integers(0, 500)), "githubStars": value_or_hostile(st.integers(0, 10**6)),
         "githubRepo": value_or_hostile(texts), "projectPage": value_or_hostile(texts),
         "publishedAt": value_or_hostile(st.datetimes().map(lambda d: d.isoformat() + "Z") | texts),
+        "submittedOnDailyAt": value_or_hostile(st.datetimes().map(lambda d: d.isoformat() + "Z") | texts),
         "organization": mostly(st.fixed_dictionaries({}, optional={"name": hostile, "fullname": hostile})),
         "ai_keywords": mostly(st.lists(value_or_hostile(texts), max_size=4)),
     },
@@ -334,6 +352,11 @@ hydration_pages = st.builds(
     lambda props, escape: data_div(serialise(props, escape=escape)),
     props_for(DAY), st.sampled_from((True, True, True, False)),  # unescaped quotes once in four
 )
+search_pages = st.builds(
+    lambda results, escape: data_div(serialise({"dailyPapers": [], "searchResults": results, "query": {"q": "x"}},
+                                               escape=escape)),
+    mostly(item_lists), st.sampled_from((True, True, True, False)),
+)
 arbitrary_api = st.one_of(
     st.binary(max_size=3_000),
     hostile.map(lambda data: serialise(data, escape=False)),
@@ -373,6 +396,15 @@ def test_any_cards_give_well_formed_papers_or_a_parse_error(body: bytes) -> None
 def test_any_bytes_as_an_api_answer_give_well_formed_papers_or_a_parse_error(body: bytes) -> None:
     """Noise, any JSON, and lists of items with hostile fields."""
     attempt(parse_daily_api, body)
+
+
+@BOUNDED
+@given(body=st.one_of(arbitrary_pages, search_pages), api=arbitrary_api)
+def test_any_bytes_as_a_search_page_or_answer_give_well_formed_papers_or_a_parse_error(body: bytes,
+                                                                                       api: bytes) -> None:
+    """The search readers: the same hostile input, results each with its own featured day."""
+    attempt(search_page, body, SEARCH)
+    attempt(search_api, api, SEARCH)
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,7 +466,7 @@ def check_never_another_days_papers(sample: Sample, body: bytes, page: DayPage |
         assert sample.day.isoformat().encode() in body, "another day's papers taken for the asked day"
 
 
-@pytest.mark.parametrize("sample", SAMPLE_SET, ids=lambda s: s.name)
+@pytest.mark.parametrize("sample", (*SAMPLE_SET, SEARCH_PAGE, SEARCH_API), ids=lambda s: s.name)
 @REAL
 @given(data=st.data())
 def test_mangled_real_pages_give_well_formed_papers_or_a_parse_error(sample: Sample, data: st.DataObject) -> None:
@@ -467,10 +499,10 @@ def test_a_truncated_real_page_is_an_error_or_a_subset_of_the_real_papers(sample
 
 @pytest.mark.parametrize("sample", (DAILY, CARDS, WEEKEND), ids=lambda s: s.name)
 def test_a_real_page_cut_at_a_tag_boundary_is_an_error_or_a_subset_of_the_real_papers(sample: Sample) -> None:
-    """Cuts just before or after a tag, where a cut page looks most whole: a hundred of them,
+    """Cuts just before or after a tag, where a cut page looks most whole: sixty of them,
     spread over the page."""
     cuts = sorted({m.start() for m in re.finditer(rb"<", sample.body)} | {m.end() for m in re.finditer(rb">", sample.body)})
-    for cut in cuts[::max(1, len(cuts) // 100)]:
+    for cut in cuts[::max(1, len(cuts) // 60)]:
         real_papers_only(sample, attempt(sample.parse, sample.body[:cut], sample.day))
 
 
@@ -478,7 +510,7 @@ def test_a_real_page_cut_at_a_tag_boundary_is_an_error_or_a_subset_of_the_real_p
 # Mangled hydration data: wrong types and hostile values anywhere in the real JSON
 # --------------------------------------------------------------------------------------------
 
-JSON_SAMPLES = (DAILY, WEEKEND, API)
+JSON_SAMPLES = (DAILY, WEEKEND, API, SEARCH_PAGE)
 
 
 class _Missing:
@@ -490,13 +522,13 @@ MISSING = _Missing()  # as a value: remove the key
 
 
 @st.composite
-def json_path(draw: st.DrawFn, root: Any) -> list[Any]:
+def json_path(draw: st.DrawFn, root: Any, papers_key: str | None) -> list[Any]:
     """A path from ``root`` to one of its values, mostly inside the list of papers, often deep
     in one paper (its title, an author's name)."""
     path: list[Any] = []
     node = root
-    if isinstance(node, dict) and "dailyPapers" in node and draw(st.integers(0, 9)):
-        path, node = ["dailyPapers"], node["dailyPapers"]
+    if papers_key is not None and draw(st.integers(0, 9)):
+        path, node = [papers_key], node[papers_key]
     while isinstance(node, (dict, list)) and node:
         key = draw(st.sampled_from(sorted(node)) if isinstance(node, dict) else st.integers(0, len(node) - 1))
         path.append(key)
@@ -540,7 +572,7 @@ def test_hostile_values_in_the_real_json_never_crash_or_change_other_papers(samp
     """One value anywhere in the real data replaced by a hostile one (or removed): the other
     papers come out exactly as before."""
     root = sample.data
-    path = data.draw(json_path(root))
+    path = data.draw(json_path(root, sample.papers_key))
     value = data.draw(hostile | st.just(MISSING)) if path else data.draw(hostile)
     note(f"{path} = {value!r:.200}")
     mangled_root = replaced(root, path, value)
@@ -550,7 +582,7 @@ def test_hostile_values_in_the_real_json_never_crash_or_change_other_papers(samp
     if page is None or page.empty_reason is not None:
         return
     # The papers the change did not touch are exactly as before.
-    to_list = ["dailyPapers"] if isinstance(root, dict) else []
+    to_list = [sample.papers_key] if sample.papers_key else []
     if path[:len(to_list)] != to_list or len(path) <= len(to_list):
         return  # the list itself or the page around it changed
     index = path[len(to_list)]
@@ -764,7 +796,7 @@ locations = st.one_of(
 )
 
 
-@settings(parent=BOUNDED, max_examples=60)
+@settings(parent=BOUNDED, max_examples=50)
 @given(location=locations)
 def test_no_location_at_all_takes_the_fetcher_off_the_site(tmp_path_factory: pytest.TempPathFactory,
                                                            location: str) -> None:
