@@ -501,9 +501,10 @@ def test_a_truncated_real_page_is_an_error_or_a_subset_of_the_real_papers(sample
 def test_a_real_page_cut_at_a_tag_boundary_is_an_error_or_a_subset_of_the_real_papers(sample: Sample) -> None:
     """Cuts just before or after a tag, where a cut page looks most whole: sixty of them,
     spread over the page."""
-    cuts = sorted({m.start() for m in re.finditer(rb"<", sample.body)} | {m.end() for m in re.finditer(rb">", sample.body)})
+    body = sample.body
+    cuts = sorted({m.start() for m in re.finditer(rb"<", body)} | {m.end() for m in re.finditer(rb">", body)})
     for cut in cuts[::max(1, len(cuts) // 60)]:
-        real_papers_only(sample, attempt(sample.parse, sample.body[:cut], sample.day))
+        real_papers_only(sample, attempt(sample.parse, body[:cut], sample.day))
 
 
 # --------------------------------------------------------------------------------------------
@@ -603,8 +604,9 @@ def test_a_page_not_showing_the_asked_day_never_gives_papers(sample: Sample, dat
     key = data.draw(st.sampled_from(("dateString", "periodType")))
     wrong = hostile.filter(lambda v: v != asked) if key == "dateString" else hostile.filter(lambda v: v != "day")
     other_dates = st.dates().map(dt.date.isoformat).filter(lambda v: v != asked)
-    value = data.draw(wrong | other_dates | st.sampled_from([MISSING, asked + " ", asked + "\n", asked.replace("-", "/")])
-                      if key == "dateString" else wrong | st.sampled_from(["week", "month", "Day", " day"]))
+    odd = st.sampled_from([MISSING, asked + " ", asked + "\n", asked.replace("-", "/")])
+    periods = st.sampled_from(["week", "month", "Day", " day"])
+    value = data.draw(wrong | other_dates | odd if key == "dateString" else wrong | periods)
     note(f"{key} = {value!r:.200}")
     props = replaced(sample.data, [key], value)
     page = attempt(sample.parse, sample.encode(props), sample.day)

@@ -214,7 +214,8 @@ def test_json_nested_too_deeply_is_a_parse_error(body: bytes) -> None:
         parse_daily_page(b'<div data-target="DailyPapers" data-props="' + escaped + b'"></div>', day=DAY, url=URL)
 
 
-@pytest.mark.parametrize("paper_id", ["2503.00001\n", "2503.00001/", "../x", "2503.00001/../../settings", "a b", "x" * 65])
+@pytest.mark.parametrize("paper_id",
+                         ["2503.00001\n", "2503.00001/", "../x", "2503.00001/../../settings", "a b", "x" * 65])
 def test_ids_are_whole_path_segments(paper_id: str) -> None:
     with pytest.raises(ParseError, match="none of the 1 papers"):
         parse_daily_api(json.dumps([item(paper_id)]).encode(), day=DAY, url=URL)
@@ -238,8 +239,8 @@ def test_counts_beyond_any_real_one_are_missing() -> None:
 
 
 def test_links_and_dates_are_one_clean_line_and_dates_are_iso_8601() -> None:
-    items = [item("2503.00001", githubRepo=" https://github.com/a/b\r\nX-Injected: 1 ", projectPage="\u202ehttps://x.org",
-                  publishedAt="2024-07-18T05:15:24.000Z\n"),
+    items = [item("2503.00001", githubRepo=" https://github.com/a/b\r\nX-Injected: 1 ",
+                  projectPage="\u202ehttps://x.org", publishedAt="2024-07-18T05:15:24.000Z\n"),
              item("2503.00002", publishedAt="yesterday"), item("2503.00003", publishedAt="2024-13-45")]
     first, second, third = parse_daily_api(json.dumps(items).encode(), day=DAY, url=URL).papers
     assert first.github_repo == "https://github.com/a/b X-Injected: 1"
