@@ -23,11 +23,13 @@ def test_parse_bench_compares_ours_bare_and_beautifulsoup() -> None:
         assert ours_over_bare < 2.5 and soup_over_ours > 4, run.stdout
 
 
-def test_match_bench_agrees_with_the_naive_loop_and_stays_flat_in_rules() -> None:
+def test_match_bench_agrees_with_the_naive_loop_and_grows_with_text_not_rules() -> None:
     run = subprocess.run([sys.executable, str(BENCH / "match"), "--quick"], capture_output=True, text=True,
                          timeout=300)
     assert "PASS  identical results" in run.stdout, run.stdout + run.stderr
     speedup = re.search(r"(\d+)x faster than the naive loop", run.stdout)
     growth = re.search(r"ours grows ([\d.]+)x for", run.stdout)
-    assert speedup and growth, run.stdout
-    assert int(speedup.group(1)) >= 10 and float(growth.group(1)) <= 6, run.stdout
+    per_char = [float(m) for m in re.findall(r"cost per character within ([\d.]+)x", run.stdout)]
+    assert speedup and growth and len(per_char) == 2, run.stdout
+    assert int(speedup.group(1)) >= 10 and float(growth.group(1)) <= 6 and max(per_char) <= 4, run.stdout
+    assert all(re.search(rf"^\s+{count}\s", run.stdout, re.M) for count in ("100", "1,000", "10,000")), run.stdout
