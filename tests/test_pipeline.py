@@ -62,6 +62,33 @@ async def test_a_failing_day_is_reported_and_the_others_still_land(run: Harness,
     assert await run.ids() == served_ids(fake_hf, WED) | served_ids(fake_hf, FRI)
 
 
+async def test_a_page_that_takes_too_long_to_read_fails_its_day_and_the_loop_goes_on(
+        run: Harness, fake_hf: FakeHF, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import time
+
+    import paperwatch.pipeline
+
+    monkeypatch.setattr(paperwatch.pipeline, "PARSE_TIMEOUT", 0.2)
+    nested = ("<html><body>" + "<div>" * 20000 + "x" + "</div>" * 20000 + "</body></html>").encode()
+    fake_hf.fail(f"/papers/date/{THU}", Fault.status(200, {"Content-Type": "text/html"}, nested))
+    fake_hf.fail(f"/api/daily_papers?date={THU}", *[Fault.status(503)] * 10)
+    ticks = 0
+
+    async def clock() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking, started = asyncio.create_task(clock()), time.monotonic()
+    reports = await run.fetch(WED, THU)
+    ticking.cancel()
+    assert reports[THU].failed and "reading it took over 0.2 s" in (reports[THU].detail or "")
+    assert ticks >= (time.monotonic() - started) / 0.01 / 4, "the event loop stalled while parsing"
+    assert await run.ids() == served_ids(fake_hf, WED)
+
+
 @pytest.mark.parametrize("mode", ["changed", "broken_json", "truncated"])
 async def test_an_unreadable_page_falls_back_to_the_api(run: Harness, fake_hf: FakeHF, mode: str) -> None:
     fake_hf.page_mode[WED] = mode

@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from yarl import URL
 
@@ -30,6 +31,8 @@ API_PAGE_SIZE = 100
 API_MAX_PAGES = 10
 # A day's list keeps growing for a day or two after it; only then is a fetch of it final.
 SETTLE_DAYS = 2
+PARSE_TIMEOUT = 20.0  # seconds; a real page takes milliseconds
+_Parsed = TypeVar("_Parsed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +131,7 @@ async def _read_day(fetcher: Fetcher, base_url: str, day: dt.date, validators: V
         page = DayPage(day, (), PageSource.JSON, empty_reason=f"the site redirected to {final.path}")
         return DayFetch(day, url, response.status, page=page)
     try:
-        page = parse_daily_page(response.body, day=day, url=url)
+        page = await _parse(parse_daily_page, response.body, day=day, url=url)
     except ParseError as exc:
         log.warning("%s; trying the API instead", exc)
         return await _read_api(fetcher, base_url, day, url, response.status, page_error=exc)
@@ -141,7 +144,7 @@ async def _read_api(fetcher: Fetcher, base_url: str, day: dt.date, url: str, sta
     try:
         for number in range(API_MAX_PAGES):
             response = await fetcher.get(api_url(base_url, day, number))
-            batch = parse_daily_api(response.body, day=day, url=response.url).papers
+            batch = (await _parse(parse_daily_api, response.body, day=day, url=response.url)).papers
             papers += batch
             if len(batch) < API_PAGE_SIZE:
                 break
@@ -201,17 +204,31 @@ async def _read_search(fetcher: Fetcher, base_url: str, query: str) -> SearchFet
     url = search_api_url(base_url, query)
     try:
         response = await fetcher.get(url)
-        return SearchFetch(query, url, response.status, parse_search_api(response.body, url=url), source="api")
+        papers = await _parse(parse_search_api, response.body, url=url)
+        return SearchFetch(query, url, response.status, papers, source="api")
     except (FetchError, ParseError) as exc:
         log.warning("%s; trying the search page instead", exc)
         api_error = exc
     page = search_page_url(base_url, query)
     try:
         response = await fetcher.get(page)
-        return SearchFetch(query, page, response.status, parse_search_page(response.body, url=page), source="page")
+        papers = await _parse(parse_search_page, response.body, url=page)
+        return SearchFetch(query, page, response.status, papers, source="page")
     except (FetchError, ParseError) as exc:
         return SearchFetch(query, page, getattr(exc, "status", None),
                            error=f"{exc}; the API failed too: {api_error}")
+
+
+async def _parse(parse: Callable[..., _Parsed], body: bytes, **where: Any) -> _Parsed:
+    """``parse(body, **where)`` off the event loop, within PARSE_TIMEOUT.
+
+    A real page parses in milliseconds, but markup nested tens of thousands deep takes the
+    HTML parser minutes: the daemon must go on answering its watchdog and sending digests,
+    and the day fails instead (the thread finishes in the background)."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(parse, body, **where), PARSE_TIMEOUT)
+    except TimeoutError:
+        raise ParseError(where["url"], f"page has changed shape: reading it took over {PARSE_TIMEOUT:g} s") from None
 
 
 def _unique(papers: Sequence[Paper]) -> tuple[Paper, ...]:
