@@ -617,3 +617,18 @@ def test_the_whole_table_compiled_as_one_rule_set_gives_every_rows_answer() -> N
     for n, case in enumerate(CASES):
         found = [rule for m in matcher.match(paper_of(case)) for rule in m.rules]
         assert (f"row {n}" in found) is case.matches, case.what
+
+
+def test_matching_for_one_reader_and_a_paper_whose_text_changed() -> None:
+    """``match(paper, reader=...)`` gives that reader's match only; a paper seen again with a new
+    abstract (a cards-only fetch completed later) is matched on its new text, not the remembered one."""
+    matcher = Matcher.compile([RuleSpec(reader="alice", name="grok", keywords=("grokking",)),
+                               RuleSpec(reader="bob", name="grok too", keywords=("grokking",)),
+                               RuleSpec(reader="bob", name="collapse", keywords=("neural collapse",))])
+    bare = Paper(id="2503.00001", title="A Study")
+    assert matcher.match(bare) == []
+    full = Paper(id="2503.00001", title="A Study", summary="We find grokking and neural collapse.")
+    assert [m.reader for m in matcher.match(full)] == ["alice", "bob"]
+    [only] = matcher.match(full, reader="bob")
+    assert only.reader == "bob" and only.rules == ("grok too", "collapse")
+    assert matcher.match(full, reader="carol") == []

@@ -203,7 +203,7 @@ async def _match(args: argparse.Namespace, config: Config) -> int:
         print(f"{m.reader}  {m.paper_id}  {titles[m.paper_id]}")
         for hit in m.why:
             where = hit.text if hit.field == "search" else \
-                f"“{hit.term}” in the {hit.field.replace('_', ' ')}: {hit.text}"
+                f"“{hit.term.strip(chr(34))}” in the {hit.field.replace('_', ' ')}: {hit.text}"
             print(f"    {hit.rule}: {where}")
     since = f"since {args.since}" if args.since else f"among the {len(papers)} stored papers"
     for reader in _readers(config, args.reader):

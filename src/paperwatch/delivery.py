@@ -180,7 +180,7 @@ def digest_items(reader: Reader, papers: Sequence[Paper], matcher: Matcher,
     order = {name: n for n, name in enumerate(names)}
     items: dict[str, DigestItem] = {}
     for paper in papers:
-        match = next((m for m in matcher.match(paper) if m.reader == reader.name), None)
+        match = next(iter(matcher.match(paper, reader=reader.name)), None)
         if match is not None:
             items[paper.id] = _item(paper, match, order)
     for hit in hits:

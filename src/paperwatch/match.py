@@ -49,6 +49,7 @@ import logging
 import re
 import unicodedata
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -65,6 +66,7 @@ MAX_PHRASE_WORDS = 8
 _QUERY_FIELDS = {"title": "title", "abstract": "abstract", "ai_keywords": "ai_keywords"}
 _MAX_COMPOUND = 8  # a hyphenated run longer than this is noise; only its first parts are joined
 _MEMO_LIMIT = 200_000
+_RECENT_PAPERS = 2048  # scanned papers remembered: more than a few days of the site
 
 # Letters NFKD leaves alone, dashes, and invisible characters that split words in copied text.
 _FOLD_TABLE = str.maketrans(
@@ -616,6 +618,11 @@ class Matcher:
                     triggers[term.probe].append(index)
         self._triggers = triggers
         self._always = frozenset(i for i, rule in enumerate(rules) if rule.holds_without_hits())
+        self._by_reader: dict[str, frozenset[int]] = {}
+        for index, rule in enumerate(rules):
+            self._by_reader[rule.reader] = self._by_reader.get(rule.reader, frozenset()) | {index}
+        # What a paper's text holds, by text: a digest for each of many readers looks at the same papers.
+        self._recent: OrderedDict[tuple[object, ...], tuple[dict[str, _Text], Found]] = OrderedDict()
         # Only the fields some word or regex term looks at are tokenized, each regex only where used.
         word_probes = set(builder.words.values())
         regex_fields: dict[int, set[str]] = {probe: set() for probe, _ in builder.regexes.values()}
@@ -642,13 +649,15 @@ class Matcher:
             raise ConfigError(builder.problems)
         return cls(compiled, builder)
 
-    def match(self, paper: Paper) -> list[Match]:
-        """One Match per reader with a rule matching ``paper``, readers in the order of their rules."""
-        texts = {name: _Text(_field_text(paper, name)) for name in self._fields}
-        found = self._found(paper, texts)
-        candidates = {index for probe in found for index in self._triggers.get(probe, ())}
+    def match(self, paper: Paper, *, reader: str | None = None) -> list[Match]:
+        """One Match per reader with a rule matching ``paper`` (only ``reader``'s, if given),
+        readers in the order of their rules."""
+        texts, found = self._scanned(paper)
+        candidates = {index for probe in found for index in self._triggers.get(probe, ())} | self._always
+        if reader is not None:
+            candidates &= self._by_reader.get(reader, frozenset())
         by_reader: dict[str, list[_Rule]] = {}
-        for index in sorted(candidates | self._always):
+        for index in sorted(candidates):
             rule = self._rules[index]
             if rule.matches(found, paper.upvotes or 0):
                 by_reader.setdefault(rule.reader, []).append(rule)
@@ -657,6 +666,19 @@ class Matcher:
     def match_all(self, papers: Iterable[Paper]) -> list[Match]:
         """The matches of every paper, in paper order."""
         return [found for paper in papers for found in self.match(paper)]
+
+    def _scanned(self, paper: Paper) -> tuple[dict[str, _Text], Found]:
+        """The paper's fields tokenized and what they hold; remembered for the last papers seen."""
+        key = (paper.title, paper.summary, paper.authors, paper.ai_keywords, paper.organization)
+        known = self._recent.get(key)
+        if known is not None:
+            self._recent.move_to_end(key)
+            return known
+        texts = {name: _Text(_field_text(paper, name)) for name in self._fields}
+        known = self._recent[key] = (texts, self._found(paper, texts))
+        if len(self._recent) > _RECENT_PAPERS:
+            self._recent.popitem(last=False)
+        return known
 
     def _found(self, paper: Paper, texts: dict[str, _Text]) -> Found:
         found: Found = {}
