@@ -1,6 +1,6 @@
 """The soak: the real ``paperwatch run`` process through weeks of simulated days, under faults.
 
-Shared by ``bench/soak`` (60 simulated days, 20 kills, about ten minutes) and
+Shared by ``bench/soak`` (60 simulated days, 20 kills, about seven minutes) and
 ``tests/test_soak.py`` (a CI-sized run of the same harness and the same checks).
 
 Time is accelerated, not faked. paperwatch reads the real UTC date, so the N simulated days
@@ -26,7 +26,9 @@ and stretches of changed, broken or truncated pages; the SMTP server answers DAT
 refuses the login for a while, and is down for a stretch (stopped, then a new server on
 the same port). The daemon is SIGKILLed at random moments, some of them inside an SMTP
 transaction (at MAIL, or after DATA before the 250), and restarted after a short pause; a
-few times it is stopped with SIGTERM instead (``systemctl restart``), which must exit 0.
+few times it is stopped with SIGTERM instead (``systemctl restart``): at a random moment,
+while a scheduled digest is being sent, or while a scheduled poll waits on a slow page; it
+must let that work finish and exit 0.
 Once, the rule file is saved with a bad regular expression: the running daemon rejects it
 and keeps its rules, a restart meanwhile exits 78 and stays down, and the file is fixed
 some days later with one rule added. Later another rule is added, for a reload to take.
@@ -49,7 +51,8 @@ checker fetches the site once more into a separate database and requires:
 * ``PRAGMA integrity_check`` says ok; ``status`` shows no failing day;
 * the SMTP password (and its base64 forms) appears in nothing the soak wrote: logs,
   ``status`` and ``status --json`` output, databases, config, the mailbox;
-* no traceback in the daemon's logs; every SIGTERM exits 0; every restart is READY.
+* no traceback in the daemon's logs (a job cancelled by SIGTERM logs one); every SIGTERM
+  exits 0; every restart says READY=1.
 
 Why "expected" is exact: the site's texts never change, upvotes only rise, and the rules
 only ever gain rules (the broken file never took effect), so every paper a digest matched
@@ -87,7 +90,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from fakehf import MISSING, FakeHF, Fault
-from paperwatch.config import load_config
+from paperwatch.config import load_config, parse_duration
 from paperwatch.daemon import LAST_POLL_AT, LAST_POLL_SUMMARY
 from paperwatch.delivery import compile_rules, deliver_due, prepare
 from paperwatch.errors import ConfigError
@@ -428,14 +431,15 @@ class Mailbox(Recorder):
         self.refuse_logins_until = 0.0
         self.refuse_logins_left = 0  # refused past the stretch until this many were
         self.injected: Counter[str] = Counter()
-        self._armed: tuple[int, str] | None = None
+        self._armed: tuple[int, str, signal.Signals] | None = None
         self.fired = threading.Event()
         self.arrivals: list[tuple[float, str, bool]] = []  # (time.time(), Message-ID, connection dropped)
         self.events: list[tuple[float, str]] = []  # (time.time(), what) that may cut a delivery short
 
-    def arm(self, pid: int, step: str) -> None:
+    def arm(self, pid: int, step: str, signum: signal.Signals = signal.SIGKILL) -> None:
+        """Send ``signum`` to ``pid`` when the next transaction reaches ``step`` ("mail" or "data")."""
         self.fired.clear()
-        self._armed = (pid, step)
+        self._armed = (pid, step, signum)
 
     def disarm(self) -> None:
         self._armed = None
@@ -445,9 +449,9 @@ class Mailbox(Recorder):
         if armed is None or armed[1] != step:
             return False
         self._armed = None
-        self.events.append((time.time(), f"SIGKILL at {step.upper()}"))
+        self.events.append((time.time(), f"{armed[2].name} at {step.upper()}"))
         with contextlib.suppress(ProcessLookupError):
-            os.kill(armed[0], signal.SIGKILL)
+            os.kill(armed[0], armed[2])
         self.fired.set()
         return True
 
@@ -456,7 +460,7 @@ class Mailbox(Recorder):
         if not session.authenticated:
             return "530 5.7.0 Authentication required"
         if self._kill("mail"):  # the digest is committed, no byte of it has left
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # a SIGTERM must let this delivery finish; a SIGKILL ends it here
         return await super().handle_MAIL(server, session, envelope, address, options)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -556,6 +560,7 @@ class Daemon:
         self.logs: list[Path] = []
         self.expected_exit = False  # the harness is about to kill or stop it
         self.starting = False  # start() is waiting for READY=1 and sees any exit itself
+        self.started = 0.0  # time.monotonic() of the last start
         self.exits: Counter[str] = Counter()
         self.events: list[tuple[float, str]] = []  # (time.time(), signal sent)
 
@@ -588,6 +593,7 @@ class Daemon:
                 sys.executable, "-m", "paperwatch", verbosity, "-c", str(self.config), "run", env=self.env,
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out)
         self.expected_exit = False
+        self.started = time.monotonic()
         deadline = time.monotonic() + 30
         while "READY=1" not in self.notify.drain():
             if self.proc.returncode is not None:
@@ -611,12 +617,14 @@ class Daemon:
         self.exits[f"exit {code}"] += 1
         return code
 
-    async def stop(self) -> int | None:
-        """SIGTERM; the exit code, or None when it did not stop in time (then killed)."""
+    async def stop(self, *, signalled: bool = False) -> int | None:
+        """SIGTERM (unless ``signalled`` already); the exit code, or None when it did not stop in
+        time (then killed)."""
         assert self.proc is not None
         self.expected_exit = True
-        self.events.append((time.time(), "SIGTERM"))
-        self.proc.send_signal(signal.SIGTERM)
+        if not signalled:
+            self.events.append((time.time(), "SIGTERM"))
+            self.proc.send_signal(signal.SIGTERM)
         try:
             code = await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT)
         except TimeoutError:
@@ -653,7 +661,9 @@ async def paperwatch(*args: str, env: dict[str, str] | None = None) -> tuple[int
 @dataclass(frozen=True)
 class Kill:
     at: float
-    step: str | None  # None: any moment; "mail" / "data": inside an SMTP transaction; "term": SIGTERM
+    step: str | None  # None: any moment; "mail" / "data": inside an SMTP transaction;
+    #                   "term": SIGTERM instead, "term at mail": SIGTERM while a digest is being sent,
+    #                   "term at poll": SIGTERM while a scheduled poll waits on a slow page
     pause: float
     while_broken: bool = False  # the restart meets the broken rule file: exit 78, down until the fix
 
@@ -678,13 +688,13 @@ class Plan:
         site_kinds += [rng.choice(site_kinds) for _ in range(max(0, options.days // 3 - len(site_kinds)))]
         rng.shuffle(site_kinds)
         site = [(at, rng.uniform(0.7, 2.0) * day, kind)
-                for at, kind in zip(moments(len(site_kinds), 0.05, 0.85), site_kinds)]
+                for at, kind in zip(moments(len(site_kinds), 0.05, 0.7), site_kinds)]
         smtp_kinds = ["421", "451", "drop", "down", "login"]
         smtp_kinds += [rng.choice(["421", "451", "drop", "drop", "down", "login"])
                        for _ in range(max(0, options.days // 4 - len(smtp_kinds)))]
         rng.shuffle(smtp_kinds)
         smtp = [(at, rng.uniform(0.7, 2.0) * day, kind)  # early enough for a digest to meet each
-                for at, kind in zip(moments(len(smtp_kinds), 0.05, 0.6), smtp_kinds)]
+                for at, kind in zip(moments(len(smtp_kinds), 0.05, 0.5), smtp_kinds)]
         broken_day = max(1, round(options.days * 0.3))
         fixed_day = min(broken_day + min(10, max(2, options.days // 3)), options.days - 1)
         broken_at, fixed_at = broken_day * day + 0.3 * day, fixed_day * day + 0.3 * day
@@ -693,10 +703,11 @@ class Plan:
             if broken_at - 1.0 <= at <= fixed_at + 1.0:  # a restart there would only meet the broken file
                 at = fixed_at + rng.uniform(1.5, 1.5 + day)
             kills.append(Kill(at, rng.choice((None, None, "mail", "data")), rng.uniform(0.3, 2.0)))
-        for at in moments(options.stops, 0.1, 0.9):
+        for n, at in enumerate(moments(options.stops, 0.1, 0.9)):
             if broken_at - 1.0 <= at <= fixed_at + 1.0:
                 at = fixed_at + rng.uniform(1.5, 1.5 + day)
-            kills.append(Kill(at, "term", rng.uniform(0.3, 1.0)))
+            step = "term at poll" if n == 0 else rng.choice(("term", "term at mail", "term at poll"))
+            kills.append(Kill(at, step, rng.uniform(0.3, 1.0)))
         if options.kills:
             kills.append(Kill(broken_at + 0.7 * (fixed_at - broken_at), None, 0.5, while_broken=True))
         edited_at = max(fixed_at + day, 0.8 * total)
@@ -731,6 +742,7 @@ class Soak:
         self.down_while_broken = False
         self.kills: Counter[str] = Counter()
         self.stops: list[float] = []  # seconds each graceful stop took
+        self.stop_kinds: Counter[str] = Counter()
         self.refused = 0  # restarts that met the broken rule file and exited 78
         self.statuses = 0
         self.faults: Counter[str] = Counter()
@@ -809,7 +821,7 @@ class Soak:
             if kind == "429":
                 faults = (Fault.status(429, {"Retry-After": "1"}), Fault.status(429, {"RateLimit": '"api";r=0;t=1'}),
                           Fault.status(429, {"Retry-After": "1"}), Fault.status(429, {"Retry-After": "30"}))
-                rate = 0.06
+                rate = 0.12
             elif kind == "5xx":
                 faults = (Fault.status(500), Fault.status(502), Fault.status(503),
                           Fault.status(503, {"Retry-After": "1"}))
@@ -819,7 +831,7 @@ class Soak:
             else:
                 faults = (Fault.hang(0.5), Fault.hang(CLIENT_TIMEOUT + 1.0))
                 rate = 0.3
-            self.site.stretches.append(Stretch(kind, until, until + 3 * duration, rate, faults))
+            self.site.stretches.append(Stretch(kind, until, until + 5 * duration, rate, faults))
             self.say(f"site: {kind} on {rate:.0%} of requests for {duration:.1f} s ({duration / day:.1f} days)")
 
     def _restore_pages(self, days: Iterable[dt.date]) -> None:
@@ -827,6 +839,7 @@ class Soak:
             self.site.page_mode.pop(d, None)
 
     async def run_smtp_faults(self) -> None:
+        outages = []
         for start, duration, kind in self.plan.smtp:
             await self.at(start)
             if kind in ("421", "451"):
@@ -845,13 +858,17 @@ class Soak:
                 self.faults["smtp login refusal stretches"] += 1
                 self.say(f"smtp: logins refused for {duration:.1f} s")
             else:
-                self.mailbox.events.append((time.time(), "the SMTP server going down"))
-                await asyncio.to_thread(self.mail.stop)
-                self.faults["smtp server down (stretches)"] += 1
-                self.say(f"smtp: server down for {duration:.1f} s")
-                await asyncio.sleep(duration)
-                await asyncio.to_thread(self.mail.start)
-                self.say("smtp: server back")
+                outages.append(asyncio.create_task(self.smtp_outage(duration)))
+        await asyncio.gather(*outages)
+
+    async def smtp_outage(self, duration: float) -> None:
+        self.mailbox.events.append((time.time(), "the SMTP server going down"))
+        await asyncio.to_thread(self.mail.stop)
+        self.faults["smtp server down (stretches)"] += 1
+        self.say(f"smtp: server down for {duration:.1f} s")
+        await asyncio.sleep(duration)
+        await asyncio.to_thread(self.mail.start)
+        self.say("smtp: server back")
 
     async def run_daemon_events(self) -> None:
         """Kills and restarts, and the broken rule file: one task, so their order is the plan's."""
@@ -895,7 +912,7 @@ class Soak:
                     break
                 await asyncio.sleep(0.2)
         daemon.expected_exit = True
-        if kill.step == "term":
+        if kill.step is not None and kill.step.startswith("term"):
             await self.graceful_restart(kill)
             return
         how = "at a random moment"
@@ -923,14 +940,43 @@ class Soak:
         """SIGTERM at a random moment: in-flight work finishes (at most 20 s), exit 0, then a restart."""
         daemon = self.daemon
         assert daemon is not None
+        how = "at a random moment"
+        signalled = False
+        if kill.step in ("term at mail", "term at poll"):
+            # Past the start-up catch-up (which always runs to its end), so that what is in flight is
+            # a scheduled job: a digest's delivery, or a poll waiting on a page that answers slowly.
+            deadline = time.monotonic() + 6 * self.options.schedules[1]
+            while (_count(daemon.logs[-1], rb"paperwatch\.daemon: poll: \d+ days") < 2
+                   or time.monotonic() - daemon.started < 2 * self.options.schedules[1]):
+                if time.monotonic() > deadline or not daemon.alive:
+                    break
+                await asyncio.sleep(0.1)
+        if kill.step == "term at mail":
+            self.mailbox.arm(daemon.pid, "mail", signal.SIGTERM)
+            deadline = time.monotonic() + 3 * self.options.schedules[1]
+            while not self.mailbox.fired.is_set() and time.monotonic() < deadline and daemon.alive:
+                await asyncio.sleep(0.02)
+            self.mailbox.disarm()
+            signalled = self.mailbox.fired.is_set()
+            how = "while a digest was being sent" if signalled else "at a random moment (no SMTP transaction came)"
+        elif kill.step == "term at poll":
+            armed = time.monotonic()
+            self.site.fail("/papers/date/", Fault.hang(CLIENT_TIMEOUT * 0.75))
+            deadline = armed + 10 * max(1.0, parse_duration(self.options.poll))
+            while not any(r.fault == "hang" and r.ended is None and r.started >= armed for r in self.site.requests):
+                if time.monotonic() > deadline or not daemon.alive:
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                how = "while a poll waited on a slow page"
         started = time.monotonic()
-        code = await daemon.stop()
+        code = await daemon.stop(signalled=signalled)
         took = time.monotonic() - started
         self.stops.append(took)
+        self.stop_kinds[how] += 1
         if code != 0:
-            self.report.problem(f"SIGTERM at a random moment: exit {code} after {took:.1f} s (want 0): "
-                                f"see {daemon.logs[-1].name}")
-        self.say(f"daemon: SIGTERM, stopped in {took:.1f} s; restart in {kill.pause:.1f} s")
+            self.report.problem(f"SIGTERM {how}: exit {code} after {took:.1f} s (want 0): see {daemon.logs[-1].name}")
+        self.say(f"daemon: SIGTERM {how}, stopped in {took:.1f} s; restart in {kill.pause:.1f} s")
         await asyncio.sleep(kill.pause)
         await self.restart("after SIGTERM")
 
@@ -1052,6 +1098,11 @@ class Soak:
         """Faults off, the site still, the daemon clean until it delivered everything; SIGTERM."""
         daemon, report = self.daemon, self.report
         assert daemon is not None
+        deadline = time.monotonic() + 3 * self.options.schedules[1]
+        while time.monotonic() < deadline and (self.mailbox.data_replies or self.mailbox.drop_after_data
+                                               or self.mailbox.refuse_logins_left
+                                               or any(s.hits < s.at_least for s in self.site.stretches)):
+            await asyncio.sleep(0.2)  # the plan's last faults wait for a digest or a request to meet them
         self.site.stretches.clear()
         self.site.page_mode.clear()
         self.mailbox.disarm()
@@ -1170,8 +1221,9 @@ class Soak:
         report.counts["SIGKILLs"] = f"{sum(self.kills.values())} (" + \
             ", ".join(f"{n} {k}" for k, n in sorted(self.kills.items())) + ")"
         report.counts["restarts refused on the broken rule file (exit 78, down until the fix)"] = self.refused
-        report.counts["graceful restarts (SIGTERM at random moments)"] = (
-            f"{len(self.stops)}" + (f", stopped within {max(self.stops):.1f} s" if self.stops else ""))
+        report.counts["graceful restarts (SIGTERM)"] = f"{len(self.stops)} (" + ", ".join(
+            f"{n} {k}" for k, n in sorted(self.stop_kinds.items())) + ")" + (
+            f", each stopped within {max(self.stops):.1f} s" if self.stops else "")
         report.counts["daemon starts"] = f"{len(daemon.logs)}; exits: " + \
             ", ".join(f"{k} x{n}" for k, n in sorted(daemon.exits.items()))
         report.counts["polls"] = sum(_count(log, rb"paperwatch\.daemon: poll: \d+ days") for log in daemon.logs)
@@ -1291,9 +1343,8 @@ class Soak:
         causes: dict[str, str] = {}
         for mid in repeats:
             found = []
-            for arrived, arrival_id, dropped in self.mailbox.arrivals:
-                if arrival_id != mid:
-                    continue
+            # Every copy but the last was followed by another: each needs a crash window of its own.
+            for arrived, _, dropped in [a for a in self.mailbox.arrivals if a[1] == mid][:-1]:
                 if dropped:
                     found.append("the connection dropped after DATA")
                     continue
