@@ -220,3 +220,28 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def test_sigterm_lets_a_poll_under_way_finish_before_exiting(tmp_path: Path) -> None:
+    notify = Notifications(tmp_path / "notify.sock")
+    async with FakeHF() as hf:
+        hf.days[YESTERDAY] = FakeHF.sample_items()[:3]
+        path = write_config(tmp_path, hf, readers="", mail={})
+        path.write_text(path.read_text().replace("[source]", '[source]\npoll = "1s"').replace("timeout = 2", "timeout = 10"))
+        daemon = Daemon(path, notify, tmp_path / "daemon.log")
+        try:
+            await daemon.start()
+            await until(lambda: "poll: 2 days" in daemon.log.read_text(), 20, "the first poll")
+            hf.fail(f"/papers/date/{YESTERDAY}", Fault.hang(3))
+            await until(lambda: any(r.fault == "hang" and r.ended is None for r in hf.requests), 10, "a hanging page")
+            started = time.monotonic()
+            daemon.signal(signal.SIGTERM)
+            assert await daemon.wait(25) == 0
+            waited = time.monotonic() - started
+        finally:
+            daemon.kill()
+    notify.sock.close()
+    log = daemon.log.read_text()
+    assert 1.5 < waited < 15, "the poll under way was waited for, within the deadline"
+    assert "CancelledError" not in log and "raised an exception" not in log and "Traceback" not in log
+    assert log.count("poll: 2 days") >= 2  # the interrupted poll finished and logged its summary

@@ -127,6 +127,18 @@ async def test_not_modified_writes_no_papers(store: Store) -> None:
     assert (await store.recent_fetches())[0].outcome == "not_modified"
 
 
+async def test_a_failed_day_that_answers_304_is_fine_again(store: Store) -> None:
+    url = f"http://site/papers/date/{DAY}"
+    await store.record_day(ok(DAY, paper()))
+    await store.record_day(DayFetch(DAY, url, 500, error=f"{url}: HTTP 500"))
+    assert [s.day for s in await store.failed_days()] == [DAY]
+    await store.record_day(DayFetch(DAY, url, 304, not_modified=True))
+    assert await store.failed_days() == []
+    state = (await store.day_states([DAY]))[DAY]
+    assert (state.outcome, state.papers, state.detail) == ("ok", 1, None) and state.ok_at is not None
+    assert (await store.summary()).days_ok == 1
+
+
 @pytest.mark.parametrize(
     ("query", "expected"),
     [

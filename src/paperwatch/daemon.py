@@ -118,10 +118,12 @@ class Daemon:
         await self._stop.wait()
         self.notifier.stopping()
         log.info("stopping: finishing in-flight work (at most %.0f s)", STOP_DEADLINE)
-        self.scheduler.shutdown()
+        # Paused, not shut down: APScheduler's shutdown cancels the jobs under way at once.
+        self.scheduler.pause()
         for helper in helpers:
             helper.cancel()
         await self._finish()
+        self.scheduler.shutdown()
 
     def stop(self) -> None:
         self._stop.set()
@@ -175,6 +177,10 @@ class Daemon:
             self._running.add(task)
             try:
                 await job()
+            except asyncio.CancelledError:
+                # Only the stop cancels a job, after its deadline: what it committed stays, the rest
+                # is done again at the next start.
+                log.warning("%s cancelled: still running at the stop deadline", name)
             except PaperwatchError as exc:
                 log.error("%s failed: %s", name, exc)
             except Exception:

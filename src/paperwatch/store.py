@@ -466,9 +466,12 @@ class Store:
                 (fetch.day.isoformat(), fetch.error, now),
             )
             return
-        if fetch.page is None:  # 304: what we stored is still what the site has
+        if fetch.page is None:  # 304: what we stored is still what the site has, and the day is fine again
             await self._db.execute(
-                "UPDATE days SET checked_at = ?, ok_at = ? WHERE day = ?", (now, now, fetch.day.isoformat())
+                "UPDATE days SET checked_at = ?, ok_at = ?, "
+                "detail = CASE WHEN outcome = 'failed' THEN NULL ELSE detail END, "
+                "outcome = CASE WHEN outcome != 'failed' THEN outcome WHEN papers > 0 THEN 'ok' ELSE 'empty' END "
+                "WHERE day = ?", (now, now, fetch.day.isoformat())
             )
             return
         page = fetch.page
