@@ -4,8 +4,8 @@ Pure: the templates are read once, by :meth:`Templates.load` at start-up, and no
 touches the disk or the network. Everything from the site is untrusted text: the HTML
 template autoescapes (switched on explicitly, whatever the file is called), links pass
 :func:`safe_url`, header values lose control characters and line breaks and are cut to
-length, and templates run in Jinja's immutable sandbox, so a reader's own template cannot
-reach Python internals. Any failure inside a template becomes a :class:`TemplateError`
+length, and templates from a directory run in Jinja's immutable sandbox, so someone's own
+template cannot reach Python internals. Any failure inside a template becomes a :class:`TemplateError`
 naming the template and line; the caller then leaves that reader's papers pending.
 
 What a template sees (the packaged ones in ``templates/`` are the reference):
@@ -170,7 +170,9 @@ class Templates:
         sources = _packaged_sources() if directory is None else _directory_sources(directory)
         files = {filename for _source, filename in sources.values()}
         loader = _MemoryLoader(sources)
-        html_env, text_env = _environment(loader, html=True), _environment(loader, html=False)
+        trusted = directory is None
+        html_env = _environment(loader, html=True, trusted=trusted)
+        text_env = _environment(loader, html=False, trusted=trusted)
         try:
             for name in sources:  # includes too, so a typo in one fails now, not at 8 am
                 html_env.get_template(name)
@@ -203,9 +205,23 @@ class Templates:
 
         # One paper is always shown, however long: else a paper bigger than the budget would
         # hold back every digest after it.
+        def size(shown: int) -> int:
+            return len(html(shown).encode())
+
         low, high = min(1, len(entries)), len(entries)
-        if len(html(high).encode()) <= HTML_BUDGET:
+        if size(high) <= HTML_BUDGET:
             return high, html(high)
+        # Each render (and CSS inlining) costs: guess from the size per paper, then search
+        # only between the guesses.
+        guess = max(low, min(high - 1, high * HTML_BUDGET // size(high)))
+        if size(guess) > HTML_BUDGET:
+            high = guess
+        else:
+            low = guess
+            room = (HTML_BUDGET - size(guess)) * guess // size(guess)  # papers that might still fit
+            upper = min(high - 1, guess + max(1, room))
+            if upper > low:
+                low, high = (upper, high) if size(upper) <= HTML_BUDGET else (low, upper)
         while low < high - 1:
             middle = (low + high) // 2
             low, high = (middle, high) if len(html(middle).encode()) <= HTML_BUDGET else (low, middle)
@@ -270,9 +286,12 @@ def _directory_sources(directory: Path) -> dict[str, tuple[str, str]]:
     return sources
 
 
-def _environment(loader: BaseLoader, *, html: bool) -> Environment:
-    env = ImmutableSandboxedEnvironment(loader=loader, autoescape=html, undefined=StrictUndefined,
-                                        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+def _environment(loader: BaseLoader, *, html: bool, trusted: bool) -> Environment:
+    # Templates from a directory run sandboxed; our own need no sandbox, whose checks on every
+    # attribute access doubled the cost of rendering a digest.
+    kind = Environment if trusted else ImmutableSandboxedEnvironment
+    env = kind(loader=loader, autoescape=html, undefined=StrictUndefined,
+               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     mark = _mark_html if html else _mark_text
     env.filters.update(highlight=mark, shorten=shorten, day=_day,
                        authors=partial(_authors, mark=mark, glue=Markup("") if html else ""))

@@ -66,7 +66,7 @@ MAX_PHRASE_WORDS = 8
 _QUERY_FIELDS = {"title": "title", "abstract": "abstract", "ai_keywords": "ai_keywords"}
 _MAX_COMPOUND = 8  # a hyphenated run longer than this is noise; only its first parts are joined
 _MEMO_LIMIT = 200_000
-_RECENT_PAPERS = 2048  # scanned papers remembered: more than a few days of the site
+_RECENT_PAPERS = 512  # scanned papers remembered: a few days of the site
 
 # Letters NFKD leaves alone, dashes, and invisible characters that split words in copied text.
 _FOLD_TABLE = str.maketrans(
