@@ -20,7 +20,7 @@ import pytest
 from conftest import FAST_SOURCE, toml_value
 from fakehf import FakeHF
 from paperwatch.config import Config, load_config
-from paperwatch.delivery import compile_rules, deliver_due, queue_digests
+from paperwatch.delivery import compile_rules, compose, deliver_due, queue_digests
 from paperwatch.digest import Templates
 from paperwatch.match import Matcher
 from paperwatch.pipeline import recent_days
@@ -584,3 +584,52 @@ async def test_a_crash_inside_maildir_delivery_neither_loses_nor_doubles(tmp_pat
                  for p in (maildir / "new").iterdir()]
     assert sorted((m["To"], m["Message-ID"]) for m in delivered) == sorted(
         [("alice@example.org", alice.message_id), ("bob@example.org", bob.message_id)])
+
+
+CAREFUL = """
+[[readers]]
+name = "alice"
+email = "alice@example.org"
+[[readers.rules]]
+name = "linear attention"
+keywords = ["linear attention"]
+exclude = ["survey"]
+"""
+
+
+async def test_a_paper_known_only_from_the_cards_waits_for_its_abstract(tmp_path: Path) -> None:
+    """Cards carry no abstract, so an ``exclude`` cannot see one: such a paper is held while the polls
+    may still complete it, and then mailed as it is, once."""
+    surveyed = FakeHF.make_item(YESTERDAY, 1, title="Linear Attention at Scale",
+                                summary="A survey of linear attention.")
+    plain = FakeHF.make_item(YESTERDAY, 2, title="Linear Attention Revisited", summary="We revisit it.")
+    kept = FakeHF.make_item(YESTERDAY, 3, title="Linear Attention, Cards Only", summary="Never seen.")
+    async with FakeHF() as hf:
+        hf.days[YESTERDAY] = [surveyed, plain]
+        hf.page_mode[YESTERDAY] = "cards"
+        path = write_config(tmp_path, hf, readers=CAREFUL)
+        code, out, err = await paperwatch("-c", str(path), "run", "--once")
+        assert code == 0, err
+        assert "alice: nothing new matched" in out  # both held: their abstracts are unknown
+        hf.page_mode[YESTERDAY] = "json"
+        hf.days[YESTERDAY] = [surveyed, plain, kept]
+        assert (await paperwatch("-c", str(path), "run", "--once"))[0] == 0
+    mailed = Counter(p for file in (tmp_path / "mail" / "new").iterdir()
+                     for p in ids(email.message_from_bytes(file.read_bytes(), policy=email.policy.default)))
+    assert mailed == Counter({plain["paper"]["id"]: 1, kept["paper"]["id"]: 1})  # never the survey
+
+    config = load_config(path)
+    async with await Store.open(config.database) as store:
+        from paperwatch.models import DayPage, PageSource, Paper
+        from paperwatch.store import DayFetch
+
+        day = YESTERDAY  # a day the polls still fetch
+        cards_only = Paper(id="2503.99999", title="Linear attention from the cards", daily_date=day, complete=False)
+        await store.record_day(DayFetch(day, "http://x/papers/date/d", 200,
+                                        page=DayPage(day, (cards_only,), PageSource.CARDS)))
+        matcher, templates = compile_rules(config), Templates.load(None)
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+        assert await compose(store, config, matcher, templates, config.readers[0], now=later) is None
+        gone = dt.datetime.combine(day, dt.time(9), dt.UTC) + dt.timedelta(days=config.source.lookback_days)
+        composed = await compose(store, config, matcher, templates, config.readers[0], now=gone)
+    assert composed is not None and [i.paper.id for i in composed.items] == ["2503.99999"]

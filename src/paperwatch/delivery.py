@@ -135,6 +135,9 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
     if since is None and state.last_digest_at is not None:
         fresh = (state.last_digest_at - FRESH_MARGIN, state.last_digest_at.date() - lookback)
     papers = await store.undelivered(reader.name, featured_since=window, fresh=fresh)
+    # A paper read from the cards alone has no abstract yet: an `exclude` could not see it.
+    # It waits while the polls may still complete it, and goes as it is after that.
+    papers = [p for p in papers if p.complete or not p.daily_date or p.daily_date <= now.date() - lookback]
     hits = await store.search_hits(reader.name, [(s.query, s.min_upvotes) for s in reader.searches])
     items = digest_items(reader, papers, matcher, hits)
     if not items and not reader.send_empty:
