@@ -608,13 +608,17 @@ class Store:
         With ``fresh`` = (seen, day), only those first stored after ``seen`` or featured on
         ``day`` or later: what a digest since the last one can hold, so that composing a digest
         costs the same after a year as on the first day."""
-        sql = (f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE p.id IN "
-               "(SELECT paper_id FROM features WHERE day >= ?) AND p.id NOT IN "
-               "(SELECT paper_id FROM delivered WHERE reader = ?)")
-        params: list[str] = [featured_since.isoformat(), reader]
-        if fresh is not None:
-            sql += " AND (p.first_seen > ? OR p.id IN (SELECT paper_id FROM features WHERE day >= ?))"
-            params += [fresh[0].isoformat(), fresh[1].isoformat()]
+        featured = "EXISTS (SELECT 1 FROM features f WHERE f.paper_id = p.id AND f.day >= ?)"
+        delivered = "NOT EXISTS (SELECT 1 FROM delivered d WHERE d.reader = ? AND d.paper_id = p.id)"
+        if fresh is None:
+            sql = f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE {featured} AND {delivered}"
+            params: list[str] = [featured_since.isoformat(), reader]
+        else:
+            # Driven by the few fresh papers (two indexed lookups), not by every paper since the start.
+            sql = (f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE p.id IN "
+                   "(SELECT id FROM papers WHERE first_seen > ? UNION SELECT paper_id FROM features WHERE day >= ?) "
+                   f"AND {featured} AND {delivered}")
+            params = [fresh[0].isoformat(), fresh[1].isoformat(), featured_since.isoformat(), reader]
         rows = await self._db.execute_fetchall(sql + " ORDER BY p.daily_date DESC, p.upvotes DESC, p.id", params)
         return await self._with_authors(list(rows))
 
@@ -625,9 +629,6 @@ class Store:
             "SELECT DISTINCT day FROM features WHERE day BETWEEN ? AND ? ORDER BY day", span)
         count = await self._scalar("SELECT count(DISTINCT paper_id) FROM features WHERE day BETWEEN ? AND ?", span)
         return tuple(dt.date.fromisoformat(row[0]) for row in days), int(count or 0)
-
-    async def papers_first_seen_since(self, since: dt.datetime) -> int:
-        return int(await self._scalar("SELECT count(*) FROM papers WHERE first_seen > ?", (since.isoformat(),)))
 
     async def queue_digest(self, *, reader: str, recipient: str, sender: str, message_id: str, data: bytes,
                            papers: Sequence[QueuedPaper], now: dt.datetime | None = None) -> int:
