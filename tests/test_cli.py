@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import write_config
 from fakehf import FakeHF, Fault
 from paperwatch.cli import Progress
@@ -140,6 +142,22 @@ async def test_a_broken_config_names_the_key_and_exits_78(tmp_path: Path) -> Non
 async def test_usage_errors_exit_2(tmp_path: Path) -> None:
     code, _, err = await paperwatch("fetch", "yesterday")
     assert code == 2 and "is not a date like 2025-03-05" in err
+
+
+@pytest.mark.parametrize("journal", [True, False])
+async def test_log_lines_carry_timestamps_except_under_the_journal(tmp_path: Path, fake_hf: FakeHF,
+                                                                   journal: bool) -> None:
+    day = dt.date(2025, 3, 5)
+    fake_hf.days[day] = [FakeHF.make_item(day, 0)]
+    config = write_config(tmp_path / "pw.toml", fake_hf.base_url)
+    env = {"JOURNAL_STREAM": "8:12345" if journal else ""}
+    code, _, err = await paperwatch("-v", "-c", str(config), "fetch", str(day), env=env)
+    assert code == 0
+    lines = [line for line in err.splitlines() if "paperwatch." in line]
+    assert lines, err
+    stamped = [bool(re.match(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", line)) for line in lines]
+    assert stamped == [not journal] * len(lines)
+    assert all(line.startswith("INFO paperwatch.") or not journal for line in lines)
 
 
 def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise() -> None:
