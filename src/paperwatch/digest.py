@@ -195,37 +195,29 @@ class Templates:
         return Rendered(subject, self._run(self._text, context), html, len(entries) - shown)
 
     def _fit(self, info: DigestInfo, entries: Sequence[Entry]) -> tuple[int, str]:
-        """The most papers whose HTML fits the budget, and at least one (a binary search over how many are shown)."""
+        """The most papers whose HTML fits the budget, and at least one. Each render costs, so the
+        search interpolates between the sizes it has seen instead of halving blindly."""
+        sizes: dict[int, int] = {}
         done: dict[int, str] = {}
 
-        def html(shown: int) -> str:
+        def size(shown: int) -> int:
             if shown not in done:
                 done[shown] = self._inline(self._run(self._html, _context(info, entries, shown)))
-            return done[shown]
+                sizes[shown] = len(done[shown].encode())
+            return sizes[shown]
 
         # One paper is always shown, however long: else a paper bigger than the budget would
         # hold back every digest after it.
-        def size(shown: int) -> int:
-            return len(html(shown).encode())
-
         low, high = min(1, len(entries)), len(entries)
         if size(high) <= HTML_BUDGET:
-            return high, html(high)
-        # Each render (and CSS inlining) costs: guess from the size per paper, then search
-        # only between the guesses.
-        guess = max(low, min(high - 1, high * HTML_BUDGET // size(high)))
-        if size(guess) > HTML_BUDGET:
-            high = guess
-        else:
-            low = guess
-            room = (HTML_BUDGET - size(guess)) * guess // size(guess)  # papers that might still fit
-            upper = min(high - 1, guess + max(1, room))
-            if upper > low:
-                low, high = (upper, high) if size(upper) <= HTML_BUDGET else (low, upper)
-        while low < high - 1:
-            middle = (low + high) // 2
-            low, high = (middle, high) if len(html(middle).encode()) <= HTML_BUDGET else (low, middle)
-        return low, html(low)
+            return high, done[high]
+        size(low)
+        while high - low > 1:  # low fits (or is the least shown), high does not
+            per_paper = (sizes[high] - sizes[low]) / (high - low)
+            guess = low + int((HTML_BUDGET - sizes[low]) / per_paper) if per_paper > 0 else low + 1
+            guess = min(high - 1, max(low + 1, guess))
+            low, high = (guess, high) if size(guess) <= HTML_BUDGET else (low, guess)
+        return low, done[low]
 
     def _run(self, template: Template, context: Mapping[str, Any]) -> str:
         try:
@@ -450,6 +442,11 @@ def _bounded(word: str) -> str:
 
 
 def _mark_html(text: str, marks: Sequence[str]) -> Markup:
+    return _marked(str(text), tuple(marks))
+
+
+@lru_cache(maxsize=4096)  # the budget search renders the same entries several times
+def _marked(text: str, marks: tuple[str, ...]) -> Markup:
     """``text`` escaped, with each matched term wrapped in <mark>: escaping first keeps markup in text inert."""
     text, pattern = str(text), _pattern(tuple(marks))
     if pattern is None:
@@ -467,7 +464,12 @@ def _mark_text(text: str, marks: Sequence[str]) -> str:
 
 def shorten(text: str | None, marks: Sequence[str] = (), limit: int = ABSTRACT_LIMIT) -> str:
     """Whole sentences up to about ``limit`` characters, keeping the first one with a mark visible."""
-    text = _clean(text or "")
+    return _shortened(str(text or ""), tuple(marks), int(limit))
+
+
+@lru_cache(maxsize=4096)  # the budget search renders the same entries several times
+def _shortened(text: str, marks: tuple[str, ...], limit: int) -> str:
+    text = _clean(text)
     if len(text) <= limit:
         return text
     sentences = _SENTENCE_END.split(text)
