@@ -33,3 +33,17 @@ def test_match_bench_agrees_with_the_naive_loop_and_grows_with_text_not_rules() 
     assert speedup and growth and len(per_char) == 2, run.stdout
     assert int(speedup.group(1)) >= 10 and float(growth.group(1)) <= 6 and max(per_char) <= 4, run.stdout
     assert all(re.search(rf"^\s+{count}\s", run.stdout, re.M) for count in ("100", "1,000", "10,000")), run.stdout
+
+
+def test_rss_bench_sees_no_growth_over_a_few_hundred_poll_cycles() -> None:
+    run = subprocess.run([sys.executable, str(BENCH / "rss"), "--cycles", "300", "--early", "100"],
+                         capture_output=True, text=True, timeout=300)
+    assert "PASS" in run.stdout, run.stdout + run.stderr
+    assert re.search(r"cycle +100: RSS", run.stdout) and re.search(r"cycle +300: RSS", run.stdout), run.stdout
+
+
+def test_scale_bench_mails_every_digest_over_one_connection() -> None:
+    run = subprocess.run([sys.executable, str(BENCH / "scale"), "--papers", "540", "--readers", "10"],
+                         capture_output=True, text=True, timeout=300)
+    assert "PASS" in run.stdout, run.stdout + run.stderr
+    assert "10 digests mailed over 1 SMTP connection(s)" in run.stdout, run.stdout
