@@ -422,6 +422,7 @@ def _day(day: dt.date) -> str:
 
 
 
+@lru_cache(maxsize=8192)  # the same titles, names and keywords come in every reader's digest
 def _clean(text: str) -> str:
     """One line of visible text: control and invisible characters gone, whitespace folded."""
     return _SPACE.sub(" ", _INVISIBLE.sub("", text)).strip()

@@ -618,7 +618,12 @@ class Matcher:
                     triggers[term.probe].append(index)
         self._triggers = triggers
         self._always = frozenset(i for i, rule in enumerate(rules) if rule.holds_without_hits())
+        # The same, one reader's rules at a time: a digest asks for its reader's matches only.
         self._by_reader: dict[str, frozenset[int]] = {}
+        self._reader_triggers: dict[str, dict[int, list[int]]] = {}
+        for probe, indices in triggers.items():
+            for index in indices:
+                self._reader_triggers.setdefault(rules[index].reader, {}).setdefault(probe, []).append(index)
         for index, rule in enumerate(rules):
             self._by_reader[rule.reader] = self._by_reader.get(rule.reader, frozenset()) | {index}
         # What a paper's text holds, by text: a digest for each of many readers looks at the same papers.
@@ -653,9 +658,12 @@ class Matcher:
         """One Match per reader with a rule matching ``paper`` (only ``reader``'s, if given),
         readers in the order of their rules."""
         texts, found = self._scanned(paper)
-        candidates = {index for probe in found for index in self._triggers.get(probe, ())} | self._always
-        if reader is not None:
-            candidates &= self._by_reader.get(reader, frozenset())
+        if reader is None:
+            candidates = {index for probe in found for index in self._triggers.get(probe, ())} | self._always
+        else:
+            triggers = self._reader_triggers.get(reader, {})
+            candidates = {index for probe in found for index in triggers.get(probe, ())}
+            candidates |= self._always & self._by_reader.get(reader, frozenset())
         by_reader: dict[str, list[_Rule]] = {}
         for index in sorted(candidates):
             rule = self._rules[index]
