@@ -39,7 +39,7 @@ def test_rss_bench_sees_no_growth_over_a_few_hundred_poll_cycles() -> None:
     run = subprocess.run([sys.executable, str(BENCH / "rss"), "--cycles", "300", "--early", "100"],
                          capture_output=True, text=True, timeout=300)
     assert "PASS" in run.stdout, run.stdout + run.stderr
-    assert re.search(r"cycle +100: RSS", run.stdout) and re.search(r"cycle +300: RSS", run.stdout), run.stdout
+    assert re.search(r"cycle +1\d\d: RSS", run.stdout) and re.search(r"cycle +3\d\d: RSS", run.stdout), run.stdout
 
 
 def test_scale_bench_mails_every_digest_over_one_connection() -> None:
