@@ -180,7 +180,8 @@ def maildir_messages(root: Path) -> list[Any]:
     import email.policy
 
     return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
-            for p in sorted((root / "new").glob("*"))] if (root / "new").is_dir() else []
+            for p in sorted((root / "new").glob("*"), key=lambda p: p.stat().st_mtime_ns)] \
+        if (root / "new").is_dir() else []  # in delivery order: names start with the second only
 
 
 async def test_the_operator_hears_once_when_polls_keep_failing_and_once_when_they_recover(tmp_path: Path) -> None:
