@@ -19,16 +19,24 @@ from typing import Any, TextIO
 
 from paperwatch import __version__
 from paperwatch.config import Config, Reader, find_config_file, load_config
-from paperwatch.delivery import compose, prepare, deliver_due, queue_digests, write_preview
-from paperwatch.digest import Templates
-from paperwatch.daemon import schedule_state, serve
-from paperwatch.errors import ConfigError, PaperwatchError, TemplateError
-from paperwatch.mail import describe, read_password
-from paperwatch.match import Hit, Match, Matcher
-from paperwatch.models import Paper
+from paperwatch.daemon import Loaded, schedule_state, serve
+from paperwatch.delivery import SEARCH, compose, deliver_due, prepare, queue_digests, with_search_hits, write_preview
+from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.fetch import Fetcher
-from paperwatch.pipeline import (DayReport, day_range, fetch_days, fetch_searches, is_settled, recent_days,
-                                 saved_queries, saved_searches, today_utc)
+from paperwatch.mail import describe
+from paperwatch.match import Match
+from paperwatch.models import Paper
+from paperwatch.pipeline import (
+    DayReport,
+    day_range,
+    fetch_days,
+    fetch_searches,
+    is_settled,
+    recent_days,
+    saved_queries,
+    saved_searches,
+    today_utc,
+)
 from paperwatch.store import OutboxMessage, SearchState, Store
 
 log = logging.getLogger(__name__)
@@ -145,9 +153,7 @@ def _readers(config: Config, name: str | None) -> tuple[Reader, ...]:
 
 
 async def _check(args: argparse.Namespace, config: Config) -> int:
-    prepare(config)
-    if config.mail.smtp is not None:
-        read_password(config.mail.smtp)
+    Loaded.of(config)
     where = config.path or "no config file: embedded defaults"
     rules = sum(len(r.rules) for r in config.readers)
     print(f"config: {where}")
@@ -202,7 +208,7 @@ async def _match(args: argparse.Namespace, config: Config) -> int:
     for m in matches:
         print(f"{m.reader}  {m.paper_id}  {titles[m.paper_id]}")
         for hit in m.why:
-            where = hit.text if hit.field == "search" else \
+            where = hit.text if hit.field == SEARCH else \
                 f"“{hit.term.strip(chr(34))}” in the {hit.field.replace('_', ' ')}: {hit.text}"
             print(f"    {hit.rule}: {where}")
     since = f"since {args.since}" if args.since else f"among the {len(papers)} stored papers"
@@ -221,27 +227,19 @@ async def _with_search_hits(store: Store, config: Config, matches: list[Match], 
                             since: dt.date | None) -> tuple[list[Match], list[Paper]]:
     """The matches with each reader's saved-search results folded in (a paper once per reader),
     and the papers only a search found."""
-    by_key = {(m.reader, m.paper_id): m for m in matches}
-    extra: dict[str, Paper] = {}
+    folded: list[Match] = []
+    found: dict[str, Paper] = {}
     for reader in config.readers:
-        if reader.name not in readers or not reader.searches:
-            continue
-        names = {s.query: s for s in reader.searches}
-        hits = await store.search_hits(reader.name, [(s.query, s.min_upvotes) for s in reader.searches],
-                                       undelivered=False)
-        for hit in hits:
-            if since is not None and hit.found_at.date() < since:
-                continue
-            search = names[hit.query]
-            why = Hit(search.name, hit.query, "search", f"new result of the search {hit.query!r}")
-            old = by_key.get((reader.name, hit.paper.id))
-            if old is None:
-                extra.setdefault(hit.paper.id, hit.paper)
-                by_key[(reader.name, hit.paper.id)] = Match(reader.name, hit.paper.id, (search.name,), (why,))
-            elif search.name not in old.rules:
-                by_key[(reader.name, hit.paper.id)] = Match(reader.name, hit.paper.id, (*old.rules, search.name),
-                                                            (*old.why, why))
-    return list(by_key.values()), [p for p in extra.values()]
+        mine = {m.paper_id: m for m in matches if m.reader == reader.name}
+        if reader.name in readers and reader.searches:
+            hits = await store.search_hits(reader.name, [(s.query, s.min_upvotes) for s in reader.searches],
+                                           undelivered=False)
+            hits = [hit for hit in hits if since is None or hit.found_at.date() >= since]
+            found |= {hit.paper.id: hit.paper for hit in hits}
+            mine = with_search_hits(reader, mine, hits)
+        folded += mine.values()
+    known = {m.paper_id for m in matches}
+    return folded, [paper for paper_id, paper in found.items() if paper_id not in known]
 
 
 async def _digest(args: argparse.Namespace, config: Config) -> int:

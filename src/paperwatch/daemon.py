@@ -26,10 +26,19 @@ from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.fetch import Fetcher
 from paperwatch.mail import read_password
 from paperwatch.match import Matcher
-from paperwatch.notify import Notifier, watchdog_interval
 from paperwatch.models import PageSource
-from paperwatch.pipeline import (DayReport, SearchReport, day_range, fetch_days, fetch_searches, recent_days,
-                                 saved_queries, saved_searches, today_utc)
+from paperwatch.notify import Notifier, watchdog_interval
+from paperwatch.pipeline import (
+    DayReport,
+    SearchReport,
+    day_range,
+    fetch_days,
+    fetch_searches,
+    recent_days,
+    saved_queries,
+    saved_searches,
+    today_utc,
+)
 from paperwatch.schedule import Job, Scheduler, next_time
 from paperwatch.store import Store, utcnow
 
@@ -60,7 +69,11 @@ class Loaded:
 
     @classmethod
     def load(cls, path: Path | None) -> Loaded:
-        config = load_config(path)
+        return cls.of(load_config(path))
+
+    @classmethod
+    def of(cls, config: Config) -> Loaded:
+        """Everything checked at start-up: rules, templates, the SMTP password; ConfigError if not."""
         matcher, templates = prepare(config)
         if config.mail.smtp is not None:
             read_password(config.mail.smtp)
@@ -163,9 +176,7 @@ class Daemon:
     async def _missed_digest(self, reader: Reader) -> bool:
         """Whether a scheduled digest fell while paperwatch was not running: then send one now."""
         assert self._store is not None
-        state = await self._store.reader_state(reader.name, record=False)
-        last = state.last_digest_at or state.started_at
-        due = next_time(reader.schedule, reader.timezone or self.config.paperwatch.timezone, last)
+        due = await next_digest(self._store, self.config, reader)
         return due is not None and due <= utcnow()
 
     def _guarded(self, name: str, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -368,16 +379,19 @@ async def schedule_state(store: Store, config: Config) -> Schedule:
     zone = config.paperwatch.timezone
     stamp = await store.get_state(LAST_POLL_AT)
     last_poll = dt.datetime.fromisoformat(stamp) if stamp else None
-    digests: dict[str, dt.datetime | None] = {}
-    for reader in config.readers:
-        state = await store.reader_state(reader.name, record=False)
-        digests[reader.name] = next_time(reader.schedule, reader.timezone or zone,
-                                         state.last_digest_at or state.started_at)
+    digests = {reader.name: await next_digest(store, config, reader) for reader in config.readers}
     return Schedule(
         last_poll=last_poll, last_poll_summary=await store.get_state(LAST_POLL_SUMMARY),
         next_poll=next_time(config.source.poll, zone, last_poll) if last_poll else None,
         failing_polls=int(await store.get_state(POLL_FAILURES) or 0),
         operator_alerted=await store.get_state(ALERTED) == "yes", next_digests=digests)
+
+
+async def next_digest(store: Store, config: Config, reader: Reader) -> dt.datetime | None:
+    """When the reader's schedule next falls after their last digest (or their start)."""
+    state = await store.reader_state(reader.name, record=False)
+    return next_time(reader.schedule, reader.timezone or config.paperwatch.timezone,
+                     state.last_digest_at or state.started_at)
 
 
 def _log_outcomes(outcomes: list[Outcome]) -> None:
@@ -394,7 +408,4 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 async def serve(config: Config) -> int:
     """Run until SIGTERM/SIGINT; a broken config exits 78 before anything starts."""
-    matcher, templates = prepare(config)
-    if config.mail.smtp is not None:
-        read_password(config.mail.smtp)
-    return await Daemon(Loaded(config, matcher, templates)).run()
+    return await Daemon(Loaded.of(config)).run()

@@ -16,7 +16,7 @@ import email.utils
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from pathlib import Path
@@ -41,6 +41,7 @@ from paperwatch.store import OutboxMessage, QueuedPaper, SearchHit, Store, utcno
 log = logging.getLogger(__name__)
 
 OPERATOR = "(operator)"  # the outbox's name for notes to paperwatch.admin
+SEARCH = "search"  # the field of a Hit saying that a saved search found the paper
 RETRY_FIRST = dt.timedelta(minutes=1)
 # Papers stored this long before the last digest still count as possibly news for the next:
 # a poll's transaction may commit just after a digest read the store.
@@ -181,20 +182,28 @@ def digest_items(reader: Reader, papers: Sequence[Paper], matcher: Matcher,
     search (the reader's own order: rules, then searches), best-voted first."""
     names = [rule.name for rule in reader.rules] + [search.name for search in reader.searches]
     order = {name: n for n, name in enumerate(names)}
-    items: dict[str, DigestItem] = {}
+    matches = {}
     for paper in papers:
         match = next(iter(matcher.match(paper, reader=reader.name)), None)
         if match is not None:
-            items[paper.id] = _item(paper, match, order)
+            matches[paper.id] = match
+    by_id = {hit.paper.id: hit.paper for hit in hits} | {paper.id: paper for paper in papers}
+    items = [_item(by_id[paper_id], match, order) for paper_id, match in with_search_hits(reader, matches, hits).items()]
+    items.sort(key=lambda item: (order.get(item.rules[0], len(order)), -(item.paper.upvotes or 0)))
+    return tuple(items)
+
+
+def with_search_hits(reader: Reader, matches: Mapping[str, Match], hits: Iterable[SearchHit]) -> dict[str, Match]:
+    """The reader's matches by paper id, with the new results of their saved searches folded in:
+    a paper a rule and a search both found is one match naming both."""
+    folded = dict(matches)
     for hit in hits:
         for search in (s for s in reader.searches if s.query == hit.query):
-            why = f"{search.name}: a new result of your search “{hit.query}”"
-            item = items.get(hit.paper.id) or DigestItem(paper=hit.paper, rules=())
-            if search.name not in item.rules:
-                rules = tuple(sorted((*item.rules, search.name), key=lambda name: order.get(name, len(order))))
-                items[hit.paper.id] = replace(item, rules=rules, why=(*item.why, why))
-    ranked = sorted(items.values(), key=lambda item: (order.get(item.rules[0], len(order)), -(item.paper.upvotes or 0)))
-    return tuple(ranked)
+            old = folded.get(hit.paper.id) or Match(reader.name, hit.paper.id, (), ())
+            if search.name not in old.rules:
+                why = Hit(search.name, hit.query, SEARCH, f"new result of the search {hit.query!r}")
+                folded[hit.paper.id] = replace(old, rules=(*old.rules, search.name), why=(*old.why, why))
+    return folded
 
 
 def _item(paper: Paper, match: Match, order: dict[str, int]) -> DigestItem:
@@ -218,7 +227,8 @@ def _why(hits: Sequence[Hit], rules: Sequence[str]) -> tuple[str, ...]:
             fields.append(name)
     phrases = []
     for rule in sorted(found, key=lambda name: rules.index(name) if name in rules else len(rules)):
-        terms = [f"“{term}” in the {_and(fields)}" for term, fields in found[rule].items()]
+        terms = [f"a new result of your search “{term}”" if fields == [SEARCH] else f"“{term}” in the {_and(fields)}"
+                 for term, fields in found[rule].items()]
         more = f", … ({len(terms) - WHY_TERMS} more)" if len(terms) > WHY_TERMS else ""
         phrases.append(f"{rule}: {', '.join(terms[:WHY_TERMS])}{more}")
     return tuple(phrases)

@@ -159,7 +159,7 @@ class Group:
 class Templates:
     """The three digest templates, compiled once and checked at start-up."""
 
-    __slots__ = ("_html", "_text", "_subject", "_files")
+    __slots__ = ("_files", "_html", "_subject", "_text")
 
     def __init__(self, html: Template, text: Template, subject: Template, files: Collection[str]) -> None:
         self._html, self._text, self._subject, self._files = html, text, subject, files

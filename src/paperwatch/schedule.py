@@ -70,7 +70,7 @@ def next_time(spec: str, timezone: str, after: dt.datetime) -> dt.datetime | Non
 class WallClockCron(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 ships no type hints
     """A crontab(5) expression on ``zone``'s wall clock, each wall-clock time firing once."""
 
-    __slots__ = ("spec", "_zone", "_parts")
+    __slots__ = ("_parts", "_zone", "spec")
 
     def __init__(self, spec: str, zone: dt.tzinfo) -> None:
         minute, hour, day, month, weekday = spec.split()
@@ -115,7 +115,7 @@ def _weekdays(field: str) -> str:
     days: set[int] = set()
     for part in field.lower().split(","):
         span, _, step_text = part.partition("/")
-        if step_text and not step_text.isdigit() or step_text == "0":
+        if (step_text and not step_text.isdigit()) or step_text == "0":
             raise ValueError(f"day of week {field!r}: {step_text!r} is not a step")
         step = int(step_text or 1)
         if span == "*":

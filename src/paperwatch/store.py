@@ -580,7 +580,7 @@ class Store:
         counts: dict[str, int] = {
             row[0]: row[1] for row in await self._db.execute_fetchall("SELECT outcome, count(*) FROM days GROUP BY outcome")
         }
-        first, last = list(await self._db.execute_fetchall("SELECT min(day), max(day) FROM features"))[0]
+        first, last = next(iter(await self._db.execute_fetchall("SELECT min(day), max(day) FROM features")))
         last_fetch = await self._scalar("SELECT max(at) FROM fetches")
         return Summary(papers, counts.get("ok", 0), counts.get("empty", 0), counts.get("failed", 0),
                        _date(first), _date(last), _datetime(last_fetch))
