@@ -1,7 +1,7 @@
 """A fake huggingface.co on 127.0.0.1 for the tests, so they never reach the internet.
 
 It serves the three things paperwatch reads, in the shapes described in
-``shared/hf-format.md`` and reproducing ``shared/samples/`` byte for byte:
+the site's real shapes and reproducing ``tests/data/samples/`` byte for byte:
 
 * ``GET /papers/date/YYYY-MM-DD``: the daily page (hydration JSON and ``<article>`` cards),
   with ETag/Last-Modified and 304s, per-day broken renderings (``page_mode``) and the several
@@ -49,8 +49,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-# The project root's sibling: works for any clone placed beside shared/.
-SAMPLES: Final = Path(__file__).resolve().parents[2] / "shared" / "samples"
+# The site's shapes, kept with the tests (real captures under real/).
+SAMPLES: Final = Path(__file__).resolve().parent / "data" / "samples"
 
 LATEST_POLICIES: Final = frozenset({"latest", "redirect", "redirect_date", "empty"})
 PAGE_MODES: Final = frozenset({"json", "cards", "changed", "broken_json", "truncated"})
@@ -132,7 +132,7 @@ class Req:
 
 
 # --------------------------------------------------------------------------------------------
-# HTML rendering, in the exact shape of shared/samples/papers-date-*.html
+# HTML rendering, in the exact shape of tests/data/samples/papers-date-*.html
 # --------------------------------------------------------------------------------------------
 
 _HEAD: Final = (
@@ -243,7 +243,7 @@ def render_page(date_string: str, items: Iterable[Mapping[str, Any]], *, prev_da
 def render_search_page(query: str, items: Iterable[Mapping[str, Any]], *, today: dt.date,
                        mode: str = "json") -> bytes:
     """``/papers?q=QUERY``: the data div with ``query.q`` and ``searchResults``, in the shape of
-    shared/samples/papers-search-q-*.html. ``mode`` "no_results" drops the ``searchResults`` key
+    tests/data/samples/papers-search-q-*.html. ``mode`` "no_results" drops the ``searchResults`` key
     (the page changed under us), "changed" drops the data div altogether."""
     if mode not in SEARCH_PAGE_MODES:
         raise ValueError(f"unknown search page mode {mode!r}; expected one of {sorted(SEARCH_PAGE_MODES)}")
@@ -532,7 +532,7 @@ class FakeHF:
 
     @staticmethod
     def sample_items(name: str = "api-daily_papers-2025-03-05.json") -> list[dict[str, Any]]:
-        """Items from a file in shared/samples: an API JSON array, or a page's dailyPapers
+        """Items from a file in tests/data/samples: an API JSON array, or a page's dailyPapers
         (without the page-only ``upvoted`` key)."""
         text = (SAMPLES / name).read_text(encoding="utf-8")
         if not name.endswith(".html"):

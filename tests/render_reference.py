@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reference import DATA, HTML, TEXT, render_reference  # noqa: E402
+from reference import DATA, HTML, TEXT, render_reference
 
 # name → (width, height, extra Chromium flags). 390 px is a common phone's CSS width.
 SHOTS: dict[str, tuple[int, int, tuple[str, ...]]] = {

@@ -185,7 +185,8 @@ def maildir_messages(root: Path) -> list[Any]:
 
 
 async def test_the_operator_hears_once_when_polls_keep_failing_and_once_when_they_recover(tmp_path: Path) -> None:
-    from paperwatch.daemon import Daemon as InProcess, Loaded
+    from paperwatch.daemon import Daemon as InProcess
+    from paperwatch.daemon import Loaded
     from paperwatch.store import Store
 
     async with FakeHF() as hf:

@@ -22,8 +22,6 @@ from fakehf import FakeHF
 from paperwatch.config import Config, load_config
 from paperwatch.delivery import compile_rules, compose, deliver_due, queue_digests
 from paperwatch.digest import Templates
-from paperwatch.match import Matcher
-from paperwatch.pipeline import recent_days
 from paperwatch.store import Store
 from smtpserver import PASSWORD, Certificates, Recorder, SmtpServer
 from test_cli import paperwatch

@@ -35,7 +35,7 @@ from reference import HTML as REFERENCE_HTML
 from reference import TEXT as REFERENCE_TEXT
 from reference import reference_digest, render_reference
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
 DAY = dt.date(2025, 3, 5)
 HEADERS = ["From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe",
            "Auto-Submitted", "MIME-Version", "Content-Type"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import time
 
 import pytest
@@ -82,7 +83,7 @@ async def test_backoff_grows_between_tries(fake_hf: FakeHF, make_config: ConfigF
     async with Fetcher(make_config(backoff=0.2, retries=3).source) as fetcher:
         await fetcher.get(day_url(fake_hf.base_url, DAY))
     times = starts(fake_hf, f"/papers/date/{DAY}")
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     # equal jitter: each wait is between half and all of base * 2^n
     assert 0.1 <= gaps[0] < 0.35 and 0.2 <= gaps[1] < 0.55 and 0.4 <= gaps[2] < 0.95
 
@@ -110,7 +111,7 @@ async def test_requests_per_minute_spaces_request_starts(fake_hf: FakeHF, make_c
     async with Fetcher(make_config(requests_per_minute=300, max_concurrency=4).source) as fetcher:
         await asyncio.gather(*(fetcher.get(day_url(fake_hf.base_url, DAY)) for _ in range(5)))
     times = sorted(starts(fake_hf, f"/papers/date/{DAY}"))
-    assert min(b - a for a, b in zip(times, times[1:])) >= 0.18  # 60 / 300 = 0.2 s, less timer slack
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.18  # 60 / 300 = 0.2 s, less timer slack
 
 
 async def test_validators_are_sent_and_a_304_has_no_body(fake_hf: FakeHF, make_config: ConfigFactory,
@@ -136,7 +137,7 @@ async def test_redirects_are_followed_within_the_site(fake_hf: FakeHF, make_conf
 async def test_redirects_to_another_host_are_refused_unvisited(fake_hf: FakeHF, make_config: ConfigFactory,
                                                               day: dt.date) -> None:
     async with FakeHF() as elsewhere:
-        for target in (f"{elsewhere.base_url}/papers/date/{DAY}", f"file:///etc/passwd"):
+        for target in (f"{elsewhere.base_url}/papers/date/{DAY}", "file:///etc/passwd"):
             fake_hf.fail(f"/papers/date/{DAY}", Fault.redirect(target))
             async with Fetcher(make_config().source) as fetcher:
                 with pytest.raises(FetchError, match="refused redirect"):

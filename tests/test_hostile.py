@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import html
+import itertools
 import json
 import re
 import unicodedata
@@ -35,7 +36,7 @@ from paperwatch.fetch import MAX_REDIRECTS, Fetcher, day_url
 from paperwatch.models import DayPage, PageSource, Paper
 from paperwatch.parse import parse_daily_api, parse_daily_page, parse_search_api, parse_search_page
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
 URL = "https://huggingface.co/papers/date/2025-03-05"
 DAY = dt.date(2025, 3, 5)
 
@@ -747,7 +748,7 @@ async def test_redirect_loops_end_in_an_error_naming_the_url(fake_hf: FakeHF, tm
                                                              loop: list[str]) -> None:
     """A loop, or a chain too long, ends within the redirect limit."""
     hops = ["/papers/date/2025-03-08", *loop]
-    for here, there in zip(hops, hops[1:]):
+    for here, there in itertools.pairwise(hops):
         fake_hf.fail(here, *[Fault.redirect(there)] * 10)
     url = day_url(fake_hf.base_url, dt.date(2025, 3, 8))
     async with Fetcher(load_config(write_config(tmp_path / "c.toml", fake_hf.base_url)).source) as fetcher:

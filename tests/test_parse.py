@@ -14,7 +14,7 @@ from paperwatch.errors import ParseError
 from paperwatch.models import PageSource
 from paperwatch.parse import clean_text, parse_daily_api, parse_daily_page
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
 DAY = dt.date(2025, 3, 5)
 URL = "http://site/papers/date/2025-03-05"
 

@@ -8,7 +8,6 @@ changed page, and the daily pipeline goes on regardless.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections import Counter
 from pathlib import Path

@@ -231,7 +231,7 @@ async def test_a_reader_start_is_recorded_once(store: Store) -> None:
 async def test_pruning_forgets_old_fetch_logs_and_sent_mail_bytes_but_nothing_pending(store: Store) -> None:
     long_ago, now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     await store.record_day(ok(DAY, paper()))
-    for n, status in enumerate(["sent", "failed", "pending"]):
+    for n, _status in enumerate(["sent", "failed", "pending"]):
         await store.queue_digest(reader=f"r{n}", recipient="a@x", sender="s@x", message_id=f"<{n}@x>",
                                  data=b"digest bytes", papers=[QueuedPaper("2503.00001", ("rule",))], now=long_ago)
     sent, failed, _ = await store.due_messages(now=long_ago)
