@@ -19,6 +19,8 @@ from fakehf import FakeHF, Fault
 from paperwatch.cli import Progress
 from paperwatch.pipeline import DayReport
 
+pytestmark = pytest.mark.e2e
+
 START = dt.date(2025, 2, 3)  # a Monday
 WEEKS = 3
 

@@ -15,10 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fakehf import FakeHF, Fault
 from paperwatch.config import load_config
 from smtpserver import Recorder, SmtpServer
 from test_delivery import LINEAR, YESTERDAY, expected, ids, stored_papers, write_config
+
+pytestmark = pytest.mark.e2e
 
 FAST = """
 [[readers]]

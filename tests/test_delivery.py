@@ -98,6 +98,7 @@ async def stored_papers(config: Config) -> list[Any]:
         return await store.papers()
 
 
+@pytest.mark.e2e
 async def test_run_once_delivers_each_matched_paper_once_as_a_proper_message(tmp_path: Path) -> None:
     recorder = Recorder()
     async with FakeHF() as hf:
@@ -126,6 +127,7 @@ async def test_run_once_delivers_each_matched_paper_once_as_a_proper_message(tmp
     assert len(recorder.received) == 4  # alice and bob, each after the first run and after the day grew
 
 
+@pytest.mark.e2e
 async def test_hostile_paper_fields_stay_inert_through_the_whole_pipeline(tmp_path: Path) -> None:
     recorder = Recorder()
     hostile = FakeHF.make_item(YESTERDAY, 1, title="Linear attention <script>alert(1)</script> & {{ 7*7 }}\r\nBcc: x@evil.test",
@@ -157,6 +159,7 @@ async def test_hostile_paper_fields_stay_inert_through_the_whole_pipeline(tmp_pa
     assert long_title[17:80] in html and "at the end" not in html  # shortened to about 200 characters
 
 
+@pytest.mark.e2e
 async def test_451_three_times_then_250_is_one_message(tmp_path: Path) -> None:
     recorder = Recorder(data_replies=["451 4.3.0 busy"] * 3)
     async with FakeHF() as hf:
@@ -178,6 +181,7 @@ async def test_451_three_times_then_250_is_one_message(tmp_path: Path) -> None:
     assert len(recorder.received) == 1 and message.status == "sent" and message.attempts == 4
 
 
+@pytest.mark.e2e
 async def test_550_fails_only_that_reader_with_the_servers_reply(tmp_path: Path) -> None:
     recorder = Recorder(refuse={"alice@example.org": "550 5.1.1 mailbox unavailable"})
     async with FakeHF() as hf:
@@ -194,6 +198,7 @@ async def test_550_fails_only_that_reader_with_the_servers_reply(tmp_path: Path)
     assert "550 5.1.1 mailbox unavailable" in status
 
 
+@pytest.mark.e2e
 async def test_a_template_error_fails_that_digest_and_keeps_the_papers_pending(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     templates.mkdir()
@@ -216,6 +221,7 @@ async def test_a_template_error_fails_that_digest_and_keeps_the_papers_pending(t
     assert sorted(m["To"] for m in delivered) == ["alice@example.org", "bob@example.org"]
 
 
+@pytest.mark.e2e
 async def test_maildir_is_the_default_and_two_runs_deliver_once(tmp_path: Path) -> None:
     async with FakeHF() as hf:
         serve_samples(hf)
@@ -229,6 +235,7 @@ async def test_maildir_is_the_default_and_two_runs_deliver_once(tmp_path: Path) 
     assert set(first.keys()) == HEADERS
 
 
+@pytest.mark.e2e
 async def test_digest_preview_writes_files_and_changes_nothing(tmp_path: Path) -> None:
     async with FakeHF() as hf:
         serve_samples(hf)
@@ -253,6 +260,7 @@ def write_smtp_login(path: Path, certificates: Certificates, *, security: str = 
     return path
 
 
+@pytest.mark.e2e
 async def test_run_once_over_starttls_with_a_login_and_a_private_ca(tmp_path: Path) -> None:
     """The whole pipeline through STARTTLS, a certificate verified against the test's own CA, and
     AUTH; the password appears nowhere in what paperwatch prints, even at -vv."""
@@ -271,6 +279,7 @@ async def test_run_once_over_starttls_with_a_login_and_a_private_ca(tmp_path: Pa
     assert PASSWORD not in out + err and "DEBUG" in err  # it did log at debug level
 
 
+@pytest.mark.e2e
 async def test_starttls_not_offered_keeps_every_digest_queued_and_never_logs_in(tmp_path: Path) -> None:
     certificates, recorder = Certificates(tmp_path), Recorder()
     async with FakeHF() as hf:
@@ -287,6 +296,7 @@ async def test_starttls_not_offered_keeps_every_digest_queued_and_never_logs_in(
     assert "2 pending" in status
 
 
+@pytest.mark.e2e
 async def test_the_digest_says_what_it_covers(tmp_path: Path) -> None:
     """The first digest counts the papers of the days it reaches back to, not zero."""
     async with FakeHF() as hf:
@@ -315,6 +325,7 @@ keywords = ["quantum gravity"]
 
 
 @pytest.mark.parametrize("published", [26, 0])
+@pytest.mark.e2e
 async def test_only_readers_who_asked_get_an_empty_note_and_it_says_why(tmp_path: Path, published: int) -> None:
     recorder = Recorder()
     async with FakeHF() as hf:
@@ -334,6 +345,7 @@ async def test_only_readers_who_asked_get_an_empty_note_and_it_says_why(tmp_path
     assert set(note.keys()) == HEADERS
 
 
+@pytest.mark.e2e
 async def test_a_paper_is_mailed_once_across_refeatures_and_rule_edits(tmp_path: Path) -> None:
     async with FakeHF() as hf:
         serve_samples(hf)
@@ -357,6 +369,7 @@ async def test_a_paper_is_mailed_once_across_refeatures_and_rule_edits(tmp_path:
     assert delivered["bob@example.org"] == Counter(want["bob"])
 
 
+@pytest.mark.e2e
 async def test_papers_left_out_by_the_size_budget_come_in_the_next_digest(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("paperwatch.digest.HTML_BUDGET", 12_000)
@@ -385,6 +398,7 @@ async def test_papers_left_out_by_the_size_budget_come_in_the_next_digest(
     assert "will be in your next digest" in first
 
 
+@pytest.mark.e2e
 async def test_a_temporary_failure_is_given_up_after_mail_give_up(tmp_path: Path) -> None:
     recorder = Recorder(data_replies=["451 4.3.0 busy"] * 10)
     async with FakeHF() as hf:
@@ -404,6 +418,7 @@ async def test_a_temporary_failure_is_given_up_after_mail_give_up(tmp_path: Path
     assert message.status == "failed" and message.last_error == "given up after 2 tries: 451 4.3.0 busy"
 
 
+@pytest.mark.e2e
 async def test_a_refused_sender_keeps_every_digest_queued(tmp_path: Path) -> None:
     """A 5xx to MAIL FROM is the operator's to fix, the same for every reader: nothing is marked failed."""
     recorder = Recorder(refuse_sender="550 5.7.1 sender rejected")
@@ -419,6 +434,7 @@ async def test_a_refused_sender_keeps_every_digest_queued(tmp_path: Path) -> Non
     assert [m.status for m in messages] == ["pending", "pending"] and recorder.received == []
 
 
+@pytest.mark.e2e
 async def test_a_reader_named_in_words_with_a_display_name_address(tmp_path: Path) -> None:
     """The envelope gets the bare address, To keeps the name, List-Id stays one well-formed id, and
     an operator given as ``Name <address>`` is still a plain mailto: in List-Unsubscribe."""
@@ -441,6 +457,7 @@ async def test_a_reader_named_in_words_with_a_display_name_address(tmp_path: Pat
     assert set(message.keys()) == HEADERS
 
 
+@pytest.mark.e2e
 async def test_a_config_others_may_change_cannot_hold_an_smtp_login(tmp_path: Path) -> None:
     certificates = Certificates(tmp_path)
     async with FakeHF() as hf:
@@ -512,6 +529,7 @@ def arrived(recorder: Recorder, maildir: Path) -> list[tuple[str, bytes, EmailMe
 
 
 @pytest.mark.parametrize(("transport", "step", "left", "repeats"), CRASHES, ids=[f"{c[0]}-{c[1]}" for c in CRASHES])
+@pytest.mark.e2e
 async def test_killed_at_each_step_of_the_outbox_loses_nothing_and_repeats_at_most_that_message(
         tmp_path: Path, transport: str, step: str, left: tuple[int, int, int, int], repeats: int) -> None:
     """SIGKILL at a step of the outbox, then a restart: every paper arrives, once, except that the
@@ -560,6 +578,7 @@ async def test_killed_at_each_step_of_the_outbox_loses_nothing_and_repeats_at_mo
         assert recorder.received == []
 
 
+@pytest.mark.e2e
 async def test_a_crash_inside_maildir_delivery_neither_loses_nor_doubles(tmp_path: Path) -> None:
     async with FakeHF() as hf:
         serve_samples(hf)
@@ -595,6 +614,7 @@ exclude = ["survey"]
 """
 
 
+@pytest.mark.e2e
 async def test_a_paper_known_only_from_the_cards_waits_for_its_abstract(tmp_path: Path) -> None:
     """Cards carry no abstract, so an ``exclude`` cannot see one: such a paper is held while the polls
     may still complete it, and then mailed as it is, once."""

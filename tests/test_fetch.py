@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-import time
 
 import pytest
 
@@ -84,18 +83,17 @@ async def test_backoff_grows_between_tries(fake_hf: FakeHF, make_config: ConfigF
         await fetcher.get(day_url(fake_hf.base_url, DAY))
     times = starts(fake_hf, f"/papers/date/{DAY}")
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    # equal jitter: each wait is between half and all of base * 2^n
-    assert 0.1 <= gaps[0] < 0.35 and 0.2 <= gaps[1] < 0.55 and 0.4 <= gaps[2] < 0.95
+    # equal jitter: each wait is at least half of base * 2^n (a busy machine only adds to a wait)
+    assert 0.1 <= gaps[0] and 0.2 <= gaps[1] and 0.4 <= gaps[2]
 
 
 async def test_a_wait_longer_than_max_wait_fails_at_once(fake_hf: FakeHF, make_config: ConfigFactory,
                                                          day: dt.date) -> None:
     fake_hf.fail(f"/papers/date/{DAY}", Fault.status(429, headers={"Retry-After": "3600"}))
-    started = time.monotonic()
     async with Fetcher(make_config(max_wait=5).source) as fetcher:
         with pytest.raises(FetchError, match="asks us to wait 3600 s, longer than max_wait"):
             await fetcher.get(day_url(fake_hf.base_url, DAY))
-    assert time.monotonic() - started < 1
+    assert len(starts(fake_hf, f"/papers/date/{DAY}")) == 1, "no second try after a wait past max_wait"
 
 
 async def test_never_more_requests_in_flight_than_configured(fake_hf: FakeHF, make_config: ConfigFactory,

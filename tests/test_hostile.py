@@ -36,6 +36,8 @@ from paperwatch.fetch import MAX_REDIRECTS, Fetcher, day_url
 from paperwatch.models import DayPage, PageSource, Paper
 from paperwatch.parse import parse_daily_api, parse_daily_page, parse_search_api, parse_search_page
 
+pytestmark = pytest.mark.slow
+
 SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
 URL = "https://huggingface.co/papers/date/2025-03-05"
 DAY = dt.date(2025, 3, 5)

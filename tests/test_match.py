@@ -561,6 +561,7 @@ RULE_TEXTS = st.lists(RULE_TEXT | st.tuples(st.sampled_from(["re:", "re:[[", "re
 @given(keywords=RULE_TEXTS, all_=RULE_TEXTS, exclude=RULE_TEXTS, authors=RULE_TEXTS, organizations=RULE_TEXTS,
        fields=st.lists(st.sampled_from(match.FIELDS) | RULE_TEXT, max_size=2).map(tuple),
        query=st.none() | RULE_TEXT)
+@pytest.mark.slow
 def test_the_rule_compiler_raises_nothing_but_config_error(
         keywords: tuple[str, ...], all_: tuple[str, ...], exclude: tuple[str, ...], authors: tuple[str, ...],
         organizations: tuple[str, ...], fields: tuple[str, ...], query: str | None) -> None:
@@ -591,6 +592,7 @@ REGEX = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(pattern=REGEX, data=st.data())
+@pytest.mark.slow
 def test_a_regexs_required_text_is_in_every_text_it_matches(pattern: str, data: st.DataObject) -> None:
     """The prefilter never rejects a text the regular expression would match."""
     try:

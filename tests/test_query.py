@@ -163,6 +163,7 @@ QUERY_TEXT = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(QUERY_TEXT)
+@pytest.mark.slow
 def test_parse_raises_nothing_but_query_error(text: str) -> None:
     """Whatever the text, the parser returns a tree or raises QueryError with a position inside it."""
     try:

@@ -85,15 +85,18 @@ async def test_the_scheduler_survives_the_autumn_hour_that_happens_twice() -> No
 async def test_jobs_never_overlap_and_a_failing_run_does_not_stop_the_next() -> None:
     runs: list[int] = []
     running = 0
+    second_done = asyncio.Event()
 
     async def slow() -> None:
         nonlocal running
         running += 1
         runs.append(running)
+        # Long enough that several 0.1 s ticks fall while it runs: they must not start another.
         await asyncio.sleep(0.35)
         running -= 1
         if len(runs) == 1:
             raise RuntimeError("first run fails")
+        second_done.set()
 
     scheduler = Scheduler()
     scheduler.start()
@@ -105,7 +108,6 @@ async def test_jobs_never_overlap_and_a_failing_run_does_not_stop_the_next() -> 
             pass
 
     scheduler.replace([Job("slow", "0.1s", "UTC", guarded, now=True)])
-    await asyncio.sleep(1.2)
+    await asyncio.wait_for(second_done.wait(), timeout=30)
     scheduler.shutdown()
-    await asyncio.sleep(0.4)
     assert len(runs) >= 2 and max(runs) == 1

@@ -13,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fakehf import FakeHF, Fault
 from paperwatch.config import load_config
 from smtpserver import Recorder, SmtpServer
@@ -55,6 +57,7 @@ async def run_once(path: Path) -> tuple[int, str, str]:
     return await paperwatch("-c", str(path), "run", "--once")
 
 
+@pytest.mark.e2e
 async def test_only_results_added_after_the_first_run_are_mailed_once(tmp_path: Path) -> None:
     first = [item["paper"]["id"] for item in RESULTS[:8]]
     added, removed = RESULTS[8]["paper"]["id"], first[3]
@@ -89,6 +92,7 @@ async def test_only_results_added_after_the_first_run_are_mailed_once(tmp_path: 
     assert all(r.path == "/api/papers/search" for r in requests)
 
 
+@pytest.mark.e2e
 async def test_a_paper_matched_by_a_rule_and_a_search_is_mailed_once(tmp_path: Path) -> None:
     grok = next(item for item in RESULTS if "grok" in item["paper"]["title"].lower())
     recorder = Recorder()
@@ -107,6 +111,7 @@ async def test_a_paper_matched_by_a_rule_and_a_search_is_mailed_once(tmp_path: P
     assert "grokking" in text and "deep nets too" in text  # listed under one, "also matched" the other
 
 
+@pytest.mark.e2e
 async def test_the_search_page_is_the_fallback_and_gives_the_same_results(tmp_path: Path) -> None:
     async with FakeHF() as hf:
         hf.searches[QUERY] = RESULTS
@@ -124,6 +129,7 @@ async def test_the_search_page_is_the_fallback_and_gives_the_same_results(tmp_pa
     assert one["summary"] == " ".join(grok[0]["paper"]["summary"].split())
 
 
+@pytest.mark.e2e
 async def test_a_search_page_without_results_is_a_changed_page_and_the_days_go_on(tmp_path: Path) -> None:
     async with FakeHF() as hf:
         hf.days[YESTERDAY] = FakeHF.sample_items()[:5]
@@ -143,6 +149,7 @@ async def test_a_search_page_without_results_is_a_changed_page_and_the_days_go_o
     assert status["papers"] == 5 and status["days"]["failed"] == 0
 
 
+@pytest.mark.e2e
 async def test_match_and_preview_show_search_results(tmp_path: Path) -> None:
     async with FakeHF() as hf:
         hf.searches[QUERY] = RESULTS[:3]
@@ -175,6 +182,7 @@ async def test_match_and_preview_show_search_results(tmp_path: Path) -> None:
     assert new in html and "deep nets" in html
 
 
+@pytest.mark.e2e
 async def test_check_validates_searches_like_rules(tmp_path: Path) -> None:
     bad = READERS.replace(f'query = "{QUERY}"\n\n[[readers]]', 'query = "   "\nmin_upvotes = -1\n\n[[readers]]')
     bad = bad.replace('name = "deep nets too"', 'name = "grokking"')
@@ -190,6 +198,7 @@ async def test_check_validates_searches_like_rules(tmp_path: Path) -> None:
     assert all(line.startswith(f"{path}:") for line in lines)
 
 
+@pytest.mark.e2e
 async def test_status_shows_each_search(tmp_path: Path) -> None:
     async with FakeHF() as hf:
         hf.searches[QUERY] = RESULTS[:5]

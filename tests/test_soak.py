@@ -10,6 +10,8 @@ import pytest
 
 from soak import AIOSMTPD_LOGIN_WARNING, CI_SIZED, Options, run_soak
 
+pytestmark = pytest.mark.e2e
+
 SEED = int(os.environ.get("PAPERWATCH_SOAK_SEED", "7"))
 # Every kind of fault the plan draws must have happened at least once, or the run proved less.
 KINDS = ("site HTTP 429", "site HTTP 5", "site reset", "site hang", "site page", "smtp 421", "smtp 451",

@@ -249,6 +249,7 @@ async def test_pruning_forgets_old_fetch_logs_and_sent_mail_bytes_but_nothing_pe
     assert (await store.messages(status="pending"))[0].data == b"digest bytes"
 
 
+@pytest.mark.e2e
 async def test_a_message_being_sent_is_not_taken_by_another_process_unless_it_died(store: Store) -> None:
     import os
     import socket

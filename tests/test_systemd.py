@@ -13,6 +13,8 @@ import pytest
 
 from paperwatch.daemon import STOP_DEADLINE
 
+pytestmark = pytest.mark.e2e
+
 UNITS = Path(__file__).resolve().parents[1] / "systemd"
 SYSTEM, USER = UNITS / "paperwatch.service", UNITS / "user" / "paperwatch.service"
 PAPERWATCH = Path(sys.prefix) / "bin" / "paperwatch"
