@@ -132,7 +132,7 @@ def test_every_optional_field_may_be_missing() -> None:
     assert paper.as_json() == {
         "id": "2503.00002", "title": "Bare", "summary": None, "authors": [], "daily_date": "2025-03-05",
         "published_at": None, "upvotes": None, "comments": None, "github_repo": None, "github_stars": None,
-        "project_page": None, "organization": None, "ai_keywords": [],
+        "project_page": None, "organization": None, "ai_keywords": [], "ai_summary": None,
         "url": "https://huggingface.co/papers/2503.00002",
     }
 
