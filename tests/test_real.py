@@ -14,17 +14,19 @@ import json
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import ConfigFactory
+from conftest import FAST_SOURCE, ConfigFactory, write_config
 from fakehf import REAL, FakeHF, Fault
 from paperwatch.config import Config
 from paperwatch.fetch import Fetcher
 from paperwatch.models import PageSource, Paper
-from paperwatch.pipeline import DayReport, fetch_days, fetch_searches
+from paperwatch.pipeline import DayReport, fetch_days, fetch_searches, today_utc
 from paperwatch.store import Store
+from test_cli import paperwatch
 
 # file → the day it lists
 CAPTURES = {
@@ -191,3 +193,31 @@ async def test_flat_results_without_details_keep_their_titles(site: Site) -> Non
     papers = {p.id: p for p in await site.store.papers()}
     assert {i: (p.title, p.summary, p.url) for i, p in papers.items()} == {
         r["id"]: (r["title"], None, f"https://huggingface.co/papers/{r['id']}") for r in results}
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+async def test_a_failed_day_is_counted_and_fetched_again_by_the_next_poll_and_by_backfill(
+        tmp_path: Path, fake_hf: FakeHF) -> None:
+    yesterday = today_utc() - dt.timedelta(days=1)  # within the poll's lookback
+    older = today_utc() - dt.timedelta(days=20)  # only backfill reaches it
+    config = str(write_config(tmp_path / "pw.toml", fake_hf.base_url))
+    for day in (yesterday, older):  # the page is down and the API lists nothing (yet)
+        fake_hf.fail(f"/papers/date/{day}", *[Fault.status(503)] * (FAST_SOURCE["retries"] + 1))
+    code, out, err = await paperwatch("-c", config, "run", "--once")
+    assert f"{yesterday}: failed: " in out and "the API lists no papers" in out, out + err
+    code, out, err = await paperwatch("-c", config, "backfill", "--since", str(older), "--until", str(older))
+    assert code == 1 and "1 failed" in out, out + err
+    code, out, err = await paperwatch("-c", config, "status", "--json")
+    status = json.loads(out)
+    assert status["days"]["failed"] == 2
+    assert {d["day"] for d in status["failed_days"]} == {str(yesterday), str(older)}
+
+    fake_hf.days[yesterday] = [FakeHF.make_item(yesterday, n) for n in range(4)]
+    fake_hf.days[older] = [FakeHF.make_item(older, n) for n in range(5)]
+    code, out, err = await paperwatch("-c", config, "run", "--once")
+    assert f"{yesterday}: 4 papers, 4 new" in out, out + err
+    code, out, err = await paperwatch("-c", config, "backfill", "--since", str(older), "--until", str(older))
+    assert code == 0 and "0 already complete, 1 to fetch" in out and "1 days stored (5 papers, 5 new)" in out, out
+    code, out, err = await paperwatch("-c", config, "status", "--json")
+    assert json.loads(out)["days"]["failed"] == 0
