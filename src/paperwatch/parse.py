@@ -85,10 +85,13 @@ def parse_daily_page(body: bytes, *, day: dt.date, url: str) -> DayPage:
 
 
 def is_challenge(page: bytes | LexborHTMLParser) -> bool:
-    """Whether a page is a bot check rather than the site's papers: no data, no cards, and the
-    marks of a challenge (AWS WAF's, Cloudflare's, a captcha) instead."""
+    """Whether a page is a bot check rather than the site's papers: no data, no cards, no link to
+    a paper (a redesign still links its papers), and the marks of a challenge (AWS WAF's,
+    Cloudflare's, a captcha) instead."""
     tree = LexborHTMLParser(page) if isinstance(page, bytes) else page
     if tree.css_first(f'[data-target="{DATA_TARGET}"]') is not None or tree.css_first("article") is not None:
+        return False
+    if any(_HREF_ID.match(node.attributes.get("href") or "") for node in tree.css("a[href]")):
         return False
     return _CHALLENGE_MARK.search(tree.html or "") is not None
 
