@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,9 +25,13 @@ from fakehf import REAL, FakeHF, Fault
 from paperwatch.config import Config
 from paperwatch.fetch import Fetcher
 from paperwatch.models import PageSource, Paper
+from paperwatch.parse import parse_daily_api
 from paperwatch.pipeline import DayReport, fetch_days, fetch_searches, today_utc
-from paperwatch.store import Store
+from paperwatch.store import MIGRATIONS, DayFetch, Store
+from smtpserver import Recorder, SmtpServer
 from test_cli import paperwatch
+from test_delivery import ids
+from test_delivery import write_config as delivery_config
 
 # file → the day it lists
 CAPTURES = {
@@ -221,3 +226,51 @@ async def test_a_failed_day_is_counted_and_fetched_again_by_the_next_poll_and_by
     assert code == 0 and "0 already complete, 1 to fetch" in out and "1 days stored (5 papers, 5 new)" in out, out
     code, out, err = await paperwatch("-c", config, "status", "--json")
     assert json.loads(out)["days"]["failed"] == 0
+
+
+async def test_an_existing_database_gains_ai_summary_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    for number, script in enumerate(MIGRATIONS):  # the schema as it was before ai_summary
+        db.executescript(f"{script}\nPRAGMA user_version = {number + 1};")
+    db.execute("INSERT INTO papers (id, title, summary, complete, first_seen, last_seen) "
+               "VALUES ('2401.00001', 'Kept', 'An abstract.', 1, '2024-01-02', '2024-01-02')")
+    db.commit()
+    db.close()
+    day = CAPTURES["api-daily_papers-2026-08-21.json"]
+    items = FakeHF.sample_items("real/api-daily_papers-2026-08-21.json")
+    async with await Store.open(path) as store:
+        (old,) = await store.papers_by_id(["2401.00001"])
+        assert (old.title, old.summary, old.ai_summary) == ("Kept", "An abstract.", None)
+        page = parse_daily_api(json.dumps(items).encode(), day=day, url="capture")
+        await store.record_day(DayFetch(day, "capture", 200, page=page))
+    async with await Store.open(path) as store:  # a second open adds nothing and loses nothing
+        papers = {p.id: p for p in await store.papers()}
+    assert papers["2401.00001"].summary == "An abstract."
+    assert {p.id: p.ai_summary for p in papers.values() if p.id != "2401.00001"} == {
+        item["paper"]["id"]: text(item["paper"].get("ai_summary")) for item in items}
+    assert any(p.ai_summary for p in papers.values())
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+async def test_flat_search_results_without_details_are_still_mailed_with_titles_and_links(tmp_path: Path) -> None:
+    results = json.loads((REAL / SEARCH).read_text(encoding="utf-8"))
+    readers = ('\n[[readers]]\nname = "alice"\nemail = "alice@example.org"\n'
+               '[[readers.searches]]\nname = "attention"\nquery = "attention"\n')
+    recorder = Recorder()
+    async with FakeHF() as hf:
+        hf.searches["attention"] = results[:4]  # every /api/papers/{id} answers 404
+        with SmtpServer(recorder) as smtp:
+            path = str(delivery_config(tmp_path, hf, smtp=smtp, readers=readers))
+            code, out, err = await paperwatch("-c", path, "run", "--once")
+            assert code == 0 and "search 'attention': 4 results, 4 new" in out, out + err
+            hf.searches["attention"] = results
+            code, out, err = await paperwatch("-c", path, "run", "--once")
+            assert code == 0, out + err
+    (message,) = recorder.messages_to("alice@example.org")
+    body = message.get_body(("plain",))
+    assert body is not None
+    content = " ".join(body.get_content().split())
+    assert ids(message) == [results[4]["id"]]
+    assert results[4]["title"] in content and f"https://huggingface.co/papers/{results[4]['id']}" in content
