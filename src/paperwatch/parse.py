@@ -213,7 +213,7 @@ def parse_search_page(body: bytes, *, url: str) -> tuple[Paper, ...]:
     items = _props(node, url).get("searchResults")
     if not isinstance(items, list):
         raise ParseError(url, "page has changed shape: the search page carries no searchResults list")
-    return _papers(items, day=None, url=url)
+    return _papers([_wrapped(item) for item in items], day=None, url=url)
 
 
 def _papers(items: Iterable[Any], *, day: dt.date | None, url: str) -> tuple[Paper, ...]:
