@@ -51,9 +51,24 @@ from yarl import URL
 
 # The site's shapes, kept with the tests (real captures under real/).
 SAMPLES: Final = Path(__file__).resolve().parent / "data" / "samples"
+REAL: Final = SAMPLES / "real"
 
 LATEST_POLICIES: Final = frozenset({"latest", "redirect", "redirect_date", "empty"})
-PAGE_MODES: Final = frozenset({"json", "cards", "changed", "broken_json", "truncated"})
+PAGE_MODES: Final = frozenset({"json", "cards", "changed", "broken_json", "truncated", "challenge"})
+# "2025": props say ``dateString`` (and ``periodType``); "2024": they say ``date``, an ISO
+# timestamp, and the cards name claimed authors by their HF username, as the real 2024 page did.
+PAGE_STYLES: Final = frozenset({"2025", "2024"})
+# What a bot check (AWS WAF, in front of the real site) answers instead of the page.
+CHALLENGE_PAGE: Final = (
+    b'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title></title><script>'
+    b'window.awsWafCookieDomainList = [];window.gokuProps = {"key":"AQIDAHjcYu/GjX+QlghicBgQ/7bFaQZ+m5FKCMDnO",'
+    b'"iv":"CgAFJTFGAAAAAdTR","context":"Xy2kD1wR0c+fJmN1"};</script>'
+    b'<script src="https://0e4a2b1c9d3f.edge.sdk.awswaf.com/0e4a2b1c9d3f/challenge.js"></script></head>'
+    b'<body><div id="challenge-container"></div><script>AwsWafIntegration.checkForceRefresh().then(() => '
+    b'ChallengeScript.renderChallenge("#challenge-container"));</script><noscript><h1>JavaScript is disabled'
+    b"</h1>In order to continue, we need to verify that you're not a robot. This requires JavaScript. "
+    b"Enable JavaScript and then reload the page.</noscript></body></html>"
+)
 SEARCH_PAGE_MODES: Final = frozenset({"json", "no_results", "changed"})
 
 API_DEFAULT_LIMIT: Final = 50
@@ -182,10 +197,12 @@ def _upvotes(item: Mapping[str, Any]) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _card(item: Mapping[str, Any], template: str = _CARD) -> str:
+def _card(item: Mapping[str, Any], template: str = _CARD, *, usernames: bool = False) -> str:
     paper = _paper(item)
     paper_id = paper.get("id", "")
     authors = [a for a in paper.get("authors") or [] if isinstance(a, dict)]
+    if usernames:  # the 2024 cards: a claimed author shows as the account's username
+        authors = [{**a, "name": a["user"].get("user")} if isinstance(a.get("user"), dict) else a for a in authors]
     return template.format(
         id=_esc(paper_id),
         thumbnail=_esc(item.get("thumbnail") or _thumbnail(str(paper_id))),
@@ -199,13 +216,20 @@ def _card(item: Mapping[str, Any], template: str = _CARD) -> str:
 
 
 def render_page(date_string: str, items: Iterable[Mapping[str, Any]], *, prev_date: str | None,
-                mode: str = "json") -> bytes:
+                mode: str = "json", style: str = "2025") -> bytes:
     """One ``/papers/date/...`` page showing ``items``, in that order, under ``date_string``.
 
-    ``mode`` is one of PAGE_MODES. Public so a test can render a page without a server.
+    ``mode`` is one of PAGE_MODES, ``style`` one of PAGE_STYLES. Public so a test can render a
+    page without a server.
     """
     if mode not in PAGE_MODES:
         raise ValueError(f"unknown page mode {mode!r}; expected one of {sorted(PAGE_MODES)}")
+    if style not in PAGE_STYLES:
+        raise ValueError(f"unknown page style {style!r}; expected one of {sorted(PAGE_STYLES)}")
+    if mode == "challenge":
+        return CHALLENGE_PAGE
+    if style == "2024":
+        return _render_2024(date_string, list(items), prev_date=prev_date, mode=mode)
     items = list(items)
     day = dt.date.fromisoformat(date_string)
     heading = (
@@ -232,6 +256,26 @@ def render_page(date_string: str, items: Iterable[Mapping[str, Any]], *, prev_da
         "isTrending": False,
     }
     # Compact, non-ASCII left as is: that is what the samples hold, byte for byte.
+    data = json.dumps(props, separators=(",", ":"), ensure_ascii=False)
+    if mode == "broken_json":
+        data = data[: len(data) // 2]
+    div = f'<div class="SVELTE_HYDRATER contents" data-target="DailyPapers" data-props="{_esc(data)}">'
+    page = (_HEAD + div + section + _TAIL).encode()
+    return page[: len(page) // 2] if mode == "truncated" else page
+
+
+def _render_2024(date_string: str, items: list[Mapping[str, Any]], *, prev_date: str | None, mode: str) -> bytes:
+    """The page as served in 2024 (see real/papers-date-2024-08-01.html): props with ``date``,
+    no ``dateString`` nor ``periodType``; cards with usernames for claimed authors."""
+    day = dt.date.fromisoformat(date_string)
+    heading = ('<section class="container"><h1>Daily Papers</h1><p>by AK and the research community</p>'
+               f'<time datetime="{date_string}">{_MONTHS[day.month - 1]} {day.day}</time>')
+    cards = "".join(_card(item, usernames=True) for item in items)
+    section = f'{heading}<div class="relative grid grid-cols-1 gap-14 lg:grid-cols-2">{cards}</div></section>'
+    if mode in ("cards", "changed"):
+        return (_HEAD + '<div class="contents">' + section + _TAIL).encode()
+    props = {"canSubmit": False, "dailyPapers": [{**item, "upvoted": False} for item in items],
+             "date": f"{date_string}T00:00:00.000Z", "nextDate": None, "prevDate": prev_date, "publisher": None}
     data = json.dumps(props, separators=(",", ":"), ensure_ascii=False)
     if mode == "broken_json":
         data = data[: len(data) // 2]
@@ -447,6 +491,19 @@ class FakeHF:
         self._latest_policy = "latest"
         self.page_mode: dict[dt.date, str] = {}
         self.etag = True
+        # Which year's page shape each day is rendered in (PAGE_STYLES); "2025" if absent.
+        self.page_style: dict[dt.date, str] = {}
+        # The status a "challenge" page answers with: the real bot check says 202, or 403, or 200.
+        self.challenge_status = 202
+        # Pages served as these exact bytes (a real capture), whatever ``days`` holds.
+        self.raw_pages: dict[dt.date, bytes] = {}
+        # /api/papers/{id}: these paper objects; else the ``paper`` of an item in ``days``; else 404.
+        self.papers: dict[str, dict[str, Any]] = {}
+        # Whether an API page that has a next one says so in ``Link: rel="next"`` (else only ``p``).
+        self.api_link = True
+        # Header lines, as raw bytes, added to every answer for a path (+ "?" + query) with this
+        # prefix, replacing headers of the same name: validators no client could send back...
+        self.raw_headers: dict[str, list[tuple[bytes, bytes]]] = {}
         # The UTC date the API takes for today (400 for later dates); None means the real one.
         self.today: dt.date | None = None
         self.requests: list[Req] = []
@@ -596,6 +653,9 @@ class FakeHF:
         try:
             fault = self._take_fault(url)
             req.fault = fault.kind if fault else None
+            raw = next((v for k, v in self.raw_headers.items() if url.startswith(k)), None)
+            if fault is None and raw is not None:
+                return await self._raw(request, req, self._serve(request), raw)
             if fault is None:
                 response = self._serve(request)
             elif fault.kind == "hang":
@@ -635,6 +695,25 @@ class FakeHF:
         await asyncio.sleep(10)
         return response  # not reached
 
+    async def _raw(self, request: web.Request, req: Req, response: web.Response,
+                   extra: list[tuple[bytes, bytes]]) -> web.StreamResponse:
+        """``response`` written byte by byte with the ``extra`` header lines, which aiohttp's
+        own writer would refuse or re-encode; then the connection closes."""
+        body = b"" if request.method == "HEAD" or response.status == 304 else _body(response)
+        replaced = {name.decode("latin-1").lower() for name, _ in extra}
+        lines = [f"HTTP/1.1 {response.status} {response.reason}".encode()]
+        lines += [f"{k}: {v}".encode() for k, v in response.headers.items()
+                  if k.lower() not in replaced | {"content-length", "connection"}]
+        lines += [name + b": " + value for name, value in extra]
+        lines += [f"Content-Length: {len(body)}".encode(), b"Connection: close"]
+        assert request.transport is not None
+        request.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        req.status = response.status
+        request.transport.close()
+        # connection_lost cancels this handler (handler_cancellation), as for a reset.
+        await asyncio.sleep(10)
+        return response  # not reached
+
     def _serve(self, request: web.Request, *, conditional: bool = True) -> web.Response:
         """The normal answer, as the real site would give it."""
         if request.method not in ("GET", "HEAD"):
@@ -648,6 +727,8 @@ class FakeHF:
             return web.Response(body=page, headers={"Content-Type": "text/html; charset=utf-8"})
         if path == "/api/papers/search":
             return _json_response(self.searches.get(request.query.get("q", ""), []))
+        if path.startswith("/api/papers/"):
+            return self._paper_api(path.removeprefix("/api/papers/"))
         if path in ("/papers", "/papers/"):
             latest = self._latest_day()
             if latest is None:  # nothing published at all: today's empty page, not a redirect loop
@@ -657,10 +738,25 @@ class FakeHF:
             return self._api(request)
         return _json_response({"error": "Not Found"}, status=404)
 
+    def _paper_api(self, paper_id: str) -> web.Response:
+        if paper_id in self.papers:
+            return _json_response(self.papers[paper_id])
+        for items in self.days.values():
+            for item in items:
+                paper = _paper(item)
+                if paper.get("id") == paper_id:
+                    return _json_response(paper)
+        return _json_response({"error": "Paper not found"}, status=404)
+
     def _day_page(self, request: web.Request, text: str, conditional: bool) -> web.Response:
         day = _parse_date(text)
         if day is None:
             return web.Response(status=404, text="Not Found", content_type="text/html")
+        if self.page_mode.get(day) == "challenge":
+            return web.Response(status=self.challenge_status, body=CHALLENGE_PAGE,
+                                headers={"Content-Type": "text/html; charset=utf-8"})
+        if day in self.raw_pages:
+            return web.Response(body=self.raw_pages[day], headers={"Content-Type": "text/html; charset=utf-8"})
         items = self.items(day)
         if items:
             return self._page(request, day, items, conditional)
@@ -678,7 +774,7 @@ class FakeHF:
     def _page(self, request: web.Request, day: dt.date, items: list[dict[str, Any]],
               conditional: bool) -> web.Response:
         body = render_page(day.isoformat(), items, prev_date=self._prev_date(day),
-                           mode=self.page_mode.get(day, "json"))
+                           mode=self.page_mode.get(day, "json"), style=self.page_style.get(day, "2025"))
         headers = {"Content-Type": "text/html; charset=utf-8"}
         if not self.etag:
             return web.Response(body=body, headers=headers)
@@ -716,7 +812,7 @@ class FakeHF:
         limit = min(limit, API_MAX_LIMIT)
         items = self.items(day) if day is not None else []
         response = _json_response(items[page * limit:(page + 1) * limit])
-        if (page + 1) * limit < len(items):
+        if (page + 1) * limit < len(items) and self.api_link:
             following = URL(self.base_url + request.path).with_query(
                 {**query, "limit": str(limit), "p": str(page + 1)})
             response.headers["Link"] = f'<{following}>; rel="next"'

@@ -57,6 +57,7 @@ def expected_json(item: dict[str, Any], day: dt.date) -> dict[str, Any]:
         "project_page": paper.get("projectPage"),
         "organization": (org.get("fullname") or org.get("name")) if org else None,
         "ai_keywords": paper.get("ai_keywords", []),
+        "ai_summary": text(paper.get("ai_summary")),
         "url": f"https://huggingface.co/papers/{paper['id']}",
     }
 
@@ -95,6 +96,7 @@ async def test_fetch_reports_each_day_and_exits_1_when_one_failed(tmp_path: Path
     fake_hf.days[good] = [FakeHF.make_item(good, n) for n in range(4)]
     fake_hf.days[bad] = [FakeHF.make_item(bad, n) for n in range(4)]
     fake_hf.fail(f"/papers/date/{bad}", *[Fault.status(500)] * 10)
+    fake_hf.fail(f"/api/daily_papers?date={bad}", *[Fault.status(500)] * 10)  # the fallback too
     config = write_config(tmp_path / "pw.toml", fake_hf.base_url, retries=1)
     code, out, err = await paperwatch("-c", str(config), "fetch", str(good), str(bad))
     assert code == 1

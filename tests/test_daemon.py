@@ -199,6 +199,7 @@ async def test_the_operator_hears_once_when_polls_keep_failing_and_once_when_the
         path.write_text(path.read_text().replace("[source]", '[source]\npoll = "0.2s"'))
         # retries = 3: each failing poll takes 4 faults; 6 polls fail, then the site is back.
         hf.fail(f"/papers/date/{YESTERDAY}", *[Fault.status(500)] * 24)
+        hf.fail(f"/api/daily_papers?date={YESTERDAY}", *[Fault.status(500)] * 24)  # and its fallback
         daemon = InProcess(Loaded.load(path))
         running = asyncio.create_task(daemon.run())
         mail = tmp_path / "mail"

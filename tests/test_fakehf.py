@@ -228,3 +228,64 @@ async def test_search_page_and_api_serve_the_same_results(hf: FakeHF) -> None:
     assert list(props) == list(sample_props)
     assert b"searchResults" not in render_search_page("q", items, today=dt.date(2026, 4, 13), mode="no_results")
     assert b"data-props" not in render_search_page("q", items, today=dt.date(2026, 4, 13), mode="changed")
+
+
+# -- the real site's other shapes ------------------------------------------------------------
+
+async def test_the_2024_style_says_date_and_shows_usernames_on_cards(hf: FakeHF, http: aiohttp.ClientSession) -> None:
+    day = dt.date(2024, 8, 1)
+    items = FakeHF.sample_items("real/papers-date-2024-08-01.html")
+    hf.days[day] = items
+    hf.page_style[day] = "2024"
+    status, _, body = await get(http, f"{hf.base_url}/papers/date/{day}")
+    data = props(body)
+    assert status == 200 and data["date"] == "2024-08-01T00:00:00.000Z"
+    assert "dateString" not in data and "periodType" not in data
+    assert [{k: v for k, v in i.items() if k != "upvoted"} for i in data["dailyPapers"]] == hf.items(day)
+    # as the real 2024 cards did ("mannatsingh" for Mannat Singh)
+    claimed = [a for i in items for a in i["paper"]["authors"][:5] if isinstance(a.get("user"), dict)]
+    assert claimed and all(f'<li title="{a["user"]["user"]}">'.encode() in body for a in claimed)
+
+
+async def test_a_real_page_is_served_byte_for_byte(hf: FakeHF, http: aiohttp.ClientSession) -> None:
+    real = (SAMPLES / "real" / "papers-date-2024-08-01.html").read_bytes()
+    hf.raw_pages[dt.date(2024, 8, 1)] = real
+    assert (await get(http, f"{hf.base_url}/papers/date/2024-08-01"))[2] == real
+
+
+@pytest.mark.parametrize("status", [200, 202, 403])
+async def test_a_challenge_page_answers_with_its_status_and_no_papers(hf: FakeHF, http: aiohttp.ClientSession,
+                                                                      status: int) -> None:
+    hf.page_mode[WED] = "challenge"
+    hf.challenge_status = status
+    got, _, body = await get(http, f"{hf.base_url}/papers/date/{WED}")
+    assert got == status and b"gokuProps" in body and b"DailyPapers" not in body and b"<article" not in body
+    assert len(json.loads((await get(http, f"{hf.base_url}/api/daily_papers?date={WED}"))[2])) == 5
+
+
+async def test_the_paper_api_serves_papers_of_the_days_and_set_ones(hf: FakeHF, http: aiohttp.ClientSession) -> None:
+    paper = hf.days[WED][0]["paper"]
+    status, _, body = await get(http, f"{hf.base_url}/api/papers/{paper['id']}")
+    assert status == 200 and json.loads(body) == paper
+    hf.papers["2409.07146"] = {"id": "2409.07146", "title": "Gated Slot Attention"}
+    assert json.loads((await get(http, f"{hf.base_url}/api/papers/2409.07146"))[2])["title"] == "Gated Slot Attention"
+    assert (await get(http, f"{hf.base_url}/api/papers/2409.99999"))[0] == 404
+
+
+async def test_api_pages_without_link(hf: FakeHF, http: aiohttp.ClientSession) -> None:
+    hf.api_link = False
+    _, headers, body = await get(http, f"{hf.base_url}/api/daily_papers?date={THU}&limit=3")
+    assert len(json.loads(body)) == 3 and "Link" not in headers
+    assert len(json.loads((await get(http, f"{hf.base_url}/api/daily_papers?date={THU}&limit=3&p=2"))[2])) == 1
+
+
+async def test_raw_header_bytes_reach_the_client_as_sent(hf: FakeHF) -> None:
+    hf.raw_headers[f"/papers/date/{WED}"] = [(b"ETag", b'W/"\xff\xfe"'), (b"X-Odd", b"caf\xc3\xa9")]
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(hf.base_url.rsplit(":", 1)[1]))
+    writer.write(f"GET /papers/date/{WED} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    raw = await reader.read()  # the fake closes the connection after a raw answer
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b'\r\nETag: W/"\xff\xfe"\r\n' in head and b"\r\nX-Odd: caf\xc3\xa9\r\n" in head
+    assert head.count(b"ETag") == 1 and props(body)["dateString"] == str(WED)

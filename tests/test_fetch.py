@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import logging
 
 import pytest
 
@@ -193,3 +194,37 @@ async def test_a_refused_location_is_shown_escaped_not_as_sent(fake_hf: FakeHF, 
             await fetcher.get(day_url(fake_hf.base_url, DAY))
     assert "refused redirect to http://evil.example/\\u202etxt.exe: outside" in str(caught.value)
     assert str(caught.value).isprintable()
+
+
+@pytest.mark.parametrize(("etag", "kept"), [(b'W/"abc-1"', 'W/"abc-1"'), (b'"abc"', '"abc"'),
+                                            (b'W/"\xff\xfe"', None), (b'"caf\xc3\xa9"', None), (b"abc", None)])
+async def test_validators_we_could_not_send_back_are_dropped(fake_hf: FakeHF, make_config: ConfigFactory,
+                                                             day: dt.date, etag: bytes, kept: str | None,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    fake_hf.raw_headers[f"/papers/date/{DAY}"] = [(b"ETag", etag), (b"Last-Modified", b"\xe9t\xe9 2025")]
+    url = day_url(fake_hf.base_url, DAY)
+    with caplog.at_level(logging.DEBUG, logger="paperwatch.fetch"):
+        async with Fetcher(make_config().source) as fetcher:
+            first = await fetcher.get(url)
+            second = await fetcher.get(url, validators=first.validators)
+    assert first.status == second.status == 200 and b"DailyPapers" in first.body
+    assert first.validators.etag == kept and first.validators.last_modified is None
+    assert fake_hf.requests[1].headers.get("If-None-Match") == kept
+    assert f"{url}: dropping a Last-Modified header we can't use" in caplog.text
+
+
+@pytest.mark.parametrize(("link", "followed"), [
+    ("<{base}/api/daily_papers?date=2025-03-05&limit=100&p=1>; rel=\"next\"", True),
+    ("</api/daily_papers?date=2025-03-05&limit=100&p=1>; rel=next", True),
+    ("<http://elsewhere.example/api/daily_papers?p=1>; rel=\"next\"", False),
+    ("<{base}/api/daily_papers?p=1>; rel=\"prev\"", False),
+])
+async def test_a_next_link_is_kept_only_within_the_site(fake_hf: FakeHF, make_config: ConfigFactory,
+                                                       day: dt.date, link: str, followed: bool) -> None:
+    path = f"/api/daily_papers?date={DAY}&limit=100&p=0"
+    fake_hf.fail(path, Fault.status(200, {"Link": link.format(base=fake_hf.base_url),
+                                          "Content-Type": "application/json"}, b"[]"))
+    async with Fetcher(make_config().source) as fetcher:
+        response = await fetcher.get(fake_hf.base_url + path)
+    want = f"{fake_hf.base_url}/api/daily_papers?date={DAY}&limit=100&p=1" if followed else None
+    assert response.next_url == want

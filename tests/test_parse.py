@@ -12,7 +12,7 @@ import pytest
 
 from paperwatch.errors import ParseError
 from paperwatch.models import PageSource
-from paperwatch.parse import clean_text, parse_daily_api, parse_daily_page
+from paperwatch.parse import clean_text, parse_daily_api, parse_daily_page, parse_paper_api, parse_search_api
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
 DAY = dt.date(2025, 3, 5)
@@ -132,7 +132,7 @@ def test_every_optional_field_may_be_missing() -> None:
     assert paper.as_json() == {
         "id": "2503.00002", "title": "Bare", "summary": None, "authors": [], "daily_date": "2025-03-05",
         "published_at": None, "upvotes": None, "comments": None, "github_repo": None, "github_stars": None,
-        "project_page": None, "organization": None, "ai_keywords": [],
+        "project_page": None, "organization": None, "ai_keywords": [], "ai_summary": None,
         "url": "https://huggingface.co/papers/2503.00002",
     }
 
@@ -281,3 +281,92 @@ def test_a_cut_cards_page_is_an_error_not_cut_titles_or_counts() -> None:
         parse_daily_page(body[:cut], day=dt.date(2025, 3, 6), url=URL)
     whole = parse_daily_page(body + b"\n", day=dt.date(2025, 3, 6), url=URL)
     assert len(whole.papers) == 26
+
+
+# -- shapes the real site served (tests/data/samples/real) -----------------------------------
+
+@pytest.mark.parametrize(("stamp", "papers"), [
+    ("2025-03-05T00:00:00.000Z", 1),  # the real 2024 shape
+    ("2025-03-04T23:30:00-01:00", 1),  # the 5th in UTC
+    ("2025-03-05T00:30:00+01:00", 0),  # the 4th in UTC: another day's page
+])
+def test_a_page_that_says_date_not_datestring_is_read_by_its_utc_date(stamp: str, papers: int) -> None:
+    props = {"date": stamp, "nextDate": None, "prevDate": "2025-03-04", "dailyPapers": [item()]}
+    result = parse_daily_page(page(props), day=DAY, url=URL)
+    assert (len(result.papers), result.source) == (papers, PageSource.JSON)
+    assert result.empty_reason == (None if papers else "page shows 2025-03-04")
+
+
+def test_a_date_that_is_no_timestamp_is_an_error() -> None:
+    with pytest.raises(ParseError, match=r"does not say which day it shows \(dateString null, date yesterday\)"):
+        parse_daily_page(page({"date": "yesterday", "dailyPapers": [item()]}), day=DAY, url=URL)
+
+
+def test_unknown_extra_keys_anywhere_never_break_a_parse() -> None:
+    odd: dict[str, object] = {"x-new": [1, {"a": None}], "ai_summary_model": {"nested": True}, "weird": 3.5}
+    props = {"dateString": "2025-03-05", "dailyPapers": [{**item(**odd), **odd}], **odd}
+    (paper,) = parse_daily_page(page(props), day=DAY, url=URL).papers
+    assert (paper.id, paper.title) == ("2503.00001", "A title")
+
+
+@pytest.mark.parametrize(("where", "expected"), [
+    ({"organization": {"fullname": "  Item  Org ", "name": "i"}, "paper_org": {"fullname": "Paper Org"}}, "Item Org"),
+    ({"paper_org": {"fullname": "", "name": " paper-org "}, "submitterOrganization": {"fullname": "S"}}, "paper-org"),
+    ({"submitterOrganization": {"_id": "1", "name": "Tsinghua", "fullname": "Tsinghua University"}},
+     "Tsinghua University"),
+    ({"submitterOrganization": "not an object"}, None),
+])
+def test_organization_from_the_item_the_paper_or_the_submitter(where: dict[str, object], expected: str | None) -> None:
+    entry = item(**({"organization": where["paper_org"]} if "paper_org" in where else {}))
+    entry |= {k: v for k, v in where.items() if k != "paper_org"}
+    (paper,) = parse_daily_api(json.dumps([entry]).encode(), day=DAY, url=URL).papers
+    assert paper.organization == expected
+
+
+def test_ai_summary_is_kept_as_one_clean_line() -> None:
+    (paper,) = parse_daily_api(json.dumps([item(ai_summary=" One\nsentence  by the site. ")]).encode(),
+                               day=DAY, url=URL).papers
+    assert paper.ai_summary == "One sentence by the site."
+    assert paper.as_json()["ai_summary"] == "One sentence by the site."
+
+
+def test_the_real_flat_search_results_are_incomplete_papers_with_titles() -> None:
+    body = (SAMPLES / "real" / "api-papers-search-q-attention-2024-09-18.json").read_bytes()
+    papers = parse_search_api(body, url=URL)
+    assert [(p.id, p.complete, p.summary) for p in papers][:2] == [("2409.07146", False, None),
+                                                                    ("2409.03752", False, None)]
+    assert papers[0].title == "Gated Slot Attention for Efficient Linear-Time Sequence Modeling"
+    assert len(papers) == 5
+
+
+def test_search_results_flat_with_details_and_wrapped_mix() -> None:
+    flat = {"id": "2409.00001", "title": "Flat", "upvotes": 7, "publishedAt": "2024-09-01T00:00:00.000Z",
+            "authors": [{"name": "Ada Lovelace", "user": {"user": "ada"}}], "summary": "An abstract.",
+            "thumbnailUrl": "x", "source": "hf", "whatever": {"new": 1}}
+    wrapped = item("2409.00002", summary="Whole.", submittedOnDailyAt="2024-09-03T08:00:00.000Z")
+    first, second = parse_search_api(json.dumps([flat, wrapped]).encode(), url=URL)
+    assert (first.title, first.upvotes, first.authors, first.summary, first.complete) == (
+        "Flat", 7, ("Ada Lovelace",), "An abstract.", False)
+    assert (second.id, second.complete, second.daily_date) == ("2409.00002", True, dt.date(2024, 9, 3))
+
+
+def test_the_paper_api_gives_a_complete_paper() -> None:
+    body = json.dumps({"id": "2409.00001", "title": "T", "summary": "S.", "authors": [{"name": "A"}],
+                       "upvotes": 3, "submittedOnDailyAt": "2024-09-03T08:00:00.000Z", "ai_summary": "Short."})
+    paper = parse_paper_api(body.encode(), url=URL)
+    assert (paper.id, paper.summary, paper.authors, paper.upvotes, paper.daily_date, paper.ai_summary, paper.complete) \
+        == ("2409.00001", "S.", ("A",), 3, dt.date(2024, 9, 3), "Short.", True)
+    with pytest.raises(ParseError, match="no id or no title"):
+        parse_paper_api(b'{"error": "Paper not found"}', url=URL)
+
+
+def test_a_challenge_page_is_named_and_a_redesign_is_not() -> None:
+    from fakehf import CHALLENGE_PAGE, render_page
+
+    with pytest.raises(ParseError, match="the site answered with a challenge page"):
+        parse_daily_page(CHALLENGE_PAGE, day=DAY, url=URL)
+    # A redesigned page whose paper is about a challenge still links its papers: changed shape.
+    redesign = render_page("2025-03-05", [{"paper": {"id": "2503.00001", "title": "The TADPOLE Challenge"}}],
+                           prev_date=None, mode="changed")
+    with pytest.raises(ParseError, match="changed shape"):
+        parse_daily_page(redesign, day=DAY, url=URL)

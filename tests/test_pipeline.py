@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,8 +14,8 @@ from conftest import ConfigFactory
 from fakehf import FakeHF, Fault
 from paperwatch.config import Config
 from paperwatch.fetch import Fetcher
-from paperwatch.models import PageSource
-from paperwatch.pipeline import DayReport, fetch_days, recent_days
+from paperwatch.models import PageSource, Validators
+from paperwatch.pipeline import DayReport, fetch_days, is_settled, recent_days
 from paperwatch.store import Store
 
 WED, THU, FRI, SAT = (dt.date(2025, 3, 5) + dt.timedelta(days=n) for n in range(4))
@@ -160,3 +161,95 @@ def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
         return sorted(db.execute(sql).fetchall())
     finally:
         db.close()
+
+
+# -- the API as a second source ---------------------------------------------------------------
+
+@pytest.mark.parametrize("fault", [Fault.status(503), Fault.status(500), Fault.reset()], ids=["503", "500", "reset"])
+async def test_a_page_that_fails_after_its_retries_is_read_from_the_api(run: Harness, fake_hf: FakeHF,
+                                                                         fault: Fault) -> None:
+    fake_hf.fail(f"/papers/date/{WED}", *[fault] * (run.config.source.retries + 1))
+    reports = await run.fetch(WED)
+    assert reports[WED].line() == f"{WED}: 6 papers, 6 new (read from the api)"
+    assert await run.ids(WED) == served_ids(fake_hf, WED)
+    assert len([r for r in fake_hf.requests if r.path == f"/papers/date/{WED}"]) == run.config.source.retries + 1
+
+
+async def test_a_429_longer_than_max_wait_is_read_from_the_api(run: Harness, fake_hf: FakeHF) -> None:
+    fake_hf.fail(f"/papers/date/{WED}", Fault.status(429, {"Retry-After": "3600"}))
+    reports = await run.fetch(WED)
+    assert reports[WED].source is PageSource.API and await run.ids(WED) == served_ids(fake_hf, WED)
+
+
+@pytest.mark.parametrize("status", [200, 202, 403])
+async def test_a_challenge_page_is_named_and_the_day_read_from_the_api(run: Harness, fake_hf: FakeHF, status: int,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    fake_hf.page_mode[WED] = "challenge"
+    fake_hf.challenge_status = status
+    with caplog.at_level(logging.WARNING, logger="paperwatch.pipeline"):
+        reports = await run.fetch(WED)
+    assert reports[WED].source is PageSource.API and await run.ids(WED) == served_ids(fake_hf, WED)
+    url = f"{fake_hf.base_url}/papers/date/{WED}"
+    assert [r.getMessage() for r in caplog.records if "challenge" in r.getMessage()] == [
+        f"{url}: {'HTTP 403: ' if status == 403 else ''}the site answered with a challenge page; "
+        "trying the API instead"]
+
+
+async def test_a_challenge_page_with_the_api_down_fails_naming_both(run: Harness, fake_hf: FakeHF) -> None:
+    fake_hf.page_mode[WED] = "challenge"
+    fake_hf.fail(f"/api/daily_papers?date={WED}", *[Fault.status(503)] * 10)
+    report = (await run.fetch(WED))[WED]
+    assert report.failed and report.detail is not None
+    assert "the site answered with a challenge page; the API fallback failed too" in report.detail
+    assert (await run.store.summary()).days_failed == 1
+
+
+async def test_an_unreadable_page_and_an_empty_api_is_a_failed_day_fetched_again(run: Harness,
+                                                                                  fake_hf: FakeHF) -> None:
+    fake_hf.fail(f"/papers/date/{SAT}", *[Fault.status(503)] * (run.config.source.retries + 1))
+    report = (await run.fetch(SAT))[SAT]  # the fake has no papers for SAT: the API lists none
+    assert report.failed and "the API lists no papers for 2025-03-08 either" in (report.detail or "")
+    assert [s.day for s in await run.store.failed_days()] == [SAT]
+    assert (await run.store.summary()).days_failed == 1
+    assert not is_settled((await run.store.day_states([SAT])).get(SAT))
+
+    fake_hf.days[SAT] = [FakeHF.make_item(SAT, n) for n in range(3)]
+    assert (await run.fetch(SAT))[SAT].line() == f"{SAT}: 3 papers, 3 new"
+    assert await run.store.failed_days() == []
+
+
+@pytest.mark.parametrize("link", [True, False], ids=["link", "p"])
+async def test_a_day_of_120_papers_is_read_through_the_apis_pages(run: Harness, fake_hf: FakeHF, link: bool) -> None:
+    fake_hf.days[WED] = [FakeHF.make_item(WED, n) for n in range(120)]
+    fake_hf.page_mode[WED] = "changed"
+    fake_hf.api_link = link
+    report = (await run.fetch(WED))[WED]
+    assert (report.papers, report.source) == (120, PageSource.API)
+    assert await run.ids(WED) == served_ids(fake_hf, WED)
+    pages = [r.query for r in fake_hf.requests if r.path == "/api/daily_papers"]
+    assert [(q["limit"], q["p"]) for q in pages] == [("100", "0"), ("100", "1")]
+
+
+async def test_a_day_of_exactly_100_papers_asks_for_the_next_page_once(run: Harness, fake_hf: FakeHF) -> None:
+    fake_hf.days[WED] = [FakeHF.make_item(WED, n) for n in range(100)]
+    fake_hf.page_mode[WED] = "changed"
+    fake_hf.api_link = False
+    assert (await run.fetch(WED))[WED].papers == 100
+    assert [r.query["p"] for r in fake_hf.requests if r.path == "/api/daily_papers"] == ["0", "1"]
+
+
+@pytest.mark.parametrize("etag", [b'W/"\xff\xfeabc"', b'"caf\xc3\xa9"', b"not quoted", b'"a"\x01'])
+async def test_an_etag_we_cannot_send_back_is_dropped_and_the_page_stored(run: Harness, fake_hf: FakeHF,
+                                                                          etag: bytes,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    fake_hf.raw_headers[f"/papers/date/{WED}"] = [(b"ETag", etag), (b"Last-Modified", b"Wed, 05 Mar 2025 \xe9")]
+    with caplog.at_level(logging.DEBUG, logger="paperwatch.fetch"):
+        first = (await run.fetch(WED))[WED]
+        second = (await run.fetch(WED))[WED]
+    assert (first.outcome, first.source, first.papers) == ("ok", PageSource.JSON, 6)
+    assert second.outcome == "ok", "nothing to send back: the page is fetched whole again"
+    assert await run.ids(WED) == served_ids(fake_hf, WED)
+    assert await run.store.validators(f"{fake_hf.base_url}/papers/date/{WED}") == Validators(None, None)
+    sent = [r.headers for r in fake_hf.requests if r.path == f"/papers/date/{WED}"]
+    assert not [h for h in sent if "If-None-Match" in h or "If-Modified-Since" in h]
+    assert "dropping a ETag header we can't use" in caplog.text

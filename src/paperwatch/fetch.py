@@ -19,7 +19,7 @@ import random
 import re
 import time
 from types import TracebackType
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -29,6 +29,7 @@ from paperwatch import PROJECT_URL, __version__
 from paperwatch.config import SourceConfig
 from paperwatch.errors import FetchError
 from paperwatch.models import Response, Validators
+from paperwatch.parse import CHALLENGE, is_challenge
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,12 @@ USER_AGENT = f"paperwatch/{__version__} (+{PROJECT_URL})"
 MAX_REDIRECTS = 5
 MAX_BACKOFF = 120.0
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_RATELIMIT_T = re.compile(r"(?:^|;)\s*t=(\d+)")
+_RATELIMIT_T = re.compile(r"(?:^|;)\s*t=(\d+)", re.ASCII)
+# Header values are bytes from strangers; only what we can send back as it came is kept.
+_PRINTABLE = re.compile(r"[\x20-\x7e]{1,2000}")
+_ETAG = re.compile(r'(?:W/)?"[\x21\x23-\x7e]{0,200}"')
+_HTTP_DATE = re.compile(r"[A-Za-z]{3}, [0-9]{2} [A-Za-z]{3} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT")
+_LINK_NEXT = re.compile(r'<([^<>]*)>\s*;[^,]*\brel="?next"?', re.IGNORECASE)
 
 
 def day_url(base_url: str, day: dt.date) -> str:
@@ -49,6 +55,10 @@ def search_api_url(base_url: str, query: str) -> str:
 
 def search_page_url(base_url: str, query: str) -> str:
     return f"{base_url}/papers?q={quote_plus(query)}"
+
+
+def paper_api_url(base_url: str, paper_id: str) -> str:
+    return f"{base_url}/api/papers/{quote(paper_id, safe='/')}"
 
 
 def api_url(base_url: str, day: dt.date, page: int = 0) -> str:
@@ -208,14 +218,28 @@ class Fetcher:
     def _response(self, url: str, final: URL, status: int, headers: CIMultiDictProxy[str],
                   body: bytes) -> Response:
         if status != 304 and not 200 <= status < 300:
-            raise FetchError(url, f"HTTP {status}{_error_detail(body)}", status=status)
+            raise FetchError(url, f"HTTP {status}{_challenge(status, body) or _error_detail(body)}", status=status)
         return Response(
             url=url,
             final_url=str(final),
             status=status,
             body=body,
-            validators=Validators(etag=headers.get("ETag"), last_modified=headers.get("Last-Modified")),
+            validators=Validators(etag=_header(url, headers, "ETag", _ETAG),
+                                  last_modified=_header(url, headers, "Last-Modified", _HTTP_DATE)),
+            next_url=self._next_url(url, final, headers),
         )
+
+    def _next_url(self, url: str, final: URL, headers: CIMultiDictProxy[str]) -> str | None:
+        """The ``Link: <...>; rel="next"`` target, when it is a URL of the site we may follow."""
+        link = _header(url, headers, "Link", _PRINTABLE)
+        found = _LINK_NEXT.search(link or "")
+        target = _resolve(final, found.group(1)) if found else None
+        if found is None:
+            return None
+        if target is None or self._refusal(target) is not None:
+            log.debug("%s: ignoring a next link we can't follow: %s", url, _shown(found.group(1)))
+            return None
+        return str(target)
 
 
 def _resolve(current: URL, location: str) -> URL | None:
@@ -258,7 +282,7 @@ def server_wait(headers: CIMultiDictProxy[str]) -> float | None:
     retry_after = headers.get("Retry-After")
     if retry_after:
         value = retry_after.strip()
-        if value.isdigit():
+        if value.isascii() and value.isdigit():
             return float(value)
         try:
             when = email.utils.parsedate_to_datetime(value)
@@ -268,6 +292,24 @@ def server_wait(headers: CIMultiDictProxy[str]) -> float | None:
             return max(0.0, float((when - dt.datetime.now(dt.UTC)).total_seconds()))
     found = _RATELIMIT_T.search(headers.get("RateLimit") or "")
     return float(found.group(1)) if found else None
+
+
+def _header(url: str, headers: CIMultiDictProxy[str], name: str, shape: re.Pattern[str]) -> str | None:
+    """The header's value if it has the shape we can use, else None (with a debug line)."""
+    value = headers.get(name)
+    if value is None:
+        return None
+    if shape.fullmatch(value.strip()) is None:
+        log.debug("%s: dropping a %s header we can't use: %s", url, name, ascii(value[:80]))
+        return None
+    return value.strip()
+
+
+def _challenge(status: int, body: bytes) -> str | None:
+    """A bot check answers 403 with an HTML page: say so, rather than quote its markup."""
+    if status != 403 or not body.lstrip()[:1] == b"<" or not is_challenge(body):
+        return None
+    return f": {CHALLENGE}"
 
 
 def _error_detail(body: bytes) -> str:

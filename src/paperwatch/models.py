@@ -32,6 +32,7 @@ class Paper:
     organization: str | None = None
     ai_keywords: tuple[str, ...] = ()
     complete: bool = True
+    ai_summary: str | None = None  # the site's own one-sentence summary, machine-written
 
     @property
     def url(self) -> str:
@@ -53,6 +54,7 @@ class Paper:
             "project_page": self.project_page,
             "organization": self.organization,
             "ai_keywords": list(self.ai_keywords),
+            "ai_summary": self.ai_summary,
             "url": self.url,
         }
 
@@ -96,6 +98,7 @@ class Response:
     status: int
     body: bytes
     validators: Validators = field(default_factory=Validators)
+    next_url: str | None = None  # a ``Link: <...>; rel="next"`` within the site, vetted
 
     @property
     def not_modified(self) -> bool:

@@ -28,6 +28,7 @@ from paperwatch.models import DayPage, PageSource, Paper
 log = logging.getLogger(__name__)
 
 DATA_TARGET = "DailyPapers"
+CHALLENGE = "the site answered with a challenge page"
 # The largest count kept: exact in every JSON reader and within SQLite's INTEGER.
 MAX_COUNT = 2**53 - 1
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: the whole of Unicode's Cc
@@ -42,6 +43,8 @@ _DIGITS = re.compile(r"[0-9][0-9,]*")
 _DIGITS_MAX = 15  # more is nonsense, and int() refuses past 4300 digits
 _HREF_ID = re.compile(r"/papers/([^/?#]+)")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_CHALLENGE_MARK = re.compile(r"challenge|captcha|gokuProps|awswaf|cf-chl|just a moment|verify you are human",
+                             re.IGNORECASE)
 _PLAIN = re.compile(r"[\w.:+-]{1,40}", re.ASCII)
 
 
@@ -76,15 +79,34 @@ def parse_daily_page(body: bytes, *, day: dt.date, url: str) -> DayPage:
     if cards:
         log.warning("%s: no hydration JSON on the page, reading its %d cards instead", url, len(cards))
         return _from_cards(body, tree, cards, day=day, url=url)
+    if is_challenge(tree):
+        raise ParseError(url, CHALLENGE)
     raise ParseError(url, "page has changed shape: neither the DailyPapers data nor paper cards found")
+
+
+def is_challenge(page: bytes | LexborHTMLParser) -> bool:
+    """Whether a page is a bot check rather than the site's papers: no data, no cards, no link to
+    a paper (a redesign still links its papers), and the marks of a challenge (AWS WAF's,
+    Cloudflare's, a captcha) instead."""
+    tree = LexborHTMLParser(page) if isinstance(page, bytes) else page
+    if tree.css_first(f'[data-target="{DATA_TARGET}"]') is not None or tree.css_first("article") is not None:
+        return False
+    if any(_HREF_ID.match(node.attributes.get("href") or "") for node in tree.css("a[href]")):
+        return False
+    return _CHALLENGE_MARK.search(tree.html or "") is not None
 
 
 def parse_daily_api(body: bytes, *, day: dt.date, url: str) -> DayPage:
     """Read one page of ``/api/daily_papers?date=DAY``: a JSON array of items."""
+    return parse_daily_api_page(body, day=day, url=url)[0]
+
+
+def parse_daily_api_page(body: bytes, *, day: dt.date, url: str) -> tuple[DayPage, int]:
+    """One page of the API and how many items it listed (kept or not), to know if it was full."""
     items = _json(body, url)
     if not isinstance(items, list):
         raise ParseError(url, f"expected a JSON array of papers, got {type(items).__name__}")
-    return DayPage(day=day, papers=_papers(items, day=day, url=url), source=PageSource.API)
+    return DayPage(day=day, papers=_papers(items, day=day, url=url), source=PageSource.API), len(items)
 
 
 def _props(node: LexborNode, url: str) -> Mapping[str, Any]:
@@ -115,12 +137,32 @@ def _from_props(props: Mapping[str, Any], *, day: dt.date, url: str) -> DayPage:
         return DayPage(day=day, papers=(), source=PageSource.JSON, empty_reason=f"page shows a {period} view")
     if period != "day":
         raise ParseError(url, f"the DailyPapers data has an unknown periodType {_shown(period)}")
-    shown = props.get("dateString")
-    if not isinstance(shown, str) or not _DATE.fullmatch(shown):
-        raise ParseError(url, f"the DailyPapers data does not say which day it shows (dateString {_shown(shown)})")
+    shown = _shown_day(props)
+    if shown is None:
+        date = f", date {_shown(props['date'])}" if "date" in props else ""
+        raise ParseError(url, "the DailyPapers data does not say which day it shows "
+                              f"(dateString {_shown(props.get('dateString'))}{date})")
     if shown != day.isoformat():
         return DayPage(day=day, papers=(), source=PageSource.JSON, empty_reason=f"page shows {shown}")
     return DayPage(day=day, papers=_papers(items, day=day, url=url), source=PageSource.JSON)
+
+
+def _shown_day(props: Mapping[str, Any]) -> str | None:
+    """The day a page shows: ``dateString`` (2025 on), else ``date``, an ISO timestamp (2024)
+    whose UTC date is the day."""
+    shown = props.get("dateString")
+    if isinstance(shown, str) and _DATE.fullmatch(shown):
+        return shown
+    stamp = props.get("date")
+    if not isinstance(stamp, str) or not _DATE.match(stamp):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC)
+    return when.date().isoformat()
 
 
 def _shown(value: object) -> str:
@@ -133,11 +175,34 @@ def _shown(value: object) -> str:
 
 
 def parse_search_api(body: bytes, *, url: str) -> tuple[Paper, ...]:
-    """Read ``/api/papers/search?q=...``: a JSON array of items, ranked, each paper with its own featured day."""
+    """Read ``/api/papers/search?q=...``: a JSON array of items, ranked, each paper with its own
+    featured day. An item is either wrapped like a day's (``{"paper": {...}, ...}``) or flat
+    (``{"id", "title", "thumbnailUrl", "source"}``, as the site served it in 2024): a flat one
+    becomes an incomplete paper, to be completed from ``/api/papers/{id}``."""
     items = _json(body, url)
     if not isinstance(items, list):
         raise ParseError(url, f"expected a JSON array of papers, got {type(items).__name__}")
-    return _papers(items, day=None, url=url)
+    return _papers([_wrapped(item) for item in items], day=None, url=url)
+
+
+def parse_paper_api(body: bytes, *, url: str) -> Paper:
+    """Read ``/api/papers/{id}``: one paper object, the ``paper`` of a day's item."""
+    data = _json(body, url)
+    if not isinstance(data, dict):
+        raise ParseError(url, f"expected a JSON object, got {type(data).__name__}")
+    item = {"paper": data}
+    paper = _paper(item, _featured(item))
+    if paper is None:
+        raise ParseError(url, "the paper has no id or no title")
+    return paper
+
+
+def _wrapped(item: object) -> object:
+    """A flat search result in the shape of a day's item, marked incomplete: it has no abstract
+    and often no authors, and must not replace what a day's page stored."""
+    if not isinstance(item, dict) or isinstance(item.get("paper"), dict) or "id" not in item:
+        return item
+    return {"paper": item, "_flat": True}
 
 
 def parse_search_page(body: bytes, *, url: str) -> tuple[Paper, ...]:
@@ -148,7 +213,7 @@ def parse_search_page(body: bytes, *, url: str) -> tuple[Paper, ...]:
     items = _props(node, url).get("searchResults")
     if not isinstance(items, list):
         raise ParseError(url, "page has changed shape: the search page carries no searchResults list")
-    return _papers(items, day=None, url=url)
+    return _papers([_wrapped(item) for item in items], day=None, url=url)
 
 
 def _papers(items: Iterable[Any], *, day: dt.date | None, url: str) -> tuple[Paper, ...]:
@@ -190,6 +255,8 @@ def _paper(item: Mapping[str, Any], day: dt.date | None) -> Paper | None:
     return Paper(
         id=paper_id,
         title=title,
+        complete=not item.get("_flat"),
+        ai_summary=clean_text(paper.get("ai_summary")) or clean_text(item.get("ai_summary")),
         summary=clean_text(paper.get("summary")) or clean_text(item.get("summary")),
         authors=_authors(paper.get("authors")),
         daily_date=day,
@@ -199,7 +266,8 @@ def _paper(item: Mapping[str, Any], day: dt.date | None) -> Paper | None:
         github_repo=clean_text(paper.get("githubRepo")),
         github_stars=_count(paper.get("githubStars")),
         project_page=clean_text(paper.get("projectPage")),
-        organization=_organization(item.get("organization")) or _organization(paper.get("organization")),
+        organization=_organization(item.get("organization")) or _organization(paper.get("organization"))
+        or _organization(item.get("submitterOrganization")),
         ai_keywords=_strings(paper.get("ai_keywords")),
     )
 
@@ -207,6 +275,7 @@ def _paper(item: Mapping[str, Any], day: dt.date | None) -> Paper | None:
 def _authors(value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         return ()
+    # The paper's own author names, never the HF account (``user``) that claimed one.
     names = (clean_text(a.get("name")) for a in value if isinstance(a, dict))
     return tuple(name for name in names if name)
 

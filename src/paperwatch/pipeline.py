@@ -13,17 +13,23 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from yarl import URL
 
 from paperwatch.config import Config
 from paperwatch.errors import FetchError, ParseError
-from paperwatch.fetch import Fetcher, api_url, day_url, search_api_url, search_page_url
+from paperwatch.fetch import Fetcher, api_url, day_url, paper_api_url, search_api_url, search_page_url
 from paperwatch.models import DayPage, PageSource, Paper, Validators
-from paperwatch.parse import parse_daily_api, parse_daily_page, parse_search_api, parse_search_page
-from paperwatch.store import DayFetch, DayState, SearchFetch, Store
+from paperwatch.parse import (
+    parse_daily_api_page,
+    parse_daily_page,
+    parse_paper_api,
+    parse_search_api,
+    parse_search_page,
+)
+from paperwatch.store import DayFetch, DayState, SearchFetch, Store, merge
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +129,10 @@ async def _read_day(fetcher: Fetcher, base_url: str, day: dt.date, validators: V
     try:
         response = await fetcher.get(url, validators=validators)
     except FetchError as exc:
-        return DayFetch(day, url, exc.status, error=str(exc))
+        if not _api_may_help(exc):
+            return DayFetch(day, url, exc.status, error=str(exc))
+        log.warning("%s; trying the API instead", exc)
+        return await _read_api(fetcher, base_url, day, url, exc.status, page_error=exc)
     if response.not_modified:
         return DayFetch(day, url, response.status, not_modified=True)
     final = URL(response.final_url)
@@ -138,20 +147,38 @@ async def _read_day(fetcher: Fetcher, base_url: str, day: dt.date, validators: V
     return DayFetch(day, url, response.status, page=page, validators=response.validators)
 
 
-async def _read_api(fetcher: Fetcher, base_url: str, day: dt.date, url: str, status: int,
-                    *, page_error: ParseError) -> DayFetch:
-    papers: list[Paper] = []
+def _api_may_help(exc: FetchError) -> bool:
+    """Whether the page failed the way the API may not: the site down, slow, cut off, rate
+    limiting or checking for bots (not a 404 or a refused redirect)."""
+    return exc.status is None or exc.status >= 500 or exc.status in (403, 429)
+
+
+async def _read_api(fetcher: Fetcher, base_url: str, day: dt.date, url: str, status: int | None,
+                    *, page_error: FetchError | ParseError) -> DayFetch:
+    """The day from ``/api/daily_papers``; an empty answer is a failed day, never "no papers":
+    it may as well be the API's own trouble, and the day must be read again."""
     try:
-        for number in range(API_MAX_PAGES):
-            response = await fetcher.get(api_url(base_url, day, number))
-            batch = (await _parse(parse_daily_api, response.body, day=day, url=response.url)).papers
-            papers += batch
-            if len(batch) < API_PAGE_SIZE:
-                break
+        papers = await _api_papers(fetcher, base_url, day)
     except (FetchError, ParseError) as exc:
         return DayFetch(day, url, status, error=f"{page_error}; the API fallback failed too: {exc}")
-    reason = None if papers else "the page could not be read and the API lists none"
-    return DayFetch(day, url, status, page=DayPage(day, _unique(papers), PageSource.API, empty_reason=reason))
+    if not papers:
+        return DayFetch(day, url, status, error=f"{page_error}; the API lists no papers for {day} either")
+    return DayFetch(day, url, status, page=DayPage(day, papers, PageSource.API))
+
+
+async def _api_papers(fetcher: Fetcher, base_url: str, day: dt.date) -> tuple[Paper, ...]:
+    """Every page of the day's API listing: ``limit=100``, then the ``Link: rel="next"`` target
+    or the next ``p``, until a page lists fewer than it could."""
+    papers: list[Paper] = []
+    page_url = api_url(base_url, day, 0)
+    for number in range(1, API_MAX_PAGES + 1):
+        response = await fetcher.get(page_url)
+        batch, listed = await _parse(parse_daily_api_page, response.body, day=day, url=page_url)
+        papers += batch.papers
+        if listed == 0 or (listed < API_PAGE_SIZE and response.next_url is None):
+            break
+        page_url = response.next_url or api_url(base_url, day, number)
+    return _unique(papers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,8 +216,11 @@ def saved_queries(config: Config) -> list[str]:
 async def fetch_searches(fetcher: Fetcher, store: Store, base_url: str, queries: Iterable[str]) -> list[SearchReport]:
     """Run each distinct query once and store its results; the fetcher's limits pace them."""
 
+    # This poll's /api/papers/{id} answers, shared by every query: each paper is asked once.
+    details: dict[str, asyncio.Task[Paper | None]] = {}
+
     async def one(query: str) -> SearchReport:
-        fetched = await _read_search(fetcher, base_url, query)
+        fetched = await _complete(fetcher, store, base_url, await _read_search(fetcher, base_url, query), details)
         new = await store.record_search(fetched)
         if fetched.error is not None:
             log.info("%s", fetched.error)
@@ -217,6 +247,38 @@ async def _read_search(fetcher: Fetcher, base_url: str, query: str) -> SearchFet
     except (FetchError, ParseError) as exc:
         return SearchFetch(query, page, getattr(exc, "status", None),
                            error=f"{exc}; the API failed too: {api_error}")
+
+
+async def _complete(fetcher: Fetcher, store: Store, base_url: str, fetched: SearchFetch,
+                    details: dict[str, asyncio.Task[Paper | None]]) -> SearchFetch:
+    """Results that came flat (id and title) with their details from ``/api/papers/{id}``,
+    unless a complete record is stored already. A paper whose details can't be had keeps its
+    title and link, and is stored so."""
+    flat = [p.id for p in fetched.papers if not p.complete]
+    if not flat:
+        return fetched
+    stored = {p.id for p in await store.papers_by_id(flat) if p.complete and p.summary}
+    wanted = [paper_id for paper_id in flat if paper_id not in stored]
+    for paper_id in wanted:
+        if paper_id not in details:
+            details[paper_id] = asyncio.ensure_future(_paper_details(fetcher, base_url, paper_id))
+    found = dict(zip(wanted, await asyncio.gather(*(details[i] for i in wanted)), strict=True))
+    papers = tuple(merge(p, detail) if (detail := found.get(p.id)) is not None else p for p in fetched.papers)
+    return replace(fetched, papers=papers)
+
+
+async def _paper_details(fetcher: Fetcher, base_url: str, paper_id: str) -> Paper | None:
+    url = paper_api_url(base_url, paper_id)
+    try:
+        response = await fetcher.get(url)
+        paper = await _parse(parse_paper_api, response.body, url=url)
+    except (FetchError, ParseError) as exc:
+        log.warning("%s; keeping the search result's title and link", exc)
+        return None
+    if paper.id != paper_id:
+        log.warning("%s: describes %s instead; keeping the search result's title and link", url, paper.id)
+        return None
+    return paper
 
 
 async def _parse(parse: Callable[..., _Parsed], body: bytes, **where: Any) -> _Parsed:

@@ -163,8 +163,11 @@ MIGRATIONS: tuple[str, ...] = (
 
 _PAPER_COLUMNS = (
     "id, title, summary, published_at, daily_date, upvotes, comments, github_repo, "
-    "github_stars, project_page, organization, ai_keywords, complete"
+    "github_stars, project_page, organization, ai_keywords, complete, ai_summary"
 )
+# Columns added in place when missing, whatever the schema version: no migration number to
+# collide with, and an existing database keeps every row.
+_ADDED_COLUMNS = (("papers", "ai_summary", "TEXT"),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +322,7 @@ class Store:
         try:
             await store._configure()
             await store._migrate()
+            await store._add_columns()
         except BaseException:
             await db.close()
             raise
@@ -362,6 +366,17 @@ class Store:
                     await self._db.execute("ROLLBACK")
                 raise StoreError(f"{self.path}: could not migrate to schema {number + 1}: {exc}") from exc
             log.info("%s: schema migrated to version %d", self.path, number + 1)
+
+    async def _add_columns(self) -> None:
+        for table, column, kind in _ADDED_COLUMNS:
+            present = {row[1] for row in await self._db.execute_fetchall(f"PRAGMA table_info({table})")}
+            if column in present:
+                continue
+            try:
+                await self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: could not add the column {table}.{column}: {exc}") from exc
+            log.info("%s: added the column %s.%s", self.path, table, column)
 
     async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         async with self._db.execute(sql, params) as cursor:
@@ -426,11 +441,11 @@ class Store:
         values = (
             p.id, p.title, p.summary, p.published_at, _iso(p.daily_date), p.upvotes, p.comments,
             p.github_repo, p.github_stars, p.project_page, p.organization,
-            json.dumps(list(p.ai_keywords), ensure_ascii=False), int(p.complete),
+            json.dumps(list(p.ai_keywords), ensure_ascii=False), int(p.complete), p.ai_summary,
         )
         if is_new:
             await self._db.execute(
-                f"INSERT INTO papers ({_PAPER_COLUMNS}, first_seen, last_seen) VALUES ({', '.join('?' * 15)})",
+                f"INSERT INTO papers ({_PAPER_COLUMNS}, first_seen, last_seen) VALUES ({', '.join('?' * (len(values) + 2))})",
                 (*values, now, now),
             )
         else:
@@ -546,6 +561,10 @@ class Store:
         except sqlite3.OperationalError as exc:
             raise StoreError(f"cannot search for {search!r}: {exc}") from exc
         return await self._with_authors(list(rows))
+
+    async def papers_by_id(self, ids: Sequence[str]) -> list[Paper]:
+        """The stored papers among ``ids`` (in no particular order)."""
+        return await self._papers_by_id(ids)
 
     async def _papers_by_id(self, ids: Sequence[str]) -> list[Paper]:
         rows: list[Any] = []
@@ -849,7 +868,11 @@ def merge(old: Paper, new: Paper) -> Paper:
     partial record (cards) never replaces a complete author list; the paper keeps the first
     day it was featured.
     """
-    authors = new.authors if new.complete or len(new.authors) > len(old.authors) else old.authors
+    # The site's JSON names authors; cards and flat search results may name HF accounts or none.
+    if new.complete:
+        authors = new.authors or old.authors
+    else:
+        authors = new.authors if not old.complete and len(new.authors) > len(old.authors) else old.authors
     days = [d for d in (old.daily_date, new.daily_date) if d is not None]
     return replace(
         new,
@@ -865,6 +888,7 @@ def merge(old: Paper, new: Paper) -> Paper:
         project_page=new.project_page or old.project_page,
         organization=new.organization or old.organization,
         ai_keywords=new.ai_keywords or old.ai_keywords,
+        ai_summary=new.ai_summary or old.ai_summary,
         complete=old.complete or new.complete,
     )
 
@@ -891,7 +915,7 @@ def _paper(row: Sequence[Any], authors: list[str]) -> Paper:
         id=row[0], title=row[1], summary=row[2], published_at=row[3], daily_date=_date(row[4]),
         upvotes=row[5], comments=row[6], github_repo=row[7], github_stars=row[8], project_page=row[9],
         organization=row[10], ai_keywords=tuple(json.loads(row[11])), complete=bool(row[12]),
-        authors=tuple(authors),
+        ai_summary=row[13], authors=tuple(authors),
     )
 
 
