@@ -294,3 +294,82 @@ async def test_a_digest_after_the_first_only_looks_at_what_can_be_news(store: St
     every = await store.undelivered("alice", featured_since=dt.date(2024, 12, 1))
     assert {p.id for p in every} == {"2501.00001", "2501.00002", "2511.00003"}
     assert await store.featured_between(old, recent) == ((old, later_old, recent), 3)
+
+
+# -- the keyed full-text index, one call per day, and the migration to it --------------------
+
+OLD_RELEASE = Path(__file__).parent / "data" / "stores" / "schema-4.db"  # written by the release of schema 4
+
+
+def _fts_rows(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT count(*) FROM papers_fts").fetchone()[0])
+    finally:
+        db.close()
+
+
+async def test_a_database_of_the_previous_release_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "paperwatch.db"
+    path.write_bytes(OLD_RELEASE.read_bytes())
+    async with await Store.open(path) as store:
+        stored = {p.id: p for p in await store.papers()}
+        assert set(stored) == {"2503.00001", "2503.00002", "2503.00003"}
+        assert stored["2503.00001"].authors == ("Ada Lovelace", "Alan Turing") and stored["2503.00001"].upvotes == 4
+        assert {p.id for p in await store.papers(search="muller")} == {"2503.00002"}
+        assert {p.id for p in await store.papers(search="turing grokking")} == {"2503.00001"}
+        assert await store.undelivered("alice", featured_since=DAY) == [stored["2503.00003"], stored["2503.00001"]]
+        # Written after the migration: a changed paper replaces its own row, a new one gets a new key.
+        later = DAY + dt.timedelta(days=2)
+        changed = paper("2503.00003", title="Diffusion for enzymes", summary="Enzymes.", authors=("Grace Hopper",),
+                        daily_date=DAY + dt.timedelta(days=1))
+        assert await store.record_day(ok(later, changed, paper("2503.00004", title="Brand new"))) == 1
+        assert {p.id for p in await store.papers(search="proteins")} == set()
+        assert {p.id for p in await store.papers(search="enzymes")} == {"2503.00003"}
+        assert {p.id for p in await store.papers(search="grokking")} == {"2503.00001", "2503.00004"}
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'authors_name'").fetchone()[0] == 0
+    assert db.execute("SELECT count(DISTINCT fts_key) FROM papers").fetchone()[0] == 4
+    db.close()
+    assert _fts_rows(path) == 4
+
+
+async def test_a_refetched_paper_replaces_its_full_text_row(store: Store) -> None:
+    await store.record_day(ok(DAY, paper(), paper("2503.00002", title="Other", summary="Else.")))
+    await store.record_day(ok(DAY, paper(title="Grokking beyond the edge", summary="We revisit it.")))
+    await store.record_day(ok(DAY, paper(title="Grokking beyond the edge", summary="We revisit it.")))  # unchanged
+    assert {p.id for p in await store.papers(search="revisit")} == {"2503.00001"}
+    assert {p.id for p in await store.papers(search="study")} == set()
+    assert _fts_rows(store.path) == 2
+
+
+async def test_full_text_keys_hold_after_vacuum(store: Store) -> None:
+    await store.record_day(ok(DAY, *(paper(f"2503.0000{n}", title=f"Paper number{n}") for n in range(1, 6))))
+    db = sqlite3.connect(store.path)
+    with db:  # a gap in the implicit rowids, which VACUUM may close by renumbering them
+        db.execute("DELETE FROM authors WHERE paper_id = '2503.00002'")
+        db.execute("DELETE FROM features WHERE paper_id = '2503.00002'")
+        db.execute("DELETE FROM papers WHERE id = '2503.00002'")
+    db.execute("VACUUM")
+    db.close()
+    await store.record_day(ok(DAY, paper("2503.00004", title="Renamed paper")))
+    assert {p.id for p in await store.papers(search="renamed")} == {"2503.00004"}
+    assert {p.id for p in await store.papers(search="number5")} == {"2503.00005"}
+    assert {p.id for p in await store.papers(search="number4")} == set()
+
+
+async def test_a_day_that_cannot_be_written_leaves_nothing_of_itself(store: Store) -> None:
+    await store.record_day(ok(DAY, paper()))
+    broken = paper("2503.00009", title=None)  # NOT NULL: the database refuses the day mid-way
+    with pytest.raises(StoreError, match="could not store 2025-03-06"):
+        await store.record_day(ok(DAY + dt.timedelta(days=1), paper("2503.00008"), broken))
+    assert [p.id for p in await store.papers()] == ["2503.00001"]
+    assert _fts_rows(store.path) == 1
+    assert DAY + dt.timedelta(days=1) not in await store.day_states([DAY + dt.timedelta(days=1)])
+
+
+async def test_a_page_listing_a_paper_twice_stores_it_once(store: Store) -> None:
+    assert await store.record_day(ok(DAY, paper(upvotes=1), paper(upvotes=2))) == 1
+    (p,) = await store.papers()
+    assert p.upvotes == 2 and _fts_rows(store.path) == 1

@@ -16,12 +16,12 @@ import logging
 import os
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -29,6 +29,8 @@ from paperwatch.errors import StoreError
 from paperwatch.models import DayPage, Paper, Validators
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -158,6 +160,23 @@ MIGRATIONS: tuple[str, ...] = (
         started_at TEXT,
         PRIMARY KEY (reader, query)
     ) WITHOUT ROWID;
+    """,
+    # The full-text rows were keyed by an UNINDEXED arXiv id: replacing one scanned the whole
+    # index. Now each paper has a stable integer key (a column of its own: VACUUM may renumber
+    # the implicit rowid) and its full-text row is the FTS table's rowid, found by the B-tree.
+    # Nothing queried authors by name.
+    """
+    ALTER TABLE papers ADD COLUMN fts_key INTEGER;
+    UPDATE papers SET fts_key = rowid;
+    CREATE UNIQUE INDEX papers_fts_key ON papers(fts_key);
+    CREATE VIRTUAL TABLE papers_fts_keyed USING fts5(
+        title, summary, authors, tokenize = 'unicode61 remove_diacritics 2'
+    );
+    INSERT INTO papers_fts_keyed (rowid, title, summary, authors)
+        SELECT p.fts_key, f.title, f.summary, f.authors FROM papers_fts f JOIN papers p ON p.id = f.id;
+    DROP TABLE papers_fts;
+    ALTER TABLE papers_fts_keyed RENAME TO papers_fts;
+    DROP INDEX authors_name;
     """,
 )
 
@@ -404,117 +423,25 @@ class Store:
     # -- writing -----------------------------------------------------------------------
 
     async def record_day(self, fetch: DayFetch) -> int:
-        """Store one day's outcome in one transaction; return how many papers were new."""
+        """Store one day's outcome in one transaction; return how many papers were new.
+
+        The whole day is one call into the database thread (a statement list per table, not
+        a thread hop per statement), so a day of 30 papers costs about what one paper did."""
         now = utcnow().isoformat()
-        new = 0
         try:
-            async with self._transaction():
-                if fetch.page is not None:
-                    new = await self._save_papers(fetch.page, now)
-                    if fetch.validators is not None:
-                        await self._save_validators(fetch.url, fetch.validators)
-                await self._save_day_state(fetch, now)
-                await self._log_fetch(fetch, now, new)
+            async with self._write_lock:
+                return await self._in_thread(_record_day, fetch, now)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: could not store {fetch.day}: {exc}") from exc
-        return new
 
-    async def _save_papers(self, page: DayPage, now: str) -> int:
-        return len(await self._upsert(page.papers, now, day=page.day))
+    async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(connection, *args)`` in the database thread, in one ``BEGIN IMMEDIATE``
+        transaction: committed if it returns, rolled back if it raises."""
+        return await self._db._execute(_atomically, self._db._conn, fn, *args)  # type: ignore[no-untyped-call,no-any-return]
 
     async def _upsert(self, papers: Sequence[Paper], now: str, *, day: dt.date | None = None) -> set[str]:
-        """Write each paper merged with what is stored, with its featured day (``day``, else its
-        own); return the ids that were new."""
-        old = {p.id: p for p in await self._papers_by_id([p.id for p in papers])}
-        for paper in papers:
-            before = old.get(paper.id)
-            merged = paper if before is None else merge(before, paper)
-            await self._write_paper(merged, now, is_new=before is None)
-            featured = day or paper.daily_date
-            if featured is not None:
-                await self._db.execute(
-                    "INSERT OR IGNORE INTO features (paper_id, day) VALUES (?, ?)", (paper.id, featured.isoformat())
-                )
-        return {p.id for p in papers if p.id not in old}
-
-    async def _write_paper(self, p: Paper, now: str, *, is_new: bool) -> None:
-        values = (
-            p.id, p.title, p.summary, p.published_at, _iso(p.daily_date), p.upvotes, p.comments,
-            p.github_repo, p.github_stars, p.project_page, p.organization,
-            json.dumps(list(p.ai_keywords), ensure_ascii=False), int(p.complete), p.ai_summary,
-        )
-        if is_new:
-            await self._db.execute(
-                f"INSERT INTO papers ({_PAPER_COLUMNS}, first_seen, last_seen) VALUES ({', '.join('?' * (len(values) + 2))})",
-                (*values, now, now),
-            )
-        else:
-            assignments = ", ".join(f"{c.strip()} = ?" for c in _PAPER_COLUMNS.split(",")[1:])
-            await self._db.execute(
-                f"UPDATE papers SET {assignments}, last_seen = ? WHERE id = ?", (*values[1:], now, p.id)
-            )
-        await self._db.execute("DELETE FROM authors WHERE paper_id = ?", (p.id,))
-        await self._db.executemany(
-            "INSERT INTO authors (paper_id, position, name) VALUES (?, ?, ?)",
-            [(p.id, i, name) for i, name in enumerate(p.authors)],
-        )
-        await self._db.execute("DELETE FROM papers_fts WHERE id = ?", (p.id,))
-        await self._db.execute(
-            "INSERT INTO papers_fts (id, title, summary, authors) VALUES (?, ?, ?, ?)",
-            (p.id, p.title, p.summary or "", "; ".join(p.authors)),
-        )
-
-    async def _save_validators(self, url: str, v: Validators) -> None:
-        await self._db.execute(
-            "INSERT INTO validators (url, etag, last_modified) VALUES (?, ?, ?) "
-            "ON CONFLICT (url) DO UPDATE SET etag = excluded.etag, last_modified = excluded.last_modified",
-            (url, v.etag, v.last_modified),
-        )
-
-    async def _save_day_state(self, fetch: DayFetch, now: str) -> None:
-        if fetch.error is not None:
-            # A failure is news about the day, but the papers and ok_at it had stay as they were.
-            await self._db.execute(
-                "INSERT INTO days (day, outcome, detail, checked_at) VALUES (?, 'failed', ?, ?) "
-                "ON CONFLICT (day) DO UPDATE SET outcome = 'failed', detail = excluded.detail, "
-                "checked_at = excluded.checked_at",
-                (fetch.day.isoformat(), fetch.error, now),
-            )
-            return
-        if fetch.page is None:  # 304: what we stored is still what the site has, and the day is fine again
-            await self._db.execute(
-                "UPDATE days SET checked_at = ?, ok_at = ?, "
-                "detail = CASE WHEN outcome = 'failed' THEN NULL ELSE detail END, "
-                "outcome = CASE WHEN outcome != 'failed' THEN outcome WHEN papers > 0 THEN 'ok' ELSE 'empty' END "
-                "WHERE day = ?", (now, now, fetch.day.isoformat())
-            )
-            return
-        page = fetch.page
-        outcome = "empty" if page.empty_reason is not None else "ok"
-        count = await self._scalar("SELECT count(*) FROM features WHERE day = ?", (page.day.isoformat(),))
-        await self._db.execute(
-            "INSERT INTO days (day, outcome, papers, source, detail, checked_at, ok_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (day) DO UPDATE SET outcome = excluded.outcome, papers = excluded.papers, "
-            "source = excluded.source, detail = excluded.detail, checked_at = excluded.checked_at, "
-            "ok_at = excluded.ok_at",
-            (page.day.isoformat(), outcome, count, page.source.value, page.empty_reason, now, now),
-        )
-
-    async def _log_fetch(self, fetch: DayFetch, now: str, new: int) -> None:
-        if fetch.error is not None:
-            outcome = "failed"
-        elif fetch.not_modified:
-            outcome = "not_modified"
-        else:
-            outcome = "empty" if fetch.page is not None and fetch.page.empty_reason else "ok"
-        page = fetch.page
-        await self._db.execute(
-            "INSERT INTO fetches (at, day, url, status, outcome, source, papers_seen, papers_new, error) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (now, fetch.day.isoformat(), fetch.url, fetch.status, outcome,
-             page.source.value if page else None, len(page.papers) if page else 0, new,
-             fetch.error or (page.empty_reason if page else None)),
-        )
+        """Within a transaction already open: see ``_upsert_papers``."""
+        return await self._db._execute(_upsert_papers, self._db._conn, papers, now, day)  # type: ignore[no-untyped-call,no-any-return]
 
     # -- reading -----------------------------------------------------------------------
 
@@ -547,7 +474,7 @@ class Store:
             where.append("p.id IN (SELECT paper_id FROM features WHERE day >= ?)")
             params.append(since.isoformat())
         if search is not None:
-            where.append("p.id IN (SELECT id FROM papers_fts WHERE papers_fts MATCH ?)")
+            where.append("p.fts_key IN (SELECT rowid FROM papers_fts WHERE papers_fts MATCH ?)")
             params.append(fts_query(search))
         sql = f"SELECT {_PAPER_COLUMNS} FROM papers p"
         if where:
@@ -859,6 +786,148 @@ def _abandoned(owner: str | None) -> bool:
     except OSError:  # alive, another user's
         return False
     return False
+
+
+# -- one day's write, run in the database thread ----------------------------------------
+
+
+def _atomically(conn: sqlite3.Connection, fn: Callable[..., _T], *args: Any) -> _T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _record_day(conn: sqlite3.Connection, fetch: DayFetch, now: str) -> int:
+    new = 0
+    if fetch.page is not None:
+        new = len(_upsert_papers(conn, fetch.page.papers, now, fetch.page.day))
+        if fetch.validators is not None:
+            conn.execute(
+                "INSERT INTO validators (url, etag, last_modified) VALUES (?, ?, ?) "
+                "ON CONFLICT (url) DO UPDATE SET etag = excluded.etag, last_modified = excluded.last_modified",
+                (fetch.url, fetch.validators.etag, fetch.validators.last_modified),
+            )
+    _save_day_state(conn, fetch, now)
+    _log_fetch(conn, fetch, now, new)
+    return new
+
+
+def _upsert_papers(conn: sqlite3.Connection, papers: Sequence[Paper], now: str, day: dt.date | None) -> set[str]:
+    """Write each paper merged with what is stored, with its featured day (``day``, else its
+    own); return the ids that were new. One statement list per table; a paper fetched again
+    unchanged only has its ``last_seen`` moved."""
+    papers = list({p.id: p for p in papers}.values())  # a page listing a paper twice stores it once
+    old = {p.id: p for p in _read_papers(conn, [p.id for p in papers])}
+    keys = dict(conn.execute(
+        f"SELECT id, fts_key FROM papers WHERE id IN ({_marks(list(old))})", list(old)).fetchall()) if old else {}
+    next_key = int(conn.execute("SELECT coalesce(max(fts_key), 0) FROM papers").fetchone()[0]) + 1
+    added: list[Paper] = []
+    changed: list[Paper] = []
+    seen_again: list[tuple[str, str]] = []
+    for paper in papers:
+        before = old.get(paper.id)
+        if before is None:
+            keys[paper.id] = next_key
+            next_key += 1
+            added.append(paper)
+        elif (merged := merge(before, paper)) != before:
+            changed.append(merged)
+        else:
+            seen_again.append((now, paper.id))
+    count = len(_PAPER_COLUMNS.split(",")) + 3
+    conn.executemany(f"INSERT INTO papers ({_PAPER_COLUMNS}, first_seen, last_seen, fts_key) "
+                     f"VALUES ({', '.join('?' * count)})",
+                     [(*_values(p), now, now, keys[p.id]) for p in added])
+    assignments = ", ".join(f"{c.strip()} = ?" for c in _PAPER_COLUMNS.split(",")[1:])
+    conn.executemany(f"UPDATE papers SET {assignments}, last_seen = ? WHERE id = ?",
+                     [(*_values(p)[1:], now, p.id) for p in changed])
+    conn.executemany("UPDATE papers SET last_seen = ? WHERE id = ?", seen_again)
+    conn.executemany("DELETE FROM authors WHERE paper_id = ?", [(p.id,) for p in changed])
+    conn.executemany("INSERT INTO authors (paper_id, position, name) VALUES (?, ?, ?)",
+                     [(p.id, i, name) for p in added + changed for i, name in enumerate(p.authors)])
+    # Only rows that exist are deleted, each found by its key: no scan of the index.
+    conn.executemany("DELETE FROM papers_fts WHERE rowid = ?", [(keys[p.id],) for p in changed])
+    conn.executemany("INSERT INTO papers_fts (rowid, title, summary, authors) VALUES (?, ?, ?, ?)",
+                     [(keys[p.id], p.title, p.summary or "", "; ".join(p.authors)) for p in added + changed])
+    featured = [(p.id, f.isoformat()) for p in papers if (f := day or p.daily_date) is not None]
+    conn.executemany("INSERT OR IGNORE INTO features (paper_id, day) VALUES (?, ?)", featured)
+    return {p.id for p in added}
+
+
+def _values(p: Paper) -> tuple[Any, ...]:
+    return (
+        p.id, p.title, p.summary, p.published_at, _iso(p.daily_date), p.upvotes, p.comments,
+        p.github_repo, p.github_stars, p.project_page, p.organization,
+        json.dumps(list(p.ai_keywords), ensure_ascii=False), int(p.complete), p.ai_summary,
+    )
+
+
+def _read_papers(conn: sqlite3.Connection, ids: list[str]) -> list[Paper]:
+    rows: list[Any] = []
+    for chunk in _chunks(ids, 500):
+        rows += conn.execute(f"SELECT {_PAPER_COLUMNS} FROM papers WHERE id IN ({_marks(chunk)})", chunk).fetchall()
+    authors: dict[str, list[str]] = {row[0]: [] for row in rows}
+    for chunk in _chunks(list(authors), 500):
+        sql = f"SELECT paper_id, name FROM authors WHERE paper_id IN ({_marks(chunk)}) ORDER BY paper_id, position"
+        for paper_id, name in conn.execute(sql, chunk):
+            authors[paper_id].append(name)
+    return [_paper(row, authors[row[0]]) for row in rows]
+
+
+def _save_day_state(conn: sqlite3.Connection, fetch: DayFetch, now: str) -> None:
+    if fetch.error is not None:
+        # A failure is news about the day, but the papers and ok_at it had stay as they were.
+        conn.execute(
+            "INSERT INTO days (day, outcome, detail, checked_at) VALUES (?, 'failed', ?, ?) "
+            "ON CONFLICT (day) DO UPDATE SET outcome = 'failed', detail = excluded.detail, "
+            "checked_at = excluded.checked_at",
+            (fetch.day.isoformat(), fetch.error, now),
+        )
+        return
+    if fetch.page is None:  # 304: what we stored is still what the site has, and the day is fine again
+        conn.execute(
+            "UPDATE days SET checked_at = ?, ok_at = ?, "
+            "detail = CASE WHEN outcome = 'failed' THEN NULL ELSE detail END, "
+            "outcome = CASE WHEN outcome != 'failed' THEN outcome WHEN papers > 0 THEN 'ok' ELSE 'empty' END "
+            "WHERE day = ?", (now, now, fetch.day.isoformat())
+        )
+        return
+    page = fetch.page
+    outcome = "empty" if page.empty_reason is not None else "ok"
+    count = conn.execute("SELECT count(*) FROM features WHERE day = ?", (page.day.isoformat(),)).fetchone()[0]
+    conn.execute(
+        "INSERT INTO days (day, outcome, papers, source, detail, checked_at, ok_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (day) DO UPDATE SET outcome = excluded.outcome, papers = excluded.papers, "
+        "source = excluded.source, detail = excluded.detail, checked_at = excluded.checked_at, "
+        "ok_at = excluded.ok_at",
+        (page.day.isoformat(), outcome, count, page.source.value, page.empty_reason, now, now),
+    )
+
+
+def _log_fetch(conn: sqlite3.Connection, fetch: DayFetch, now: str, new: int) -> None:
+    if fetch.error is not None:
+        outcome = "failed"
+    elif fetch.not_modified:
+        outcome = "not_modified"
+    else:
+        outcome = "empty" if fetch.page is not None and fetch.page.empty_reason else "ok"
+    page = fetch.page
+    conn.execute(
+        "INSERT INTO fetches (at, day, url, status, outcome, source, papers_seen, papers_new, error) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (now, fetch.day.isoformat(), fetch.url, fetch.status, outcome,
+         page.source.value if page else None, len(page.papers) if page else 0, new,
+         fetch.error or (page.empty_reason if page else None)),
+    )
 
 
 def merge(old: Paper, new: Paper) -> Paper:
