@@ -292,3 +292,24 @@ def test_the_digest_shows_the_sites_summary_under_the_title_marked_and_escaped()
     text_lines = rendered.text.splitlines()
     at = text_lines.index(f"  {first.paper.url}")
     assert text_lines[at + 1] == f"  Hugging Face's AI summary: {hostile}"
+
+
+async def test_json_author_names_always_beat_the_usernames_of_2024_cards(site: Site) -> None:
+    day, items = CAPTURES[REAL_PAGE], FakeHF.sample_items(f"real/{REAL_PAGE}")
+    site.hf.days[day] = items
+    site.hf.page_style[day] = "2024"
+    handles = usernames(items)
+
+    async def authors() -> set[str]:
+        return {a for p in await site.store.papers(date=day) for a in p.authors}
+
+    site.hf.page_mode[day] = "cards"
+    assert (await site.fetch(day)).source is PageSource.CARDS
+    assert handles & await authors(), "the cards alone name claimed authors by username"
+    site.hf.page_mode[day] = "json"
+    assert (await site.fetch(day)).source is PageSource.JSON
+    assert not handles & await authors()
+    site.hf.page_mode[day] = "cards"  # a thinner page later changes nothing
+    assert (await site.fetch(day)).source is PageSource.CARDS
+    papers = {p.id: p for p in await site.store.papers(date=day)}
+    assert {i: p.authors for i, p in papers.items()} == {i["paper"]["id"]: expected(i)["authors"] for i in items}
