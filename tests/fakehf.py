@@ -12,6 +12,12 @@ the site's real shapes and reproducing ``tests/data/samples/`` byte for byte:
   same data div with ``query`` and ``searchResults``), and ``GET /api/papers/search?q=...``:
   the same results as a JSON array, both from ``searches`` (``search_page_mode`` breaks the page).
 
+and what the real site also served (see ``tests/data/samples/real/``): the 2024 page shape
+(``page_style``), real pages byte for byte (``raw_pages``), a bot challenge instead of the page
+(``page_mode`` "challenge", answered with ``challenge_status``), ``GET /api/papers/{id}``
+(``papers``, else the days' items), flat search results (put them in ``searches`` as they are),
+API pages with or without ``Link`` (``api_link``), and raw header bytes (``raw_headers``).
+
 It misbehaves on demand (``fail``, ``fail_first`` with ``Fault``: 429/5xx, hangs, resets
 mid-body, redirects, truncated bodies) and records every request and the peak concurrency it
 saw, so tests can check the fetcher's manners.

@@ -15,6 +15,7 @@ import logging
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,13 @@ import pytest
 from conftest import FAST_SOURCE, ConfigFactory, write_config
 from fakehf import REAL, FakeHF, Fault
 from paperwatch.config import Config
+from paperwatch.digest import Templates
 from paperwatch.fetch import Fetcher
 from paperwatch.models import PageSource, Paper
 from paperwatch.parse import parse_daily_api
 from paperwatch.pipeline import DayReport, fetch_days, fetch_searches, today_utc
 from paperwatch.store import MIGRATIONS, DayFetch, Store
+from reference import reference_digest
 from smtpserver import Recorder, SmtpServer
 from test_cli import paperwatch
 from test_delivery import ids
@@ -276,3 +279,39 @@ async def test_flat_search_results_without_details_are_still_mailed_with_titles_
     content = " ".join(body.get_content().split())
     assert ids(message) == [results[4]["id"]]
     assert results[4]["title"] in content and f"https://huggingface.co/papers/{results[4]['id']}" in content
+
+
+def test_the_digest_shows_the_sites_summary_under_the_title_marked_and_escaped() -> None:
+    info, items = reference_digest()
+    hostile = "A <script>alert(1)</script> & \"quoted\" summary."
+    first = replace(items[0], paper=replace(items[0].paper, ai_summary=hostile))
+    bare = replace(items[1], paper=replace(items[1].paper, ai_summary=None))
+    rendered = Templates.load(None).render(info, (first, bare))
+    assert ">Hugging Face's AI summary: A &lt;script&gt;alert(1)&lt;/script&gt; &amp; \"quoted\" summary.</p>" \
+        in rendered.html
+    assert "<script>" not in rendered.html
+    assert rendered.html.count("AI summary:") == 1  # the paper without one shows no line
+    text_lines = rendered.text.splitlines()
+    at = text_lines.index(f"  {first.paper.url}")
+    assert text_lines[at + 1] == f"  Hugging Face's AI summary: {hostile}"
+
+
+async def test_json_author_names_always_beat_the_usernames_of_2024_cards(site: Site) -> None:
+    day, items = CAPTURES[REAL_PAGE], FakeHF.sample_items(f"real/{REAL_PAGE}")
+    site.hf.days[day] = items
+    site.hf.page_style[day] = "2024"
+    handles = usernames(items)
+
+    async def authors() -> set[str]:
+        return {a for p in await site.store.papers(date=day) for a in p.authors}
+
+    site.hf.page_mode[day] = "cards"
+    assert (await site.fetch(day)).source is PageSource.CARDS
+    assert handles & await authors(), "the cards alone name claimed authors by username"
+    site.hf.page_mode[day] = "json"
+    assert (await site.fetch(day)).source is PageSource.JSON
+    assert not handles & await authors()
+    site.hf.page_mode[day] = "cards"  # a thinner page later changes nothing
+    assert (await site.fetch(day)).source is PageSource.CARDS
+    papers = {p.id: p for p in await site.store.papers(date=day)}
+    assert {i: p.authors for i, p in papers.items()} == {i["paper"]["id"]: expected(i)["authors"] for i in items}

@@ -1,7 +1,9 @@
 """The job bodies: fetch → parse → store for a set of days, and for the readers' saved searches.
 
 ``fetch``, ``backfill``, ``run --once`` and the daemon's poll all come through here, so a day
-is read and recorded the same way whoever asked. Each day is stored in its own transaction
+is read and recorded the same way whoever asked. A page that can't be had (down, rate
+limited, a bot challenge, a changed shape) is read from ``/api/daily_papers`` instead, every
+page of it; a day neither gives papers for is a failed day, fetched again later. Each day is stored in its own transaction
 as soon as it is read: a failing day is recorded as failed and the others still land. Each
 saved search runs once per poll however many readers saved it, JSON API first and the search
 page as the fallback, and is stored apart: a failing search never touches the days.
