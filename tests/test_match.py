@@ -632,3 +632,11 @@ def test_matching_for_one_reader_and_a_paper_whose_text_changed() -> None:
     [only] = matcher.match(full, reader="bob")
     assert only.reader == "bob" and only.rules == ("grok too", "collapse")
     assert matcher.match(full, reader="carol") == []
+
+
+@pytest.mark.timeout(20)
+def test_a_pattern_that_backtracks_elsewhere_searches_in_linear_time() -> None:
+    """``(a+)+$`` on 60 a's and a ``!``: 2**60 steps for a backtracking engine, one pass here."""
+    matcher = Matcher.compile([RuleSpec("bob", "runs", keywords=("re:(a+)+$",))])
+    assert matcher.match(Paper(id="2503.00001", title="a" * 60 + "!")) == []
+    assert matcher.match(Paper(id="2503.00002", title="a" * 60)) != []
