@@ -64,7 +64,9 @@ class Printable:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(_UNPRINTABLE.sub(_escaped, text))
+        # A write of ours may start with \r (the progress bar redrawing its line); nothing else may.
+        start = "\r" if text.startswith("\r") else ""
+        self._stream.write(start + _UNPRINTABLE.sub(_escaped, text[len(start):]))
         return len(text)
 
     def __getattr__(self, name: str) -> Any:
