@@ -20,6 +20,7 @@ from paperwatch.cli import main
 from paperwatch.config import MailConfig, SmtpConfig, load_config
 from paperwatch.daemon import Daemon as InProcess
 from paperwatch.daemon import Loaded
+from paperwatch.delivery import Outcome, prepare, queue_digests
 from paperwatch.errors import ConfigError, ParseError, StoreError
 from paperwatch.mail import unsafe_config_file
 from paperwatch.parse import parse_daily_page
@@ -296,6 +297,27 @@ async def test_ten_digests_at_once_send_each_paper_once_without_a_traceback(tmp_
         assert papers and len(papers) == len(set(papers)), reader
 
 
+async def test_ten_digests_composed_at_once_queue_each_paper_once(tmp_path: Path) -> None:
+    """Ten processes' worth of connections, each composing before any has queued: the race
+    ``digest`` runs beside each other (or beside the daemon) meet."""
+    async with FakeHF() as hf:
+        serve_samples(hf)
+        path = write_config(tmp_path, hf)
+        assert (await paperwatch("-c", str(path), "fetch"))[0] == 0
+    config = load_config(path)
+    matcher, templates = prepare(config)
+
+    async def one() -> list[Outcome]:
+        async with await Store.open(config.database) as store:
+            return await queue_digests(store, config, matcher, templates, list(config.readers))
+
+    await asyncio.gather(*(one() for _ in range(10)))
+    async with await Store.open(config.database) as store:
+        pending = await store.messages(status="pending")
+    by_reader = [m.reader for m in pending]
+    assert sorted(by_reader) == ["alice", "bob"]
+
+
 async def test_a_full_disk_is_named_with_its_cause(tmp_path: Path) -> None:
     database = tmp_path / "paperwatch.db"
     async with await Store.open(database) as store:
@@ -317,7 +339,8 @@ async def test_digest_on_a_malformed_database_says_so_in_one_line(tmp_path: Path
     database = load_config(path).database
     data = bytearray(database.read_bytes())
     page = int.from_bytes(data[16:18], "big")
-    data[2 * page:] = b"\xa5" * (len(data) - 2 * page)  # every page after the schema's is noise
+    half = len(data) // page // 2 * page
+    data[half:] = b"\xa5" * (len(data) - half)  # the schema and the header intact: found only when read
     database.write_bytes(bytes(data))
     for suffix in ("-wal", "-shm"):
         database.with_name(database.name + suffix).unlink(missing_ok=True)
