@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ import pytest
 
 from fakehf import FakeHF
 from paperwatch.config import Config, load_config
+
+# The fake site is ours: polls may come seconds apart (the daemons the tests start inherit this).
+os.environ.setdefault("PAPERWATCH_POLL_FLOOR", "0")
 
 # Fast, but every mechanism still on: retries, backoff, pacing, concurrency limits.
 FAST_SOURCE: dict[str, Any] = {

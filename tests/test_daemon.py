@@ -70,12 +70,13 @@ class Notifications:
 
 
 class Daemon:
-    def __init__(self, config: Path, notify: Notifications, log: Path) -> None:
+    def __init__(self, config: Path, notify: Notifications, log: Path, env: dict[str, str] | None = None) -> None:
         self.config, self.notify, self.log = config, notify, log
+        self.env = env or {}
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "WATCHDOG_USEC": "600000"}
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "WATCHDOG_USEC": "600000", **self.env}
         env.pop("WATCHDOG_PID", None)
         with open(self.log, "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(

@@ -184,9 +184,9 @@ CASES = [
     Case("with an escaped character", {"keywords": [r"re:\x67roks"]},
          abstract("whereby a DNN groks adversarial examples and becomes robust"), YES,
          ((r"re:\x67roks", "abstract", "groks"),)),
-    Case("its hit is at least one character", {"keywords": ["re:(?=grok)|grokking"]},
+    Case("a nested repeat runs as any other", {"keywords": ["re:(gro+k+)+ing"]},
          abstract("Grokking, or delayed generalization, is a phenomenon"), YES,
-         (("re:(?=grok)|grokking", "abstract", "Grokking"),)),
+         (("re:(gro+k+)+ing", "abstract", "Grokking"),)),
     Case("its word boundaries are its own business", {"keywords": [r"re:\bimagenet\b"]},
          abstract("training of a convolutional neural network (CNN) on CIFAR10 or a Resnet on Imagenette."), NO),
     Case("upper case in it changes nothing", {"keywords": [r"re:Res[Nn]et"]},
@@ -634,3 +634,11 @@ def test_matching_for_one_reader_and_a_paper_whose_text_changed() -> None:
     [only] = matcher.match(full, reader="bob")
     assert only.reader == "bob" and only.rules == ("grok too", "collapse")
     assert matcher.match(full, reader="carol") == []
+
+
+@pytest.mark.timeout(20)
+def test_a_pattern_that_backtracks_elsewhere_searches_in_linear_time() -> None:
+    """``(a+)+$`` on 60 a's and a ``!``: 2**60 steps for a backtracking engine, one pass here."""
+    matcher = Matcher.compile([RuleSpec("bob", "runs", keywords=("re:(a+)+$",))])
+    assert matcher.match(Paper(id="2503.00001", title="a" * 60 + "!")) == []
+    assert matcher.match(Paper(id="2503.00002", title="a" * 60)) != []

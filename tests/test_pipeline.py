@@ -68,9 +68,11 @@ async def test_a_page_that_takes_too_long_to_read_fails_its_day_and_the_loop_goe
     import asyncio
     import time
 
+    import paperwatch.parse
     import paperwatch.pipeline
 
     monkeypatch.setattr(paperwatch.pipeline, "PARSE_TIMEOUT", 0.2)
+    monkeypatch.setattr(paperwatch.parse, "MAX_NESTING", 10**9)  # past the nesting check: a slow parse
     nested = ("<html><body>" + "<div>" * 20000 + "x" + "</div>" * 20000 + "</body></html>").encode()
     fake_hf.fail(f"/papers/date/{THU}", Fault.status(200, {"Content-Type": "text/html"}, nested))
     fake_hf.fail(f"/api/daily_papers?date={THU}", *[Fault.status(503)] * 10)

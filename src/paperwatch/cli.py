@@ -12,6 +12,8 @@ import datetime as dt
 import json
 import logging
 import os
+import re
+import sqlite3
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -37,7 +39,7 @@ from paperwatch.pipeline import (
     saved_searches,
     today_utc,
 )
-from paperwatch.store import OutboxMessage, SearchState, Store
+from paperwatch.store import OutboxMessage, SearchState, Store, sqlite_cause
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,41 @@ Command = Callable[[argparse.Namespace, Config], Coroutine[Any, Any, int]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Text from the site (an error page, a title) reaches the terminal and the log only as text.
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = Printable(sys.stdout), Printable(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+class Printable:
+    """A text stream that writes control and escape characters as ``\\x1b``-style escapes:
+    nothing printed or logged can move the cursor, set a terminal's title or ring its bell."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        # A write of ours may start with \r (the progress bar redrawing its line); nothing else may.
+        start = "\r" if text.startswith("\r") else ""
+        self._stream.write(start + _UNPRINTABLE.sub(_escaped, text[len(start):]))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+# C0 but tab and newline, DEL, C1 (CSI is \x9b), and the bidi controls that reorder a line.
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(found: re.Match[str]) -> str:
+    return repr(found.group())[1:-1] if ord(found.group()) < 0x100 else f"\\u{ord(found.group()):04x}"
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     # The daemon's log is its record (poll summaries, digests sent, failures): INFO by default.
@@ -61,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("details", exc_info=True)
         print(f"paperwatch: {exc}", file=sys.stderr)
         return exc.exit_code
+    except sqlite3.DatabaseError as exc:  # damage Store.open cannot see: met in the middle of the file
+        log.debug("details", exc_info=True)
+        print(f"paperwatch: {config.database}: {sqlite_cause(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("paperwatch: interrupted; every day finished so far is stored", file=sys.stderr)
         return 130

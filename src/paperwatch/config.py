@@ -11,6 +11,7 @@ import difflib
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 import zoneinfo
 from pathlib import Path
@@ -99,9 +100,27 @@ class PaperwatchSection(_Section):
     admin: Email | None = None
 
 
+def _poll(text: str) -> str:
+    """A poll schedule no more often than the floor: every poll costs the site requests and the log lines."""
+    if _DURATION.match(text) and parse_duration(text) < poll_floor():
+        raise ValueError(f"polling every {text} is too often: at least {poll_floor():g} s apart (say 1m)")
+    return text
+
+
+def poll_floor() -> float:
+    """The shortest poll interval: one minute; ``$PAPERWATCH_POLL_FLOOR`` (seconds) lowers it for a local test site."""
+    try:
+        return max(0.0, float(os.environ.get("PAPERWATCH_POLL_FLOOR", MIN_POLL)))
+    except ValueError:
+        return MIN_POLL
+
+
+MIN_POLL = 60.0
+
+
 class SourceConfig(_Section):
     base_url: Annotated[str, AfterValidator(_base_url)] = "https://huggingface.co"
-    poll: Schedule = "30m"
+    poll: Annotated[str, AfterValidator(_schedule), AfterValidator(_poll)] = "30m"
     lookback_days: int = Field(3, ge=1, le=60)
     max_concurrency: int = Field(2, ge=1, le=16)
     requests_per_minute: float = Field(30, gt=0, le=6000)
@@ -219,6 +238,13 @@ class Config(_Section):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"reader names must be unique: {', '.join(twice)}")
+        # The database keys a reader's history by name, ignoring case: alice and Alice are one reader.
+        folded: dict[str, str] = {}
+        for name in names:
+            other = folded.setdefault(name.casefold(), name)
+            if other != name:
+                raise ValueError(f"reader names {other!r} and {name!r} differ only by case: "
+                                 "names ignore case, so they would be one reader")
         return readers
 
 
@@ -254,6 +280,8 @@ def load_config(path: Path | None) -> Config:
             raise ConfigError([f"{path}: not UTF-8 text ({exc.reason})"]) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([_toml_error(path, exc)]) from exc
+        except RecursionError:  # tomllib recurses per level: a file nested thousands deep
+            raise ConfigError([f"{path}: arrays or tables nested too deeply to read"]) from None
     try:
         config = Config.model_validate({**data, "path": path})
     except ValidationError as exc:
@@ -273,6 +301,29 @@ def _resolved(config: Config) -> Config:
         "paperwatch": config.paperwatch.model_copy(update={"database": database}),
         "mail": config.mail.model_copy(update={"maildir": maildir.resolve(), "templates": templates}),
     })
+
+
+def unsafe_location(path: Path) -> str | None:
+    """Why others could rewrite ``path`` through its owner or its folder, or None.
+
+    The mode alone is not enough: a file owned by another user can be chmod-ed by them, and
+    whoever can write the folder can replace the file with one of their own."""
+    trusted = {0, os.getuid()}
+    try:
+        owner = path.stat().st_uid
+        folder = path.resolve().parent
+        status = folder.stat()
+    except OSError:
+        return None
+    if owner not in trusted:
+        return f"{path} belongs to another user (uid {owner}); chown it to the user paperwatch runs as or root"
+    sticky = status.st_mode & stat.S_ISVTX and status.st_uid in trusted
+    if status.st_uid not in trusted:
+        return f"{path} is in {folder}, which belongs to another user (uid {status.st_uid}): they could replace it"
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky:
+        return (f"{path} is in {folder}, which others can write (mode {stat.filemode(status.st_mode)}): they could "
+                f"replace the file; chmod go-w {folder}")
+    return None
 
 
 def _data_home() -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -20,7 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paperwatch.config import Config, Reader, load_config
-from paperwatch.delivery import OPERATOR, Outcome, deliver_due, prepare, queue_digests, queue_notice
+from paperwatch.delivery import (
+    CLAIM,
+    OPERATOR,
+    RETRY_LONGEST,
+    Outcome,
+    deliver_due,
+    prepare,
+    queue_digests,
+    queue_notice,
+)
 from paperwatch.digest import Templates
 from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.fetch import Fetcher
@@ -40,15 +50,17 @@ from paperwatch.pipeline import (
     today_utc,
 )
 from paperwatch.schedule import Job, Scheduler, next_time
-from paperwatch.store import Store, utcnow
+from paperwatch.store import DatabaseLock, Store, utcnow
 
 log = logging.getLogger(__name__)
 
 STOP_DEADLINE = 20.0  # seconds in-flight work gets on SIGTERM; the units' TimeoutStopSec is longer
 CONFIG_CHECK = 2.0  # seconds between looks at the config file's modification time
-CLOCK_CHECK = 30.0  # seconds between looks at the wall clock (a suspended laptop's timers lag)
+CLOCK_CHECK = 5.0  # seconds between looks at the wall clock (a suspended laptop's timers lag, a clock steps)
 KEEP = dt.timedelta(days=90)  # how long sent mail's bytes and the fetch log are kept
 RETRY_SCHEDULE = "60s"  # how often due retries in the outbox are attempted
+# A retry further ahead than the longest backoff (or a claim) was planned by a clock running ahead.
+RETRY_HORIZON = max(RETRY_LONGEST, CLAIM)
 MAX_CATCH_UP_DAYS = 60
 ALERT_AFTER = 3  # polls in a row with a failing day before the operator hears of it
 # Keys of the daemon's state kept in the database (``status`` reads them too).
@@ -90,6 +102,7 @@ class Daemon:
         self._spawned: set[asyncio.Future[None]] = set()
         self._poll_lock = asyncio.Lock()
         self._mail_lock = asyncio.Lock()
+        self._reload_lock = asyncio.Lock()  # reloads take turns: the last to start reads the newest file
         self._store: Store | None = None
         self._fetcher: Fetcher | None = None
 
@@ -98,6 +111,14 @@ class Daemon:
         return self.loaded.config
 
     async def run(self) -> int:
+        lock = DatabaseLock(self.config.database)
+        lock.acquire()  # a second daemon on this database exits here, naming the first
+        try:
+            return await self._run()
+        finally:
+            lock.release()
+
+    async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -246,14 +267,32 @@ class Daemon:
         async with self._poll_lock:
             pass  # a poll under way (waking from a suspend, say) finishes first: its papers belong in this digest
         async with self._mail_lock:
-            outcomes = await queue_digests(self._store, loaded.config, loaded.matcher, loaded.templates, [reader])
+            outcomes = await self._queue_off_loop(loaded, reader)
             outcomes += await deliver_due(self._store, loaded.config, reader=reader.name)
         _log_outcomes(outcomes)
+
+    async def _queue_off_loop(self, loaded: Loaded, reader: Reader) -> list[Outcome]:
+        """Compose and queue a digest in a worker thread, on a connection of its own.
+
+        Matching every paper against a reader's rules is CPU work: off the loop, the watchdog,
+        the signals and the other jobs go on meanwhile. Each regex runs in linear time (RE2), so
+        the work is bounded by the papers' length; digests take turns (the mail lock), so the
+        matcher's caches are never used by two threads at once."""
+        database = self.config.database
+
+        async def work() -> list[Outcome]:
+            async with await Store.open(database) as store:
+                return await queue_digests(store, loaded.config, loaded.matcher, loaded.templates, [reader])
+
+        return await asyncio.to_thread(asyncio.run, work())
 
     async def retry(self) -> None:
         """Deliver whatever in the outbox is due again (temporary failures, operator notes)."""
         assert self._store is not None
         async with self._mail_lock:
+            now = utcnow()
+            # A retry planned while the clock ran ahead would wait for that date: due now instead.
+            await self._store.pull_forward(beyond=now + RETRY_HORIZON, now=now)
             _log_outcomes(await deliver_due(self._store, self.config))
 
     async def _source_health(self, days: list[DayReport], searches: list[SearchReport]) -> None:
@@ -291,16 +330,26 @@ class Daemon:
     # -- reload -------------------------------------------------------------------------------
 
     async def reload(self, why: str) -> None:
-        """Re-read the config; a valid one takes effect for the next jobs, a broken one changes nothing."""
-        self.notifier.reloading()
+        """Re-read the config; a valid one takes effect for the next jobs, a broken one changes nothing.
+
+        Reloads take turns, each reading the file when its turn comes: a slow one started first
+        can never finish last with the older file. READY=1 follows RELOADING=1 whatever happens."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            status = "config not reloaded: running the previous one"
+            try:
+                status = await self._reload(why)
+            finally:
+                self.notifier.ready(status)
+
+    async def _reload(self, why: str) -> str:
         try:
             loaded = await asyncio.to_thread(Loaded.load, self.config.path)
         except ConfigError as exc:
             log.error("config not reloaded (%s), the running config stays: %d problem(s)", why, len(exc.problems))
             for problem in exc.problems:
                 log.error("%s", problem)
-            self.notifier.ready(f"config rejected: {len(exc.problems)} problem(s); running the previous one")
-            return
+            return f"config rejected: {len(exc.problems)} problem(s); running the previous one"
         if loaded.config.database != self.config.database:
             log.warning("paperwatch.database changed: that takes a restart; keeping %s", self.config.database)
         if loaded.config.source != self.config.source:
@@ -312,7 +361,7 @@ class Daemon:
         await self._record_readers()
         self.scheduler.replace(self._jobs())
         log.info("config reloaded (%s): %s", why, self._summary())
-        self.notifier.ready(self._summary())
+        return self._summary()
 
     async def _watch_config(self) -> None:
         path = self.config.path
@@ -345,9 +394,19 @@ class Daemon:
             wall, steady = time.time(), time.monotonic()
             await asyncio.sleep(CLOCK_CHECK)
             slept = (time.time() - wall) - (time.monotonic() - steady)
-            if slept > CLOCK_CHECK:
+            if slept < -CLOCK_CHECK:
+                self._replan(-slept)
+            elif slept > CLOCK_CHECK:
                 log.info("the clock jumped %.0f s (a suspend?): running whatever fell due meanwhile", slept)
             self.scheduler.wakeup()
+
+    def _replan(self, back: float) -> None:
+        """The wall clock stepped back (corrected after running ahead, say): every next run was
+        planned on the wrong date, days or years away. Plan them again from now, polling at once
+        (the last poll was at most one interval ago, by the steady clock)."""
+        log.warning("the clock stepped back %.0f s: planning every job again from now", back)
+        jobs = self._jobs()
+        self.scheduler.replace([dataclasses.replace(job, now=job.name == "poll") for job in jobs])
 
     async def _record_readers(self) -> None:
         """A reader's digests start from the day paperwatch first served them, never from history."""

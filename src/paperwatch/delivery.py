@@ -337,12 +337,26 @@ async def queue_notice(store: Store, config: Config, subject: str, text: str,
 def write_preview(directory: Path, composed: Composed) -> list[Path]:
     """``NAME.html``, ``NAME.txt`` and ``NAME.eml`` of a composed digest, for ``digest --preview``."""
     directory.mkdir(parents=True, exist_ok=True)
-    name = composed.reader.name
+    name = preview_name(composed.reader.name)
     files = {f"{name}.html": composed.rendered.html.encode(), f"{name}.txt": composed.rendered.text.encode(),
              f"{name}.eml": composed.message}
     for file, data in files.items():
         (directory / file).write_bytes(data)
     return [directory / file for file in files]
+
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def preview_name(reader: str) -> str:
+    """A file name for the reader's preview: the name itself when it is a plain one, else a slug of
+    it and a short hash of the whole name. Never a path (no ``/``, no ``..``, no NUL), never long,
+    the same on every run, and distinct for distinct names (case aside: the config refuses those)."""
+    if _FILE_NAME.fullmatch(reader) and not reader.endswith((".html", ".txt", ".eml")):
+        return reader
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", reader).strip("._-")[:48]
+    digest = hashlib.sha256(reader.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{slug}-{digest}" if slug else f"reader-{digest}"
 
 
 def _address(header: str) -> str:

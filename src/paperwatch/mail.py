@@ -23,7 +23,7 @@ from typing import Protocol
 
 import aiosmtplib
 
-from paperwatch.config import MailConfig, SmtpConfig
+from paperwatch.config import MailConfig, SmtpConfig, unsafe_location
 from paperwatch.errors import ConfigError, MailError
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ def unsafe_config_file(path: Path | None, mail: MailConfig) -> str | None:
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
         return (f"{path} can be changed by others (mode {stat.filemode(mode)}), and it names the SMTP login: "
                 f"whoever edits it could send the password to a server of their own; chmod go-w {path}")
-    return None
+    where = unsafe_location(path)  # its owner, and its folder: either could put another file in its place
+    return f"{where}, and it names the SMTP login" if where else None
 
 
 def _secret_file(path: Path, where: str) -> str:

@@ -53,6 +53,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import Any, cast
+
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
 from paperwatch import query as q
 from paperwatch.errors import ConfigError
@@ -482,6 +485,8 @@ class _Builder:
                 raise ValueError(f"invalid regular expression {_shown(pattern)}: {exc}") from None
             except RecursionError:  # absurdly deep groups; CPython's own words vary between builds
                 raise ValueError(f"invalid regular expression {_shown(pattern)}: groups nested too deeply") from None
+            # Python's engine checked the syntax (its words are the clearer); RE2 runs it, in linear time.
+            compiled = _linear(folded, compiled.flags, pattern)
             if any(hit.end() == hit.start() for probe in _EMPTY_PROBES for hit in compiled.finditer(probe)):
                 # \b, x*, (?=a)...: a hit would show nothing, and most would hit every paper.
                 raise ValueError(f"regular expression {_shown(pattern)} matches empty text, "
@@ -574,6 +579,59 @@ class _Builder:
         except ValueError as exc:
             raise q.QueryError(str(exc), term.position) from None
         return _Term(str(term), made.probe, made.fields)
+
+
+class _LinearPattern:
+    """An RE2 expression with what the matcher reads of an ``re.Pattern``: its source, flags and searches.
+
+    RE2 never backtracks: a search takes time linear in the text, whatever the expression, so
+    one reader's ``(a+)+$`` cannot stall the process."""
+
+    __slots__ = ("_compiled", "flags", "pattern")
+
+    def __init__(self, source: str, flags: int, compiled: Any) -> None:
+        self.pattern, self.flags, self._compiled = source, flags, compiled
+
+    def search(self, text: str) -> re.Match[str] | None:
+        return cast("re.Match[str] | None", self._compiled.search(text))
+
+    def finditer(self, text: str) -> Iterator[re.Match[str]]:
+        return cast("Iterator[re.Match[str]]", self._compiled.finditer(text))
+
+
+# Python spellings RE2 writes otherwise; a doubled backslash is consumed first, so it stays.
+_RE2_SPELLING = re.compile(r"\\(?:u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|(Z)|.)", re.DOTALL)
+_LOOKAROUND = re.compile(r"\(\?<?[=!]")
+_RE2_HINT = ("regular expressions here run in linear time, without backreferences or lookaround: "
+             "match the words themselves, or use the rule's all and exclude")
+
+
+def _re2_spelling(hit: re.Match[str]) -> str:
+    code = hit.group(1) or hit.group(2)
+    if code:
+        return f"\\x{{{code}}}"
+    return "\\z" if hit.group(3) else hit.group(0)
+
+
+def _linear(folded: str, flags: int, pattern: str) -> re.Pattern[str]:
+    """``folded`` compiled by RE2; ValueError naming what RE2 cannot express, with a hint."""
+    bare = _ESCAPE.sub("", folded)  # escaped characters are literal: "\\(?=" is no lookahead
+    if any(e.group()[1] in "123456789" for e in _ESCAPE.finditer(folded)) or "(?P=" in bare:
+        raise ValueError(f"regular expression {_shown(pattern)} uses a backreference; {_RE2_HINT}")
+    if _LOOKAROUND.search(bare):
+        raise ValueError(f"regular expression {_shown(pattern)} uses lookahead or lookbehind; {_RE2_HINT}")
+    options = re2.Options()
+    options.log_errors = False  # the problem is reported once, in the config check's words
+    options.case_sensitive = not flags & re.IGNORECASE
+    source = _RE2_SPELLING.sub(_re2_spelling, folded)
+    try:
+        compiled = re2.compile(source, options)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(f"regular expression {_shown(pattern)} cannot run in linear time ({reason}); "
+                         f"{_RE2_HINT}") from None
+    # The matcher reads only pattern, flags, search and finditer, which _LinearPattern provides.
+    return cast("re.Pattern[str]", _LinearPattern(folded, flags, compiled))
 
 
 def _shown(text: str, limit: int = 30) -> str:

@@ -71,6 +71,7 @@ def clean_text(value: object) -> str | None:
 
 def parse_daily_page(body: bytes, *, day: dt.date, url: str) -> DayPage:
     """Read one ``/papers/date/DAY`` page; raise ParseError when its shape is unknown."""
+    check_nesting(body, url)
     tree = LexborHTMLParser(body)
     node = tree.css_first(f'[data-target="{DATA_TARGET}"]')
     if node is not None:
@@ -207,6 +208,7 @@ def _wrapped(item: object) -> object:
 
 def parse_search_page(body: bytes, *, url: str) -> tuple[Paper, ...]:
     """Read ``/papers?q=...``: the same data element as a day's page, its ``searchResults`` list."""
+    check_nesting(body, url)
     node = LexborHTMLParser(body).css_first(f'[data-target="{DATA_TARGET}"]')
     if node is None:
         raise ParseError(url, "page has changed shape: no DailyPapers data on the search page")
@@ -367,3 +369,56 @@ def _number(text: str) -> int | None:
     found = _DIGITS.search(text)
     digits = found.group().replace(",", "") if found else ""
     return _count(int(digits)) if 0 < len(digits) <= _DIGITS_MAX else None
+
+
+# --- nesting, before the HTML parser sees a page ---------------------------------------------
+
+# The HTML parser's time grows with the square of the nesting: 20,000 elements open at once take
+# it seconds, 200,000 minutes, and it cannot be stopped. The site's pages nest about 30 deep.
+MAX_NESTING = 1_000
+_MARKUP = re.compile(rb"<!--|<(/?)([A-Za-z][A-Za-z0-9-]*)")
+_VOID = frozenset(b"area base br col embed hr img input keygen link meta param source track wbr".split())
+_RAW_TEXT = {name: re.compile(b"</" + name, re.IGNORECASE)
+             for name in (b"script", b"style", b"textarea", b"title", b"xmp", b"iframe", b"noembed", b"noframes")}
+_FOREIGN = frozenset((b"svg", b"math"))
+# Tags that end SVG or MathML content: from there on "<x/>" opens an element again.
+_BREAKOUT = frozenset(b"b big blockquote body br center code dd div dl dt em embed h1 h2 h3 h4 h5 h6 head hr i img "
+                      b"li listing menu meta nobr ol p pre ruby s small span strong strike sub sup table tt u ul var"
+                      .split())
+
+
+def check_nesting(body: bytes, url: str) -> None:
+    """Raise ParseError when the markup holds more than MAX_NESTING elements open at once.
+
+    A count of start and end tags in one linear pass, erring on the deep side: an end tag
+    left out (``<p>``, ``<li>``) counts as still open, and ``<x/>`` closes only inside SVG or
+    MathML, as the HTML parser reads it."""
+    depth = foreign = 0
+    position = 0
+    while (found := _MARKUP.search(body, position)) is not None:
+        position = found.end()
+        if found.group(2) is None:  # a comment: nothing in it is markup
+            end = body.find(b"-->", position)
+            position = len(body) if end < 0 else end + 3
+            continue
+        name = found.group(2).lower()
+        if found.group(1):
+            depth = max(0, depth - 1)
+            foreign = max(0, foreign - (name in _FOREIGN))
+            continue
+        if name in _VOID:
+            continue
+        if foreign and name in _BREAKOUT:
+            foreign = 0
+        end = body.find(b">", position)
+        if foreign and end > 0 and body[end - 1:end] == b"/":
+            continue
+        depth += 1
+        foreign += name in _FOREIGN
+        if depth > MAX_NESTING:
+            raise ParseError(url, f"page has changed shape: elements nested over {MAX_NESTING} deep "
+                                  "(a real page nests about 30), not read")
+        raw = _RAW_TEXT.get(name)
+        if raw is not None:  # script and style text is not markup
+            closing = raw.search(body, position)
+            position = len(body) if closing is None else closing.start()

@@ -12,8 +12,10 @@ page as the fallback, and is stored apart: a failing search never touches the da
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -286,13 +288,42 @@ async def _paper_details(fetcher: Fetcher, base_url: str, paper_id: str) -> Pape
 async def _parse(parse: Callable[..., _Parsed], body: bytes, **where: Any) -> _Parsed:
     """``parse(body, **where)`` off the event loop, within PARSE_TIMEOUT.
 
-    A real page parses in milliseconds, but markup nested tens of thousands deep takes the
-    HTML parser minutes: the daemon must go on answering its watchdog and sending digests,
-    and the day fails instead (the thread finishes in the background)."""
+    A real page parses in milliseconds; the parser refuses markup nested deep enough to take
+    it long (see ``check_nesting``). Should another shape still take it long, the day fails
+    at the timeout, and the parse runs on in a daemon thread of its own: it never occupies the
+    shared pool, and never holds up the process's exit."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[_Parsed] = loop.create_future()
+
+    def work() -> None:
+        try:
+            result = parse(body, **where)
+        except BaseException as exc:
+            _settle(loop, done, None, exc)
+        else:
+            _settle(loop, done, result, None)
+
+    threading.Thread(target=work, name="paperwatch-parse", daemon=True).start()
     try:
-        return await asyncio.wait_for(asyncio.to_thread(parse, body, **where), PARSE_TIMEOUT)
+        return await asyncio.wait_for(done, PARSE_TIMEOUT)
     except TimeoutError:
         raise ParseError(where["url"], f"page has changed shape: reading it took over {PARSE_TIMEOUT:g} s") from None
+
+
+def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[_Parsed], result: _Parsed | None,
+            error: BaseException | None) -> None:
+    """Hand a parse's outcome to the loop, if anyone still waits for it."""
+
+    def settle() -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]  # None only with an error
+
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+        loop.call_soon_threadsafe(settle)
 
 
 def _unique(papers: Sequence[Paper]) -> tuple[Paper, ...]:

@@ -10,6 +10,7 @@ nothing, so a thinner page (cards only) cannot erase what a full one stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -412,13 +413,20 @@ class Store:
             try:
                 yield
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                await self._rollback()
                 raise
             try:
                 await self._db.execute("COMMIT")
             except sqlite3.Error as exc:
+                await self._rollback()
+                raise StoreError(f"{self.path}: write failed: {sqlite_cause(exc)}") from exc
+
+    async def _rollback(self) -> None:
+        """Undo the open write, if SQLite has not already: a full disk ends the transaction itself,
+        and the error to report is that one, not "cannot rollback - no transaction is active"."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
                 await self._db.execute("ROLLBACK")
-                raise StoreError(f"{self.path}: write failed: {exc}") from exc
 
     # -- writing -----------------------------------------------------------------------
 
@@ -539,13 +547,17 @@ class Store:
         (recorded unless ``record`` is false, as for a preview that must change nothing)."""
         now = now or utcnow()
         if record:
+            await self.adopt_reader(name)
             await self._write("INSERT OR IGNORE INTO readers (name, started_at) VALUES (?, ?)", (name, now.isoformat()))
         rows = list(await self._db.execute_fetchall(
             "SELECT name, started_at, last_digest_at FROM readers WHERE name = ?", (name,)))
         if not rows:
             return ReaderState(name, now, None)
         row = rows[0]
-        return ReaderState(row[0], dt.datetime.fromisoformat(row[1]), _datetime(row[2]))
+        last = _datetime(row[2])
+        # A digest stamped while the clock ran ahead counts as sent now, not at that future date.
+        return ReaderState(row[0], min(dt.datetime.fromisoformat(row[1]), now),
+                           None if last is None else min(last, now))
 
     async def undelivered(self, reader: str, *, featured_since: dt.date,
                           fresh: tuple[dt.datetime, dt.date] | None = None) -> list[Paper]:
@@ -584,6 +596,20 @@ class Store:
         message is retried until sent or given up: nothing between is lost or doubled.
         """
         stamp = (now or utcnow()).isoformat()
+        try:
+            return await self._queue(reader, recipient, sender, message_id, data, papers, stamp)
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" not in str(exc):
+                raise StoreError(f"{self.path}: digest for {reader} not queued: {exc}") from exc
+            # Another paperwatch process (a digest run beside this one) queued these papers for this
+            # reader a moment ago: they go out once, in its message.
+            log.warning("digest for %s not queued: another paperwatch process queued these papers just now", reader)
+            return 0
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: digest for {reader} not queued: {sqlite_cause(exc)}") from exc
+
+    async def _queue(self, reader: str, recipient: str, sender: str, message_id: str, data: bytes,
+                     papers: Sequence[QueuedPaper], stamp: str) -> int:
         async with self._transaction():
             cursor = await self._db.execute(
                 "INSERT INTO outbox (reader, recipient, sender, message_id, data, papers, status, created_at, "
@@ -642,6 +668,12 @@ class Store:
                 return True
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: write failed: {exc}") from exc
+
+    async def pull_forward(self, *, beyond: dt.datetime, now: dt.datetime) -> None:
+        """Make due now every pending message planned after ``beyond``: only a clock that ran
+        ahead plans that far, and its dates would hold the message for as long."""
+        await self._write("UPDATE outbox SET next_attempt_at = ?, claimed_by = NULL "
+                          "WHERE status = 'pending' AND next_attempt_at > ?", (now.isoformat(), beyond.isoformat()))
 
     async def mark_sent(self, message_id: int, *, now: dt.datetime | None = None) -> None:
         await self._write("UPDATE outbox SET status = 'sent', attempts = attempts + 1, done_at = ?, last_error = NULL, claimed_by = NULL "
@@ -763,7 +795,68 @@ class Store:
             async with self._transaction():
                 await self._db.execute(sql, params)
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: write failed: {exc}") from exc
+            raise StoreError(f"{self.path}: write failed: {sqlite_cause(exc)}") from exc
+
+    async def adopt_reader(self, name: str) -> None:
+        """Carry a reader's history over to ``name`` when only the case of their name changed
+        (alice → Alice): names ignore case, so the papers they had are not mailed again."""
+        async with self._transaction():
+            if await self._scalar("SELECT 1 FROM readers WHERE name = ?", (name,)):
+                return
+            old = await self._scalar("SELECT name FROM readers WHERE name = ? COLLATE NOCASE", (name,))
+            if old is None:
+                return
+            for table, column in (("readers", "name"), ("delivered", "reader"), ("outbox", "reader"),
+                                  ("reader_searches", "reader")):
+                await self._db.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (name, old))
+        log.info("reader %r is now named %r: their history goes with them", old, name)
+
+
+def sqlite_cause(exc: sqlite3.Error) -> str:
+    """SQLite's words, with what an operator can act on said plainly."""
+    text = str(exc)
+    if "database or disk is full" in text:
+        return f"{text} (free some space on its file system; nothing was lost, the write is retried later)"
+    if "malformed" in text or "not a database" in text:
+        return f"{text} (restore it from a backup, or move it aside to start afresh)"
+    return text
+
+
+class DatabaseLock:
+    """One daemon per database: an advisory lock on ``DATABASE.lock`` naming the process that holds it.
+
+    Commands (``digest``, ``fetch``...) do not take it: they run beside a daemon safely. The
+    kernel drops the lock when its process ends, however it ends."""
+
+    def __init__(self, database: Path) -> None:
+        self.path = database.with_name(database.name + ".lock")
+        self._file: Any = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+", encoding="utf-8")  # held for the process's life
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create the lock file: {exc.strerror}") from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise StoreError(f"{self.path.with_suffix('')}: another paperwatch daemon is running on this database "
+                             f"(pid {holder}); stop it first, or give this one another paperwatch.database") from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 # Who holds a claimed outbox message: this machine and process.
