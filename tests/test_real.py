@@ -205,7 +205,6 @@ async def test_flat_results_without_details_keep_their_titles(site: Site) -> Non
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.e2e
 async def test_a_failed_day_is_counted_and_fetched_again_by_the_next_poll_and_by_backfill(
         tmp_path: Path, fake_hf: FakeHF) -> None:
     yesterday = today_utc() - dt.timedelta(days=1)  # within the poll's lookback
@@ -258,7 +257,6 @@ async def test_an_existing_database_gains_ai_summary_in_place(tmp_path: Path) ->
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.e2e
 async def test_flat_search_results_without_details_are_still_mailed_with_titles_and_links(tmp_path: Path) -> None:
     results = json.loads((REAL / SEARCH).read_text(encoding="utf-8"))
     readers = ('\n[[readers]]\nname = "alice"\nemail = "alice@example.org"\n'

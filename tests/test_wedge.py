@@ -297,6 +297,7 @@ async def test_ten_digests_at_once_send_each_paper_once_without_a_traceback(tmp_
         assert papers and len(papers) == len(set(papers)), reader
 
 
+@pytest.mark.e2e
 async def test_ten_digests_composed_at_once_queue_each_paper_once(tmp_path: Path) -> None:
     """Ten processes' worth of connections, each composing before any has queued: the race
     ``digest`` runs beside each other (or beside the daemon) meet."""
@@ -331,6 +332,7 @@ async def test_a_full_disk_is_named_with_its_cause(tmp_path: Path) -> None:
         assert await store.messages() == []
 
 
+@pytest.mark.e2e
 async def test_digest_on_a_malformed_database_says_so_in_one_line(tmp_path: Path) -> None:
     async with FakeHF() as hf:
         serve_samples(hf)
