@@ -83,14 +83,14 @@ name = "x"
 min_upvotes = -1
 """)
     assert found == [
-        ":2: paperwatch.timezone: unknown time zone 'Mars/Base' (use a name like Europe/Berlin or UTC)",
-        ":5: source.max_concurency: unknown key, did you mean max_concurrency?",
-        ":6: source.lookback_days: expected a whole number, got 'three'",
-        ":7: source.poll: 'every day' is neither an interval like 30m nor a 5-field cron expression",
-        ":8: source.base_url: 'ftp://example.org' is not an http(s) URL with a host and no query",
-        ":9: source.requests_per_minute: must be more than 0, got 0",
-        ":13: readers[0].email: 'not-an-address' is not an email address",
-        ":17: readers[0].rules[0].min_upvotes: must be at least 0, got -1",
+        ":2:12: paperwatch.timezone: unknown time zone 'Mars/Base' (use a name like Europe/Berlin or UTC)",
+        ":5:1: source.max_concurency: unknown key, did you mean max_concurrency?",
+        ":6:17: source.lookback_days: expected a whole number, got 'three'",
+        ":7:8: source.poll: 'every day' is neither an interval like 30m nor a 5-field cron expression",
+        ":8:12: source.base_url: 'ftp://example.org' is not an http(s) URL with a host and no query",
+        ":9:23: source.requests_per_minute: must be more than 0, got 0",
+        ":13:9: readers.alice.email: 'not-an-address' is not an email address",
+        ":17:15: readers.alice.rules.x.min_upvotes: must be at least 0, got -1",
     ]
 
 
@@ -110,26 +110,26 @@ name = "ok"
 name = "two"
 min_upvotes = "many"
 """)
-    assert found == [":13: readers[1].rules[1].min_upvotes: expected a whole number, got 'many'"]
+    assert found == [":13:15: readers.b.rules.two.min_upvotes: expected a whole number, got 'many'"]
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('[source\nx = 1', ":1: Expected ']' at the end of a table declaration"),
+        ('[source\nx = 1', ":1:8: (file): expected ']' at the end of a table declaration"),
         ('[mail.smtp]\nhost = "smtp.example.org"\npassword = "hunter2"\n',
-         ":1: mail.smtp: password: passwords do not belong in the config file; use password_file, "
+         ":1:1: mail.smtp: password: passwords do not belong in the config file; use password_file, "
          "password_env or a systemd credential"),
         ('[mail.smtp]\nhost = "smtp.example.org"\nsecurity = "none"\n',
-         ':1: mail.smtp: security = "none" sends mail unencrypted: allowed only to a loopback host, '
+         ':1:1: mail.smtp: security = "none" sends mail unencrypted: allowed only to a loopback host, '
          "not smtp.example.org"),
         ('[mail.smtp]\nhost = "smtp.example.org"\nsecurity = "ssl"\n',
-         ":3: mail.smtp.security: Input should be 'starttls', 'tls' or 'none'"),
-        ("[mail.smtp]\nport = 25\n", ":1: mail.smtp.host: required key is missing"),
+         ":3:12: mail.smtp.security: 'ssl' is not one of starttls, tls, none"),
+        ("[mail.smtp]\nport = 25\n", ":1:1: mail.smtp.host: required key is missing"),
         ('[[readers]]\nname = "a"\nemail = "a@x.org"\n[[readers]]\nname = "a"\nemail = "b@x.org"\n',
-         ": readers: reader names must be unique: a"),
-        ("[sourc]\npoll = '1h'\n", ":1: sourc: unknown key, did you mean source?"),
-        ("[source]\ntimeout = \"soon\"\n", ":2: source.timeout: 'soon' is not a duration like 90s, 30m, 6h or 1d"),
+         ":5:8: readers.a.name: reader names must be unique: 'a' is also readers[0]"),
+        ("[sourc]\npoll = '1h'\n", ":1:1: sourc: unknown table, did you mean [source]?"),
+        ("[source]\ntimeout = \"soon\"\n", ":2:11: source.timeout: 'soon' is not a duration like 90s, 30m, 6h or 1d"),
     ],
 )
 def test_each_kind_of_mistake_reads_clearly(tmp_path: Path, text: str, expected: str) -> None:

@@ -92,6 +92,8 @@ class Daemon:
         self._mail_lock = asyncio.Lock()
         self._store: Store | None = None
         self._fetcher: Fetcher | None = None
+        self._config_stamp: tuple[int, int] | None = None
+        self._watched: tuple[tuple[int, int] | None, bool] = (None, False)  # last stamp reloaded, by the watcher
 
     @property
     def config(self) -> Config:
@@ -224,10 +226,11 @@ class Daemon:
             await store.set_state(LAST_POLL, min([r.day for r in failed], default=today).isoformat())
             for line in [r.line() for r in failed] + [r.line() for r in searched if r.failed]:
                 log.error("poll: %s", line)
-            summary = (f"poll: {len(reports)} days, {sum(r.papers for r in reports)} papers, "
+            summary = (f"poll: {_count(len(reports), 'day')}, {_count(sum(r.papers for r in reports), 'paper')}, "
                        f"{sum(r.new for r in reports)} new, {len(failed)} failed")
             if searched:
-                summary += (f"; {len(searched)} searches, {sum(r.new for r in searched)} new results, "
+                summary += (f"; {_count(len(searched), 'search', 'searches')}, "
+                            f"{_count(sum(r.new for r in searched), 'new result')}, "
                             f"{sum(r.failed for r in searched)} failed")
             log.info("%s", summary)
             await store.set_state(LAST_POLL_AT, utcnow().isoformat())
@@ -246,9 +249,9 @@ class Daemon:
         async with self._poll_lock:
             pass  # a poll under way (waking from a suspend, say) finishes first: its papers belong in this digest
         async with self._mail_lock:
-            outcomes = await queue_digests(self._store, loaded.config, loaded.matcher, loaded.templates, [reader])
-            outcomes += await deliver_due(self._store, loaded.config, reader=reader.name)
-        _log_outcomes(outcomes)
+            # logged as they happen: "queued" before "sent"
+            _log_outcomes(await queue_digests(self._store, loaded.config, loaded.matcher, loaded.templates, [reader]))
+            _log_outcomes(await deliver_due(self._store, loaded.config, reader=reader.name))
 
     async def retry(self) -> None:
         """Deliver whatever in the outbox is due again (temporary failures, operator notes)."""
@@ -292,14 +295,23 @@ class Daemon:
 
     async def reload(self, why: str) -> None:
         """Re-read the config; a valid one takes effect for the next jobs, a broken one changes nothing."""
+        # An edit followed by SIGHUP is one change, whichever of the file watcher and the signal
+        # comes first: the other one does not reload it again.
+        stamp = _stamp(self.config.path) if self.config.path else None
+        if why == "SIGHUP" and stamp is not None and self._watched == (stamp, True):
+            self._watched = (stamp, False)
+            log.info("config already reloaded for this change (SIGHUP)")
+            return
+        self._config_stamp, self._watched = stamp, (stamp, why != "SIGHUP")
         self.notifier.reloading()
         try:
             loaded = await asyncio.to_thread(Loaded.load, self.config.path)
         except ConfigError as exc:
-            log.error("config not reloaded (%s), the running config stays: %d problem(s)", why, len(exc.problems))
+            count = _count(len(exc.problems), "problem")
+            log.error("config not reloaded (%s), the running config stays: %s", why, count)
             for problem in exc.problems:
                 log.error("%s", problem)
-            self.notifier.ready(f"config rejected: {len(exc.problems)} problem(s); running the previous one")
+            self.notifier.ready(f"config rejected: {count}; running the previous one")
             return
         if loaded.config.database != self.config.database:
             log.warning("paperwatch.database changed: that takes a restart; keeping %s", self.config.database)
@@ -318,12 +330,10 @@ class Daemon:
         path = self.config.path
         if path is None:
             return
-        seen = _stamp(path)
+        self._config_stamp = _stamp(path)
         while True:
             await asyncio.sleep(CONFIG_CHECK)
-            stamp = _stamp(path)
-            if stamp != seen:
-                seen = stamp
+            if _stamp(path) != self._config_stamp:
                 await self._guarded("reload", lambda: self.reload("file changed"))()
 
     async def _watchdog(self) -> None:
@@ -358,7 +368,8 @@ class Daemon:
 
     def _summary(self) -> str:
         rules = sum(len(r.rules) for r in self.config.readers)
-        return (f"{len(self.config.readers)} readers, {rules} rules, polling {self.config.source.base_url} "
+        return (f"{_count(len(self.config.readers), 'reader')}, {_count(rules, 'rule')}, "
+                f"polling {self.config.source.base_url} "
                 f"every {self.config.source.poll}")
 
 
@@ -392,6 +403,10 @@ async def next_digest(store: Store, config: Config, reader: Reader) -> dt.dateti
     state = await store.reader_state(reader.name, record=False)
     return next_time(reader.schedule, reader.timezone or config.paperwatch.timezone,
                      state.last_digest_at or state.started_at)
+
+
+def _count(number: int, word: str, plural: str | None = None) -> str:
+    return f"{number} {word if number == 1 else plural or word + 's'}"
 
 
 def _log_outcomes(outcomes: list[Outcome]) -> None:
