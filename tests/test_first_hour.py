@@ -155,7 +155,7 @@ async def test_match_status_papers_and_backfill_read_true(tmp_path: Path, fake_h
     code, out, err = await paperwatch("-c", str(path), "backfill", "--since", "2025-03-01", "--until", "2025-03-04")
     assert code == 0, err
     assert out.splitlines()[0].startswith("backfill 2025-03-01 .. 2025-03-04: 4 days, 0 already complete, "
-                                          "4 to fetch; about 0 seconds at 6000 requests a minute")
+                                          "4 to fetch; about 1 second at 6000 requests a minute")
 
 
 async def test_the_first_digest_names_exactly_the_days_the_polls_fetched(tmp_path: Path, fake_hf: FakeHF) -> None:

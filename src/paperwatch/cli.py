@@ -481,7 +481,7 @@ async def _backfill(args: argparse.Namespace, config: Config) -> int:
 
 def _estimate(days: int, config: Config) -> str:
     """How long ``days`` take at the configured pace: a day is one page request when all goes well."""
-    seconds = round(days * 60 / config.source.requests_per_minute)
+    seconds = max(round(days * 60 / config.source.requests_per_minute), 1 if days else 0)
     if seconds < 90:
         took = plural(seconds, "second")
     elif seconds < 5400:
