@@ -130,6 +130,11 @@ async def test_match_status_papers_and_backfill_read_true(tmp_path: Path, fake_h
     assert re.search(r"GET \S+/papers/date/2025-03-05: 200", err), err
     assert re.search(r"2025-03-05: read from the page's JSON", err), err
 
+    # a cards-only page: the day's line says so, and nothing in another format comes with it
+    fake_hf.page_mode[DAYS[1]] = "cards"
+    code, out, err = await paperwatch("-c", str(path), "fetch", str(DAYS[1]))
+    assert (code, err) == (0, "") and out == "2025-03-06: 9 papers, 0 new (read from the cards)\n"
+
     code, out, err = await paperwatch("-c", str(path), "match")
     assert code == 0, err
     alice, bob = out.index("alice <alice@example.org>: 1 paper\n"), out.index("bob <bob@example.org>: ")
