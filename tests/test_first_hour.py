@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
@@ -13,6 +14,7 @@ from conftest import write_config
 from fakehf import FakeHF
 from paperwatch.cli import main
 from paperwatch.config import load_config
+from paperwatch.daemon import LAST_POLL_AT
 from paperwatch.delivery import compose, prepare
 from paperwatch.fetch import Fetcher
 from paperwatch.pipeline import fetch_days
@@ -178,3 +180,77 @@ async def test_the_first_digest_names_exactly_the_days_the_polls_fetched(tmp_pat
     assert composed is not None and composed.items == ()
     assert "5–7 Mar 2025" in composed.rendered.text and "4–7 Mar" not in composed.rendered.text
     assert "from 5 to 7 Mar 2025" in composed.rendered.text
+
+
+STATUS_CONFIG = """\
+[paperwatch]
+database = "pw.db"
+[[readers]]
+name = "alice"
+email = "alice@example.org"
+timezone = "Europe/Berlin"
+[[readers.rules]]
+name = "r"
+keywords = ["grokking"]
+"""
+
+
+async def _record(path: Path, *, polled: dt.datetime, retrying: bool) -> None:
+    config = load_config(path)
+    sent_at = dt.datetime(2025, 3, 7, 7, 0, tzinfo=dt.UTC)
+    async with await Store.open(config.database) as store:
+        await store.reader_state("alice", now=sent_at - dt.timedelta(days=1))
+        first = await store.queue_digest(reader="alice", recipient="alice@example.org", sender="pw@localhost",
+                                         message_id="<1@localhost>", data=b"x", papers=[], now=sent_at)
+        await store.mark_sent(first, now=sent_at)
+        await store.mark_digested("alice", now=sent_at + dt.timedelta(days=1))  # a run with nothing to send
+        await store.set_state(LAST_POLL_AT, polled.isoformat())
+        if retrying:
+            second = await store.queue_digest(reader="alice", recipient="alice@example.org", sender="pw@localhost",
+                                              message_id="<2@localhost>", data=b"y", papers=[], now=polled)
+            await store.mark_retry(second, "421 try later", next_attempt_at=polled + dt.timedelta(minutes=1))
+
+
+@pytest.mark.parametrize(("ago", "retrying", "code", "said"), [
+    (dt.timedelta(minutes=5), False, 0, ""),
+    (dt.timedelta(days=2), False, 1, "paperwatch: polls are stale: the last was "),
+    (dt.timedelta(minutes=5), True, 1, "paperwatch: deliveries failing: 1 being retried, 0 failed in the last day"),
+])
+def test_status_names_zones_and_the_last_digest_sent_and_check_says_when_to_worry(
+        home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        ago: dt.timedelta, retrying: bool, code: int, said: str) -> None:
+    path = tmp_path / "pw.toml"
+    path.write_text(STATUS_CONFIG)
+    asyncio.run(_record(path, polled=dt.datetime.now(dt.UTC) - ago, retrying=retrying))
+    assert main(["-c", str(path), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "reader alice: last digest sent 2025-03-07 08:00 Europe/Berlin, next " in out
+    assert main(["-c", str(path), "status", "--check"]) == code
+    assert capsys.readouterr().err.startswith(said)
+
+
+def test_check_reads_the_password_from_a_credentials_folder(home: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "pw.toml"
+    path.write_text(STATUS_CONFIG + '[mail.smtp]\nhost = "smtp.example.org"\nusername = "me"\n')
+    path.chmod(0o600)
+    assert main(["-c", str(path), "check"]) == 0
+    assert "warning: no password to check here" in capsys.readouterr().err
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    assert main(["check", "-c", str(path), "--credentials", str(creds)]) == 78
+    assert f"{creds} has no credential smtp-password" in capsys.readouterr().err
+    (creds / "smtp-password").write_text("secret")
+    (creds / "smtp-password").chmod(0o600)
+    assert main(["check", "-c", str(path), "--credentials", str(creds)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_init_asks_on_a_terminal(home: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    answers = iter(["ann@example.org", "grokking, state space model"])
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    assert main(["init"]) == 0
+    (reader,) = load_config(home / ".config" / "paperwatch" / "paperwatch.toml").readers
+    assert reader.email == "ann@example.org" and reader.rules[0].keywords == ("grokking", "state space model")
