@@ -122,6 +122,8 @@ def serve(fake_hf: FakeHF) -> None:
     fake_hf.days[DAYS[0]][0] = FakeHF.make_item(DAYS[0], 0, id="2503.00001", title="Grokking Explained")
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 async def test_match_status_papers_and_backfill_read_true(tmp_path: Path, fake_hf: FakeHF) -> None:
     serve(fake_hf)
     path = write_config(tmp_path / "pw.toml", fake_hf.base_url)
@@ -254,3 +256,12 @@ def test_init_asks_on_a_terminal(home: Path, monkeypatch: pytest.MonkeyPatch,
     assert main(["init"]) == 0
     (reader,) = load_config(home / ".config" / "paperwatch" / "paperwatch.toml").readers
     assert reader.email == "ann@example.org" and reader.rules[0].keywords == ("grokking", "state space model")
+
+
+def test_run_once_says_first_that_nothing_will_be_mailed(home: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path / "pw.toml", "http://127.0.0.1:9", retries=0)  # nothing listens there
+    main(["-c", str(path), "run", "--once"])
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == (f"paperwatch: no reader is configured in {path}, so nothing will be mailed: "
+                     "`paperwatch init` writes a starter config for one")

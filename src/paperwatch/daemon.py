@@ -150,7 +150,7 @@ class Daemon:
             for task in late:
                 task.cancel()
             if late:
-                log.warning("cancelled %d job(s) still running after %.0f s", len(late), STOP_DEADLINE)
+                log.warning("cancelled %s still running after %.0f s", _count(len(late), "job"), STOP_DEADLINE)
                 await asyncio.wait(late)
         await asyncio.sleep(0)  # let cancelled helpers unwind before the store closes
 
