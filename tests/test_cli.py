@@ -78,7 +78,7 @@ async def test_backfill_through_429s_and_5xx_stores_exactly_what_the_site_had(tm
     assert fake_hf.max_in_flight <= 2
     assert all(r.headers.get("User-Agent", "").startswith("paperwatch/") for r in fake_hf.requests)
 
-    code, out, err = await paperwatch("-c", str(config), "papers", "--json")
+    code, out, err = await paperwatch("-c", str(config), "papers", "--json", "--limit", "0")
     assert code == 0, err
     stored = {p["id"]: p for p in json.loads(out)}
     served = {i["paper"]["id"]: expected_json(i, day) for day in weekdays for i in fake_hf.items(day)}
@@ -138,8 +138,8 @@ async def test_a_broken_config_names_the_key_and_exits_78(tmp_path: Path) -> Non
     config.write_text('[source]\nmax_concurency = 2\nlookback_days = "three"\n')
     code, out, err = await paperwatch("-c", str(config), "fetch")
     assert code == 78 and out == ""
-    assert f"{config}:2: source.max_concurency: unknown key, did you mean max_concurrency?" in err
-    assert f"{config}:3: source.lookback_days" in err
+    assert f"{config}:2:1: source.max_concurency: unknown key, did you mean max_concurrency?" in err
+    assert f"{config}:3:17: source.lookback_days" in err
     assert "Traceback" not in err
 
 
@@ -233,7 +233,7 @@ async def test_match_json_agrees_with_the_rules_on_papers_it_never_saw(tmp_path:
     assert ("2503.00005", "neural collapse", "title", "Neural Collapse") in why
     assert ("2503.00005", "grokking", "abstract", "grokking") in why
     code, out, err = await paperwatch("-c", str(path), "match", "--reader", "bob", "--since", "2025-03-01")
-    assert code == 0 and "bob / pretraining: would have matched 1 papers since 2025-03-01" in out
+    assert code == 0 and "bob / pretraining: would have matched 1 paper since 2025-03-01" in out
     assert "alice" not in out
 
 
@@ -258,12 +258,13 @@ query = "(grokking AND"
     code, out, err = await paperwatch("-c", str(path), "check")
     assert code == 78 and out == ""
     assert err.splitlines() == [
-        f"{path}:{lines + 4}: readers.bob.rules.bad regex.keywords[0]: invalid regular expression '(unclosed': "
-        "missing ), unterminated subpattern at position 0",
-        f"{path}:{lines + 5}: readers.bob.rules.empty: empty rule: give keywords, authors, organizations or a query",
-        f"{path}:{lines + 10}: readers.bob.rules.typo.fields[0]: unknown field 'titel', did you mean title?",
-        f"{path}:{lines + 13}: readers.bob.rules.query.query: expected a word, a phrase or '(' but the query ends "
+        f"{path}:{lines + 4}:13: readers.bob.rules.bad regex.keywords[0]: invalid regular expression "
+        "'(unclosed': missing ), unterminated subpattern at position 0",
+        f"{path}:{lines + 5}:1: readers.bob.rules.empty: empty rule: give keywords, authors, organizations or a query",
+        f"{path}:{lines + 10}:11: readers.bob.rules.typo.fields[0]: unknown field 'titel', did you mean title?",
+        f"{path}:{lines + 13}:9: readers.bob.rules.query.query: expected a word, a phrase or '(' but the query ends "
         "at position 13",
+        f"{path}: 4 problems, 0 warnings",
     ]
     path.write_text(path.read_text().split("\n[[readers.rules]]\nname = \"bad regex\"")[0])
     code, out, err = await paperwatch("-c", str(path), "check")

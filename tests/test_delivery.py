@@ -467,7 +467,7 @@ async def test_a_config_others_may_change_cannot_hold_an_smtp_login(tmp_path: Pa
             code, out, err = await paperwatch("-c", str(path), "check")
             path.chmod(0o644)
             code2, _, err2 = await paperwatch("-c", str(path), "check")
-    assert code == 78 and re.search(rf"^{re.escape(str(path))}:\d+: mail\.smtp\.username: .* can be changed by "
+    assert code == 78 and re.search(rf"^{re.escape(str(path))}:\d+:\d+: mail\.smtp\.username: .* can be changed by "
                                     rf"others \(mode -rw-rw-r--\).*chmod go-w", err, re.MULTILINE), err
     assert code2 == 0, err2
 

@@ -58,7 +58,7 @@ def test_page_and_api_of_the_same_day_agree() -> None:
 
 
 def test_cards_are_read_when_the_json_is_missing_and_the_log_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.DEBUG)
     day = dt.date(2025, 3, 6)
     result = parse_daily_page(sample("papers-date-2025-03-06-cards-only.html"), day=day, url=URL)
     assert result.source is PageSource.CARDS

@@ -175,7 +175,7 @@ async def test_match_and_preview_show_search_results(tmp_path: Path) -> None:
         assert got[("alice", new)]["rules"] == ["deep nets"]
         assert got[("alice", new)]["why"][0]["field"] == "search"
         code, out, _ = await paperwatch("-c", str(path), "match", "--reader", "alice")
-        assert f"alice / deep nets: the search '{QUERY}' found 1 new papers since it was saved" in out
+        assert f"alice / deep nets: the search '{QUERY}' found 1 new paper since it was saved" in out
         code, out, err = await paperwatch("-c", str(path), "digest", "--preview", str(tmp_path / "after"))
         assert code == 0, err
     html = (tmp_path / "after" / "alice.html").read_text()
@@ -191,10 +191,10 @@ async def test_check_validates_searches_like_rules(tmp_path: Path) -> None:
         code, out, err = await paperwatch("-c", str(path), "check")
     assert code == 78 and out == ""
     lines = err.splitlines()
-    assert any("readers[0].searches[0].query: must not be empty" in line for line in lines), err
-    assert any("readers[0].searches[0].min_upvotes: must be at least 0" in line for line in lines), err
-    assert any("readers[1]: rule and search names must be unique within a reader: grokking" in line
-               for line in lines), err
+    assert any("readers.alice.searches.deep nets.query: must not be empty" in line for line in lines), err
+    assert any("readers.alice.searches.deep nets.min_upvotes: must be at least 0" in line for line in lines), err
+    assert any("readers.bob.searches.grokking.name: rule and search names must be unique within a reader: "
+               "'grokking' is taken" in line for line in lines), err
     assert all(line.startswith(f"{path}:") for line in lines)
 
 

@@ -423,7 +423,7 @@ def test_polls_more_often_than_once_a_minute_are_refused(tmp_path: Path, monkeyp
     path.write_text('[source]\npoll = "0.2s"\n')
     with pytest.raises(ConfigError) as caught:
         load_config(path)
-    assert caught.value.problems == [f"{path}:2: source.poll: polling every 0.2s is too often: at least 60 s apart "
+    assert caught.value.problems == [f"{path}:2:8: source.poll: polling every 0.2s is too often: at least 60 s apart "
                                      "(say 1m)"]
     path.write_text('[source]\npoll = "1m"\n')
     assert load_config(path).source.poll == "1m"

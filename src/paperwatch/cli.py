@@ -15,13 +15,14 @@ import os
 import re
 import sqlite3
 import sys
+import zoneinfo
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from paperwatch import __version__
-from paperwatch.config import Config, Reader, find_config_file, load_config
-from paperwatch.daemon import Loaded, schedule_state, serve
+from paperwatch.config import Config, Reader, find_config_file, inspect_config, load_config
+from paperwatch.daemon import Schedule, schedule_state, serve
 from paperwatch.delivery import SEARCH, compose, deliver_due, prepare, queue_digests, with_search_hits, write_preview
 from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.fetch import Fetcher
@@ -39,7 +40,7 @@ from paperwatch.pipeline import (
     saved_searches,
     today_utc,
 )
-from paperwatch.store import OutboxMessage, SearchState, Store, sqlite_cause
+from paperwatch.store import FetchRecord, OutboxMessage, SearchState, Store, sqlite_cause
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,9 @@ def _main(argv: Sequence[str] | None) -> int:
     # The daemon's log is its record (poll summaries, digests sent, failures): INFO by default.
     _configure_logging(args.verbose + (args.command is _run and not args.once))
     try:
+        if args.command in (_check, _init):
+            local: Callable[[argparse.Namespace], int] = args.command
+            return local(args)
         config = load_config(find_config_file(args.config))
         command: Command = args.command
         return asyncio.run(command(args, config))
@@ -107,56 +111,107 @@ def _main(argv: Sequence[str] | None) -> int:
         return 130
 
 
+class UsageError(PaperwatchError):
+    """A command asked for something that does not exist (an unknown reader): exit 2, as argparse does."""
+
+    exit_code = 2
+
+
+EPILOG = """\
+config: the first of -c FILE, $PAPERWATCH_CONFIG, ./paperwatch.toml,
+$XDG_CONFIG_HOME/paperwatch/paperwatch.toml (~/.config/...), /etc/paperwatch/paperwatch.toml;
+with none, the embedded defaults (no reader: `paperwatch init` writes a starter config).
+Dates are YYYY-MM-DD (UTC days, as the site buckets them).
+exit codes: 0 success, 1 a runtime failure, 2 usage error, 78 config error."""
+
+
+def _common() -> argparse.ArgumentParser:
+    """-c and -v, accepted after the command too; SUPPRESS keeps a subcommand from resetting them."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", type=Path, metavar="FILE", default=argparse.SUPPRESS,
+                        help="the config file to use (default: the search order below)")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="say more: each request and where each day was read from (-vv: debug)")
+    return common
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paperwatch", description="Watch Hugging Face Daily Papers.")
-    parser.add_argument("-c", "--config", type=Path, metavar="FILE", help="the config file to use")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="say more (-vv: debug)")
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="paperwatch", description="Watch Hugging Face Daily Papers.",
+                                     epilog=EPILOG, formatter_class=fmt, parents=[_common()])
+    parser.set_defaults(config=None, verbose=0)
     parser.add_argument("--version", action="version", version=f"paperwatch {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
-    check = commands.add_parser("check", help="validate the config and print a summary")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=text, parents=[_common()],
+                                   epilog=EPILOG, formatter_class=fmt)
+
+    check = command("check", "validate the config, every rule, the templates and the password; print a summary")
+    check.add_argument("--credentials", type=Path, metavar="DIR",
+                       help="read the systemd credential smtp-password from DIR (default: $CREDENTIALS_DIRECTORY)")
     check.set_defaults(command=_check)
 
-    fetch = commands.add_parser("fetch", help="fetch and store days (default: the recent days)")
-    fetch.add_argument("dates", nargs="*", type=_date, metavar="DATE")
+    init = command("init", "write a starter config for one reader where paperwatch will find it, then check it")
+    init.add_argument("--email", metavar="ADDRESS", help="the reader's address (asked for on a terminal)")
+    init.add_argument("--keywords", metavar="WORDS",
+                      help='comma-separated words and phrases to watch for, e.g. "grokking, linear attention"')
+    init.add_argument("--name", metavar="NAME", help="the reader's name (default: the address before the @)")
+    init.add_argument("--timezone", metavar="ZONE", help="when the 08:00 digest goes out (default: UTC)")
+    init.set_defaults(command=_init)
+
+    fetch = command("fetch", "fetch and store days (default: the last lookback_days days, UTC, today included)")
+    fetch.add_argument("dates", nargs="*", type=_date, metavar="DATE", help="days as YYYY-MM-DD")
     fetch.set_defaults(command=_fetch)
 
-    backfill = commands.add_parser("backfill", help="fetch and store every day in a range, resumably")
-    backfill.add_argument("--since", type=_date, required=True, metavar="DATE")
-    backfill.add_argument("--until", type=_date, metavar="DATE", help="default: today (UTC)")
+    backfill = command("backfill", "fetch and store every day in a range, resumably")
+    backfill.add_argument("--since", type=_date, required=True, metavar="DATE", help="first day, YYYY-MM-DD")
+    backfill.add_argument("--until", type=_date, metavar="DATE", help="last day, YYYY-MM-DD (default: today, UTC)")
     backfill.set_defaults(command=_backfill)
 
-    papers = commands.add_parser("papers", help="list stored papers, newest first")
-    papers.add_argument("--date", type=_date, metavar="DATE", help="featured on that day")
-    papers.add_argument("--since", type=_date, metavar="DATE", help="featured on that day or later")
+    papers = command("papers", "list stored papers, newest first")
+    papers.add_argument("--date", type=_date, metavar="DATE", help="featured on that day (YYYY-MM-DD)")
+    papers.add_argument("--since", type=_date, metavar="DATE", help="featured on that day (YYYY-MM-DD) or later")
     papers.add_argument("--search", metavar="TEXT", help="full text over title, abstract and authors")
-    papers.add_argument("--limit", type=_positive, metavar="N")
+    papers.add_argument("--limit", type=_count_arg, metavar="N", default=PAPERS_SHOWN,
+                        help=f"at most N papers (default: {PAPERS_SHOWN}; 0: all)")
     papers.add_argument("--json", action="store_true", help="print a JSON array")
     papers.set_defaults(command=_papers)
 
-    match = commands.add_parser("match", help="dry run: which stored papers each reader's rules match, and why")
-    match.add_argument("--reader", metavar="NAME")
-    match.add_argument("--since", type=_date, metavar="DATE", help="papers featured on that day or later")
-    match.add_argument("--json", action="store_true")
+    match = command("match", "dry run: which stored papers each reader's rules match, and why")
+    match.add_argument("--reader", metavar="NAME", help="only this reader (default: every reader)")
+    match.add_argument("--since", type=_date, metavar="DATE",
+                       help="papers featured on that day (YYYY-MM-DD) or later (default: every stored paper)")
+    match.add_argument("--json", action="store_true", help="print a JSON array, one object per reader and paper")
     match.set_defaults(command=_match)
 
-    digest = commands.add_parser("digest", help="deliver each reader's pending digest now")
-    digest.add_argument("--reader", metavar="NAME")
+    digest = command("digest", "deliver each reader's pending digest now")
+    digest.add_argument("--reader", metavar="NAME", help="only this reader (default: every reader)")
     digest.add_argument("--since", type=_date, metavar="DATE",
-                        help="also the stored papers featured from DATE on that the reader never received")
+                        help="also the stored papers featured from DATE (YYYY-MM-DD) on that the reader never received")
     digest.add_argument("--preview", type=Path, metavar="DIR",
                         help="write NAME.html, NAME.txt and NAME.eml there instead of sending; changes nothing")
     digest.set_defaults(command=_digest)
 
-    run = commands.add_parser("run", help="the daemon: poll, match and deliver on schedule until stopped")
+    run = command("run", "the daemon: poll, match and deliver on schedule until stopped")
     run.add_argument("--once", action="store_true",
                      help="one full cycle now, ignoring schedules: fetch, match, deliver, then exit")
     run.set_defaults(command=_run)
 
-    status = commands.add_parser("status", help="what has been fetched and how it went")
-    status.add_argument("--json", action="store_true")
+    status = command("status", "what has been fetched and delivered, and how it went")
+    status.add_argument("--json", action="store_true", help="print a JSON object")
+    status.add_argument("--check", action="store_true",
+                        help="for monitoring: exit 1 when polls are stale or failing or deliveries are failing")
     status.set_defaults(command=_status)
     return parser
+
+
+PAPERS_SHOWN = 20
+
+
+def plural(number: int, word: str, many: str | None = None) -> str:
+    """``1 rule``, ``2 rules``, ``1 saved search``, ``2 saved searches``."""
+    return f"{number} {word if number == 1 else many or word + 's'}"
 
 
 def _configure_logging(verbose: int) -> None:
@@ -177,9 +232,9 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2025-03-05") from None
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+def _count_arg(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0: no limit)")
     return int(text)
 
 
@@ -189,24 +244,130 @@ def _readers(config: Config, name: str | None) -> tuple[Reader, ...]:
     chosen = tuple(r for r in config.readers if r.name == name)
     if not chosen:
         known = ", ".join(r.name for r in config.readers) or "none configured"
-        raise PaperwatchError(f"no reader named {name!r} (readers: {known})")
+        raise UsageError(f"no reader named {name!r} (readers: {known})")
     return chosen
 
 
-async def _check(args: argparse.Namespace, config: Config) -> int:
-    Loaded.of(config)
+def _check(args: argparse.Namespace) -> int:
+    """Every mistake and warning in one pass, then (if there is no mistake) a summary."""
+    path = find_config_file(args.config)
+    found = inspect_config(path, credentials=args.credentials)
+    for line in found.errors + found.warnings:
+        print(line, file=sys.stderr)
+    if found.errors or found.warnings:
+        print(f"{path or 'defaults'}: {plural(len(found.errors), 'problem')}, "
+              f"{plural(len(found.warnings), 'warning')}", file=sys.stderr)
+    if found.config is None:
+        return ConfigError.exit_code
+    _summary(found.config)
+    return 0
+
+
+def _summary(config: Config) -> None:
     where = config.path or "no config file: embedded defaults"
     rules = sum(len(r.rules) for r in config.readers)
     print(f"config: {where}")
     print(f"database: {config.database}")
     print(f"source: {config.source.base_url}, poll {config.source.poll}, "
-          f"lookback {config.source.lookback_days} days")
+          f"lookback {plural(config.source.lookback_days, 'day')}")
     print(f"readers: {len(config.readers)}, rules: {rules}")
     for reader in config.readers:
-        searches = f", {len(reader.searches)} saved searches" if reader.searches else ""
-        print(f"  {reader.name} <{reader.email}>: {len(reader.rules)} rules{searches}, schedule {reader.schedule!r}")
+        searches = f", {plural(len(reader.searches), 'saved search', 'saved searches')}" if reader.searches else ""
+        zone = reader.timezone or config.paperwatch.timezone
+        print(f"  {reader.name} <{reader.email}>: {plural(len(reader.rules), 'rule')}{searches}, "
+              f"schedule {reader.schedule!r} ({zone})")
+    if not config.readers:
+        print(NO_READER)
     print(f"mail: {describe(config.mail)}")
-    return 0
+
+
+NO_READER = ("no reader is configured, so nothing will be mailed: "
+             "`paperwatch init` writes a starter config for one")
+
+
+def _say_if_no_reader(config: Config) -> None:
+    if not config.readers:
+        where = f" in {config.path}" if config.path else " (no config file found)"
+        print(f"paperwatch: no reader is configured{where}, so nothing will be mailed: "
+              "`paperwatch init` writes a starter config for one", file=sys.stderr, flush=True)
+
+
+def _init(args: argparse.Namespace) -> int:
+    """Write a starter config for one reader where the lookup order finds it; never overwrite one."""
+    target = args.config or (Path(os.environ["PAPERWATCH_CONFIG"]) if os.environ.get("PAPERWATCH_CONFIG")
+                             else user_config_path())
+    if target.exists():
+        print(f"paperwatch: {target} exists: not overwriting it (edit it, or give another file with -c)",
+              file=sys.stderr)
+        return 1
+    email = args.email or _ask("Your e-mail address: ")
+    if not email:
+        raise UsageError("init needs the reader's address: give --email ADDRESS")
+    keywords = args.keywords if args.keywords is not None else _ask(
+        "Words or phrases to watch for, separated by commas (e.g. grokking, linear attention): ")
+    words = [w.strip() for w in (keywords or "").split(",") if w.strip()]
+    name = args.name or email.rsplit("<", 1)[-1].split("@")[0].strip() or "me"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("x", encoding="utf-8") as out:  # "x": never clobber a file made meanwhile
+        out.write(starter_config(name, email, words, args.timezone or "UTC"))
+    print(f"wrote {target}; checking it:")
+    found = find_config_file(None) if not args.config else target
+    if found is not None and found.resolve() != target.resolve():
+        print(f"note: {found} comes first in the lookup order and will be read instead", file=sys.stderr)
+    args.config, args.credentials = target, None
+    return _check(args)
+
+
+def user_config_path() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "paperwatch" / "paperwatch.toml"
+
+
+def _ask(prompt: str) -> str | None:
+    if not sys.stdin.isatty():
+        return None
+    try:
+        return input(prompt).strip() or None
+    except EOFError:
+        return None
+
+
+def _toml(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # a JSON string is a TOML basic string
+
+
+def starter_config(name: str, email: str, words: list[str], timezone: str) -> str:
+    keywords = ", ".join(_toml(w) for w in words) or _toml("grokking")
+    return f"""\
+# paperwatch: one reader, one rule. Every key and its default: config.example.toml in the
+# source; check this file with `paperwatch check` after each edit.
+
+[paperwatch]
+timezone = {_toml(timezone)}   # the zone reader schedules are read in unless they name their own
+
+[source]
+poll = "30m"          # fetch the recent days this often (or a 5-field cron expression)
+lookback_days = 3     # each poll re-fetches today and the 2 days before (UTC): days keep growing
+
+[mail]
+# With no [mail.smtp], digests are written to a local Maildir beside the database.
+# To send them, uncomment and fill in (the password never goes in this file):
+# [mail.smtp]
+# host = "smtp.example.org"
+# username = "you@example.org"
+# password_file = "smtp-password"   # beside this file, chmod 600; or password_env = "VAR"
+
+[[readers]]
+name = {_toml(name)}
+email = {_toml(email)}
+schedule = "0 8 * * *"   # daily at 08:00 (cron), in the zone above
+send_empty = false       # true: a short note even when nothing matched
+
+[[readers.rules]]
+name = "keywords"
+keywords = [{keywords}]   # any of these, whole words, case and plurals aside
+# exclude = ["survey"]     # and none of these
+# authors = ["Yann LeCun"] # or any paper by these authors
+"""
 
 
 async def _fetch(args: argparse.Namespace, config: Config) -> int:
@@ -215,6 +376,7 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _run(args: argparse.Namespace, config: Config) -> int:
+    _say_if_no_reader(config)
     if not args.once:
         return await serve(config)
     matcher, templates = prepare(config)
@@ -235,33 +397,56 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
 
 async def _match(args: argparse.Namespace, config: Config) -> int:
     matcher, _ = prepare(config)
-    readers = {r.name for r in _readers(config, args.reader)}
+    chosen = _readers(config, args.reader)
+    readers = {r.name for r in chosen}
     async with await Store.open(config.database) as store:
         papers = await store.papers(since=args.since)
         matches = [m for m in matcher.match_all(papers) if m.reader in readers]
         matches, found = await _with_search_hits(store, config, matches, readers, args.since)
+        ran = {state.query for state in await store.search_states() if state.ok_at is not None}
     papers += found
+    titles = {p.id: p.title for p in papers}
     if args.json:
-        json.dump([m.as_json() for m in matches], sys.stdout, ensure_ascii=False, indent=2)
+        json.dump([{**m.as_json(), "title": titles.get(m.paper_id)} for m in matches], sys.stdout,
+                  ensure_ascii=False, indent=2)
         print()
         return 0
-    titles = {p.id: p.title for p in papers}
+    for reader in chosen:
+        _print_matches(reader, [m for m in matches if m.reader == reader.name], titles)
+    since = f"since {args.since}" if args.since else f"among the {plural(len(papers), 'stored paper')}"
+    print()
+    for reader in chosen:
+        for line in _match_counts(reader, matches, since, ran, args.since):
+            print(line)
+    return 0
+
+
+def _print_matches(reader: Reader, matches: list[Match], titles: dict[str, str]) -> None:
+    print(f"{reader.name} <{reader.email}>: {plural(len(matches), 'paper')}")
     for m in matches:
-        print(f"{m.reader}  {m.paper_id}  {titles[m.paper_id]}")
+        print(f"  {m.paper_id}  {titles[m.paper_id]}")
         for hit in m.why:
             where = hit.text if hit.field == SEARCH else \
                 f"“{hit.term.strip(chr(34))}” in the {hit.field.replace('_', ' ')}: {hit.text}"
-            print(f"    {hit.rule}: {where}")
-    since = f"since {args.since}" if args.since else f"among the {len(papers)} stored papers"
-    for reader in _readers(config, args.reader):
-        for rule in reader.rules:
-            count = sum(1 for m in matches if m.reader == reader.name and rule.name in m.rules)
-            print(f"{reader.name} / {rule.name}: would have matched {count} papers {since}")
-        for search in reader.searches:
-            count = sum(1 for m in matches if m.reader == reader.name and search.name in m.rules)
-            when = f"since {args.since}" if args.since else "since it was saved"
-            print(f"{reader.name} / {search.name}: the search {search.query!r} found {count} new papers {when}")
-    return 0
+            print(f"      {hit.rule}: {where}")
+
+
+def _match_counts(reader: Reader, matches: list[Match], since: str, ran: set[str],
+                  after: dt.date | None) -> list[str]:
+    lines = []
+    for rule in reader.rules:
+        count = sum(1 for m in matches if m.reader == reader.name and rule.name in m.rules)
+        lines.append(f"{reader.name} / {rule.name}: would have matched {plural(count, 'paper')} {since}")
+    for search in reader.searches:
+        if search.query not in ran:
+            lines.append(f"{reader.name} / {search.name}: the search {search.query!r} has not run yet "
+                         "(a fetch or a poll runs it)")
+            continue
+        count = sum(1 for m in matches if m.reader == reader.name and search.name in m.rules)
+        when = f"since {after}" if after else "since it was saved"
+        lines.append(f"{reader.name} / {search.name}: the search {search.query!r} found "
+                     f"{plural(count, 'new paper')} {when}")
+    return lines
 
 
 async def _with_search_hits(store: Store, config: Config, matches: list[Match], readers: set[str],
@@ -284,6 +469,7 @@ async def _with_search_hits(store: Store, config: Config, matches: list[Match], 
 
 
 async def _digest(args: argparse.Namespace, config: Config) -> int:
+    _say_if_no_reader(config)
     matcher, templates = prepare(config)
     readers = _readers(config, args.reader)
     async with await Store.open(config.database) as store:
@@ -320,18 +506,30 @@ async def _backfill(args: argparse.Namespace, config: Config) -> int:
     async with await Store.open(config.database) as store:
         states = await store.day_states(days)
     todo = [d for d in days if not is_settled(states.get(d))]
-    print(f"backfill {args.since} .. {until}: {len(days)} days, {len(days) - len(todo)} already complete, "
-          f"{len(todo)} to fetch", flush=True)
+    print(f"backfill {args.since} .. {until}: {plural(len(days), 'day')}, {len(days) - len(todo)} already "
+          f"complete, {len(todo)} to fetch; {_estimate(len(todo), config)}", flush=True)
     progress = Progress(len(todo), sys.stdout)
     reports = await _fetch_and_store(config, todo, on_day=progress.step)
     progress.finish()
     failed = [r for r in reports if r.failed]
     stored = sum(r.papers for r in reports)
-    print(f"backfill done: {len(reports) - len(failed)} days stored ({stored} papers, "
+    print(f"backfill done: {plural(len(reports) - len(failed), 'day')} stored ({plural(stored, 'paper')}, "
           f"{sum(r.new for r in reports)} new), {len(failed)} failed", flush=True)
     for report in failed:
         print(report.line(), file=sys.stderr)
     return 1 if failed else 0
+
+
+def _estimate(days: int, config: Config) -> str:
+    """How long ``days`` take at the configured pace: a day is one page request when all goes well."""
+    seconds = max(round(days * 60 / config.source.requests_per_minute), 1 if days else 0)
+    if seconds < 90:
+        took = plural(seconds, "second")
+    elif seconds < 5400:
+        took = plural(round(seconds / 60), "minute")
+    else:
+        took = f"{seconds / 3600:.1f} hours"
+    return f"about {took} at {config.source.requests_per_minute:g} requests a minute (source.requests_per_minute)"
 
 
 async def _fetch_and_store(config: Config, days: list[dt.date],
@@ -342,7 +540,8 @@ async def _fetch_and_store(config: Config, days: list[dt.date],
 
 async def _papers(args: argparse.Namespace, config: Config) -> int:
     async with await Store.open(config.database) as store:
-        papers = await store.papers(date=args.date, since=args.since, search=args.search, limit=args.limit)
+        papers = await store.papers(date=args.date, since=args.since, search=args.search,
+                                    limit=args.limit or None)
     if args.json:
         json.dump([p.as_json() for p in papers], sys.stdout, ensure_ascii=False, indent=2)
         print()
@@ -354,6 +553,8 @@ async def _papers(args: argparse.Namespace, config: Config) -> int:
             print(f"{'':24}{authors}")
     if not papers:
         print("no stored papers match", file=sys.stderr)
+    elif len(papers) == args.limit:
+        print(f"(the newest {args.limit}; --limit N for more, --limit 0 for all)", file=sys.stderr)
     return 0
 
 
@@ -364,11 +565,11 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
         fetches = await store.recent_fetches(10)
         pending = await store.messages(status="pending")
         failed_mail = await store.messages(status="failed", limit=10)
-        digests = await store.last_digests()
+        sent = await store.last_sent()
         schedule = await schedule_state(store, config)
         searches = {state.query: state for state in await store.search_states()}
-    saved = saved_searches(config)
     if args.json:
+        saved = saved_searches(config)
         out = {
             "database": str(config.database),
             "papers": summary.papers,
@@ -390,40 +591,78 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
                      "operator_alerted": schedule.operator_alerted},
             "searches": [_search_json(query, searches.get(query), [r for r, q in saved if q == query])
                          for query in saved_queries(config)],
-            "readers": {r.name: {"last_digest": _iso(digests.get(r.name)),
+            "readers": {r.name: {"last_digest": _iso(sent.get(r.name)), "timezone": r.timezone or
+                                 config.paperwatch.timezone,
                                  "next_digest": _iso(schedule.next_digests.get(r.name))} for r in config.readers},
         }
         json.dump(out, sys.stdout, indent=2)
         print()
-        return 0
+        return _health(config, schedule, pending, failed_mail) if args.check else 0
+    _print_status(config, summary, failed, fetches, pending, failed_mail, sent, schedule, searches)
+    return _health(config, schedule, pending, failed_mail) if args.check else 0
+
+
+def _print_status(config: Config, summary: Any, failed: list[Any], fetches: list[FetchRecord],
+                  pending: list[OutboxMessage], failed_mail: list[OutboxMessage], sent: dict[str, dt.datetime],
+                  schedule: Schedule, searches: dict[str, SearchState]) -> None:
+    zone = config.paperwatch.timezone
     span = f", featured {summary.first_day} .. {summary.last_day}" if summary.first_day else ""
     print(f"database: {config.database}")
     print(f"papers: {summary.papers}{span}")
     print(f"days: {summary.days_ok} with papers, {summary.days_empty} without, {summary.days_failed} failing")
-    print(f"last fetch: {_when(summary.last_fetch)}")
+    print(f"last fetch: {_when(summary.last_fetch, zone)}")
     if schedule.last_poll is not None:
-        print(f"daemon: last poll {_when(schedule.last_poll)} ({schedule.last_poll_summary}), "
-              f"next {_when(schedule.next_poll)}")
+        print(f"daemon: last poll {_when(schedule.last_poll, zone)} ({schedule.last_poll_summary}), "
+              f"next {_when(schedule.next_poll, zone)}")
     if schedule.failing_polls:
         alerted = ", operator told" if schedule.operator_alerted else ""
-        print(f"  the last {schedule.failing_polls} polls had failing days{alerted}")
+        print(f"  the last {plural(schedule.failing_polls, 'poll')} had failing days{alerted}")
     for state in failed:
-        print(f"  failing {state.day} (last tried {_when(state.checked_at)}): {state.detail}")
+        print(f"  failing {state.day} (last tried {_when(state.checked_at, zone)}): {state.detail}")
     if fetches:
         print("recent fetches:")
     for f in fetches:
-        counts = f"{f.papers_seen} papers, {f.papers_new} new" if f.outcome == "ok" else (f.error or "")
-        print(f"  {_when(f.at)}  {f.day or 'search':<10}  {f.outcome:<12} {counts}")
+        counts = f"{plural(f.papers_seen, 'paper')}, {f.papers_new} new" if f.outcome == "ok" else (f.error or "")
+        print(f"  {_when(f.at, zone)}  {f.day or 'search'!s:<10}  {f.outcome:<12} {counts}")
+    saved = saved_searches(config)
     for query in saved_queries(config):
-        print(_search_line(query, searches.get(query), [r for r, q in saved if q == query]))
+        print(_search_line(query, searches.get(query), [r for r, q in saved if q == query], zone))
     print(f"deliveries: {len(pending)} pending, {len(failed_mail)} failed")
     for m in [*pending, *failed_mail]:
-        print(f"  {m.status:<8} {m.reader} <{m.recipient}> queued {_when(m.created_at)}, {m.attempts} tries"
-              + (f": {m.last_error}" if m.last_error else ""))
+        print(f"  {m.status:<8} {m.reader} <{m.recipient}> queued {_when(m.created_at, zone)}, "
+              f"{plural(m.attempts, 'try', 'tries')}" + (f": {m.last_error}" if m.last_error else ""))
     for reader in config.readers:
-        print(f"reader {reader.name}: last digest {_when(digests.get(reader.name))}, "
-              f"next {_when(schedule.next_digests.get(reader.name))}")
-    return 0
+        own = reader.timezone or zone
+        print(f"reader {reader.name}: last digest sent {_when(sent.get(reader.name), own)}, "
+              f"next {_when(schedule.next_digests.get(reader.name), own)}")
+
+
+def _health(config: Config, schedule: Schedule, pending: list[OutboxMessage], failed_mail: list[OutboxMessage],
+            now: dt.datetime | None = None) -> int:
+    """``status --check``: 1 (with one line each on stderr) when polls are stale or failing, or
+    deliveries are failing; 0 when all is well."""
+    now = now or dt.datetime.now(dt.UTC)
+    problems = []
+    if schedule.last_poll is None:
+        problems.append("no poll recorded: is `paperwatch run` running?")
+    elif schedule.next_poll is not None:
+        late = now - schedule.next_poll
+        if late > max(STALE_GRACE, schedule.next_poll - schedule.last_poll):
+            problems.append(f"polls are stale: the last was {_when(schedule.last_poll, 'UTC')}, the next was due "
+                            f"{_when(schedule.next_poll, 'UTC')}")
+    if schedule.failing_polls:
+        problems.append(f"the last {plural(schedule.failing_polls, 'poll')} had failing days")
+    retrying = [m for m in pending if m.attempts > 0]
+    recent = [m for m in failed_mail if m.done_at is None or now - m.done_at < FAILED_RECENTLY]
+    if retrying or recent:
+        problems.append(f"deliveries failing: {len(retrying)} being retried, {len(recent)} failed in the last day")
+    for problem in problems:
+        print(f"paperwatch: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+STALE_GRACE = dt.timedelta(minutes=15)
+FAILED_RECENTLY = dt.timedelta(days=1)
 
 
 def _search_json(query: str, state: SearchState | None, readers: list[str]) -> dict[str, object]:
@@ -433,13 +672,13 @@ def _search_json(query: str, state: SearchState | None, readers: list[str]) -> d
             "ok_at": _iso(state.ok_at) if state else None}
 
 
-def _search_line(query: str, state: SearchState | None, readers: list[str]) -> str:
+def _search_line(query: str, state: SearchState | None, readers: list[str], zone: str = "UTC") -> str:
     head = f"search {query!r} (for {', '.join(readers)}): "
     if state is None:
         return head + "not run yet"
     if state.outcome == "failed":
-        return head + f"failing since {_when(state.checked_at)}: {state.detail}"
-    return head + f"{state.results} results at {_when(state.ok_at)}"
+        return head + f"failing since {_when(state.checked_at, zone)}: {state.detail}"
+    return head + f"{plural(state.results, 'result')} at {_when(state.ok_at, zone)}"
 
 
 def _message_json(m: OutboxMessage) -> dict[str, object]:
@@ -452,8 +691,13 @@ def _iso(value: dt.date | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _when(value: dt.datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "never"
+def _when(value: dt.datetime | None, zone: str) -> str:
+    """``2025-03-07 08:00 Europe/Berlin``: a time with the zone it is read in."""
+    if value is None:
+        return "never"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return f"{value.astimezone(zoneinfo.ZoneInfo(zone)):%Y-%m-%d %H:%M} {zone}"
 
 
 class Progress:

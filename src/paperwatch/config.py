@@ -1,8 +1,11 @@
 """The TOML config file → a frozen, validated ``Config``.
 
 Validation is pydantic's (typed models with ``extra="forbid"``): every problem in the file
-is reported at once, one line each, as ``FILE:LINE: key.path: message``, unknown keys with a
-suggestion. Paths are resolved here, so the rest of the program never sees a relative one.
+is reported at once, one line each, as ``FILE:LINE:COL: key.path: message``, unknown keys,
+time zones and choices with a suggestion. Key paths name readers, rules and searches as users
+write them (``readers.alice.rules.regex.keywords[0]``). ``inspect_config`` adds what ``check``
+reports beyond the structure: the rules, the templates, the password, and warnings. Paths are
+resolved here, so the rest of the program never sees a relative one.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import re
 import stat
 import tomllib
 import zoneinfo
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,8 +27,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -62,9 +66,22 @@ def _schedule(text: str) -> str:
 def _timezone(name: str) -> str:
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (use a name like Europe/Berlin or UTC)") from None
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        close = _close_time_zone(name)
+        hint = f", did you mean {close}?" if close else " (use a name like Europe/Berlin or UTC)"
+        raise ValueError(f"unknown time zone {name!r}{hint}") from None
     return name
+
+
+def _close_time_zone(name: str) -> str | None:
+    """The zone a misspelt ``name`` most likely means: ``America/New York`` is America/New_York."""
+    known = zoneinfo.available_timezones()
+    by_key = {zone.lower(): zone for zone in known}
+    key = "_".join(name.strip().split()).lower()
+    if key in by_key:
+        return by_key[key]
+    close = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.75)
+    return by_key[close[0]] if close else None
 
 
 def _email(text: str) -> str:
@@ -203,18 +220,10 @@ class Reader(_Section):
     email: Email
     schedule: Schedule = "0 8 * * *"
     timezone: TimeZone | None = None
-    send_empty: bool = False
+    # Strict: TOML has true and false, and "yes" or "no" in quotes is a slip, not a choice.
+    send_empty: Annotated[bool, Strict()] = False
     rules: tuple[Rule, ...] = ()
     searches: tuple[SavedSearch, ...] = ()
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> Reader:
-        # A digest files each paper under its rule's or search's name: the names must tell them apart.
-        names = [r.name for r in self.rules] + [s.name for s in self.searches]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"rule and search names must be unique within a reader: {', '.join(twice)}")
-        return self
 
 
 class Config(_Section):
@@ -230,22 +239,6 @@ class Config(_Section):
         if self.paperwatch.database is None:
             raise RuntimeError("Config.database used before load_config resolved it")
         return self.paperwatch.database
-
-    @field_validator("readers")
-    @classmethod
-    def _unique_reader_names(cls, readers: tuple[Reader, ...]) -> tuple[Reader, ...]:
-        names = [r.name for r in readers]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"reader names must be unique: {', '.join(twice)}")
-        # The database keys a reader's history by name, ignoring case: alice and Alice are one reader.
-        folded: dict[str, str] = {}
-        for name in names:
-            other = folded.setdefault(name.casefold(), name)
-            if other != name:
-                raise ValueError(f"reader names {other!r} and {name!r} differ only by case: "
-                                 "names ignore case, so they would be one reader")
-        return readers
 
 
 def find_config_file(explicit: Path | None) -> Path | None:
@@ -269,24 +262,49 @@ def default_config() -> Config:
 
 def load_config(path: Path | None) -> Config:
     """Read and validate ``path`` (None: the embedded defaults); raise ConfigError listing every problem."""
-    text, data = "", {}
-    if path is not None:
-        try:
-            text = path.read_text(encoding="utf-8")
-            data = tomllib.loads(text)
-        except OSError as exc:
-            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError([f"{path}: not UTF-8 text ({exc.reason})"]) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([_toml_error(path, exc)]) from exc
-        except RecursionError:  # tomllib recurses per level: a file nested thousands deep
-            raise ConfigError([f"{path}: arrays or tables nested too deeply to read"]) from None
-    try:
-        config = Config.model_validate({**data, "path": path})
-    except ValidationError as exc:
-        raise ConfigError(_problems(exc, path, text)) from None
+    text, data = _read(path)
+    config, findings = _validated(path, data, text)
+    if config is None or findings:
+        raise ConfigError(_rendered(path, text, data, findings))
     return _resolved(config)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One mistake (or, with ``warning``, one likely slip that is legal) at the key ``loc``."""
+
+    loc: tuple[str | int, ...]
+    message: str
+    warning: bool = False
+    on_value: bool = True  # the column is the value's, not the key's
+
+
+def _read(path: Path | None) -> tuple[str, dict[str, Any]]:
+    if path is None:
+        return "", {}
+    try:
+        text = path.read_text(encoding="utf-8")
+        return text, tomllib.loads(text)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text ({exc.reason})"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_toml_error(path, exc, text)]) from exc
+    except RecursionError:  # tomllib recurses per level: a file nested thousands deep
+        raise ConfigError([f"{path}: arrays or tables nested too deeply to read"]) from None
+
+
+def _validated(path: Path | None, data: dict[str, Any], text: str) -> tuple[Config | None, list[Finding]]:
+    """The config (None if its structure is wrong) and every structural and cross-field mistake."""
+    findings = _duplicate_reader_names(data) + _duplicate_rule_names(data)
+    try:
+        config: Config | None = Config.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        config = None
+        headers = _KeyLines(text).headers
+        findings += [_finding(error, headers) for error in exc.errors()]
+    return config, findings
 
 
 def _resolved(config: Config) -> Config:
@@ -343,33 +361,116 @@ def _is_loopback(host: str) -> bool:
 
 
 def located(config: Config, loc: tuple[str | int, ...], problem: str) -> str:
-    """``problem`` prefixed with ``FILE:LINE`` of the key at ``loc`` (or just ``FILE``), as load_config does."""
+    """``problem`` prefixed with ``FILE:LINE:COL`` of the key at ``loc`` (or just ``FILE``), as load_config does."""
     if config.path is None:
         return problem
     try:
-        line = _KeyLines(config.path.read_text(encoding="utf-8")).find(loc)
+        line, column = _KeyLines(config.path.read_text(encoding="utf-8")).position(loc, on_value=False)
     except OSError:
-        line = None
-    return f"{config.path}:{line}: {problem}" if line else f"{config.path}: {problem}"
+        line = column = None
+    return f"{config.path}:{line}:{column}: {problem}" if line else f"{config.path}: {problem}"
 
 
-def _toml_error(path: Path, exc: tomllib.TOMLDecodeError) -> str:
-    message = str(exc)
-    found = re.search(r"\(at line (\d+), column \d+\)", message)
-    if found:
-        return f"{path}:{found.group(1)}: {message[:found.start()].strip()}"
-    return f"{path}: {message}"
-
-
-def _problems(exc: ValidationError, path: Path | None, text: str) -> list[str]:
+def _rendered(path: Path | None, text: str, data: dict[str, Any], findings: list[Finding]) -> list[str]:
+    """One line per finding, ``FILE:LINE:COL: key.path: message``, in file order."""
     lines = _KeyLines(text)
-    problems = []
-    for error in exc.errors():
-        loc = tuple(error["loc"])
-        line = lines.find(loc)
-        where = f"{path}:{line}" if path and line else str(path or "defaults")
-        problems.append((line or 0, f"{where}: {_key_path(loc)}: {_message(error, loc)}"))
-    return [text for _line, text in sorted(problems, key=lambda p: p[0])]
+    out = []
+    for found in findings:
+        line, column = lines.position(found.loc, on_value=found.on_value)
+        where = f"{path}:{line}:{column}" if path and line else str(path or "defaults")
+        kind = "warning: " if found.warning else ""
+        out.append(((line or 1 << 30, column or 0), f"{where}: {key_path(found.loc, data)}: {kind}{found.message}"))
+    return [text for _at, text in sorted(out, key=lambda p: p[0])]
+
+
+def _finding(error: Any, headers: set[tuple[Any, ...]]) -> Finding:
+    loc = tuple("from" if p == "from_" else p for p in error["loc"])
+    if error["type"] == "extra_forbidden" and loc in headers:
+        return Finding(loc, _unknown_table(loc, error.get("input")), on_value=False)
+    return Finding(loc, _message(error, loc), on_value=error["type"] not in ("extra_forbidden", "missing"))
+
+
+def _unknown_table(loc: tuple[Any, ...], given: Any) -> str:
+    """An unknown key set by a table header: suggest the header to write, as ``[[readers.rules]]``."""
+    allowed = _allowed_keys(loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    parent = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
+    brackets = ("[[", "]]") if isinstance(given, list) else ("[", "]")
+    if not close:
+        return f"unknown table (known: {', '.join(allowed)})"
+    name = f"{parent}.{close[0]}" if parent else close[0]
+    return f"unknown table, did you mean {brackets[0]}{name}{brackets[1]}?"
+
+
+_TOML_HINTS = {
+    "Invalid value": "text needs quotes, as in {key} = \"{value}\"",
+    "Cannot overwrite a value": "the first is on line {earlier}: keep one of them",
+    "Expected '=' after a key": "a key is a single word (quote one with spaces), followed by = and a value",
+}
+
+
+def _toml_error(path: Path, exc: tomllib.TOMLDecodeError, text: str = "") -> str:
+    """The parser's complaint with the key, the column and a hint for the usual slips."""
+    message = str(exc)
+    found = re.search(r"\(at line (\d+), column (\d+)\)", message)
+    if not found:
+        return f"{path}: {message}"
+    number, column = int(found.group(1)), int(found.group(2))
+    what = message[:found.start()].strip()
+    source = text.splitlines()
+    table, key, value = _toml_context(source, number)
+    where = f"{path}:{number}:{column}"
+    twice = re.match(r"Cannot declare \((.*)\) twice", what)
+    if twice:
+        name = ".".join(part.strip(" '\"") for part in twice.group(1).split(",") if part.strip())
+        earlier = _first_header(source, name, number)
+        return f"{where}: {name}: [{name}] is declared twice" + (f" (first on line {earlier}): merge them"
+                                                                 if earlier else "")
+    full = ".".join([*table, key]) if key else ".".join(table) or "(file)"
+    hint = next((h for start, h in _TOML_HINTS.items() if what.startswith(start)), None)
+    if hint and what.startswith("Invalid value") and not _bare_word(value):
+        hint = None
+    if hint:
+        earlier = _first_key(source, table, key, number)
+        hint = hint.format(key=key, value=value.strip(), earlier=earlier)
+    what = "set twice" if what.startswith("Cannot overwrite") else what[:1].lower() + what[1:]
+    return f"{where}: {full}: {what}" + (f"; {hint}" if hint else "")
+
+
+def _bare_word(value: str) -> bool:
+    """Text written without quotes, as in ``timezone = Europe/Berlin``."""
+    value = value.split("#", 1)[0].strip()
+    return bool(value) and value[0] not in "\"'[{+-0123456789" and value not in ("true", "false", "inf", "nan")
+
+
+def _toml_context(source: list[str], number: int) -> tuple[list[str], str, str]:
+    """The table, the key and the value text at line ``number`` (1-based)."""
+    table: list[str] = []
+    for text in source[: number - 1]:
+        header = _KeyLines._HEADER.match(text)
+        if header:
+            table = [p.strip().strip("\"'") for p in header.group(2).split(".")]
+    line = source[number - 1] if 0 < number <= len(source) else ""
+    key, eq, value = line.partition("=")
+    if not eq:
+        return table, "", ""
+    return table, ".".join(p.strip().strip("\"'") for p in key.split(".")), value
+
+
+def _first_key(source: list[str], table: list[str], key: str, before: int) -> int | None:
+    for number in range(1, before):
+        context = _toml_context(source, number)
+        if context[0] == table and context[1] == key:
+            return number
+    return None
+
+
+def _first_header(source: list[str], name: str, before: int) -> int | None:
+    for number, text in enumerate(source[: before - 1], start=1):
+        header = _KeyLines._HEADER.match(text)
+        if header and header.group(2).replace(" ", "") == name:
+            return number
+    return None
 
 
 def _message(error: Any, loc: tuple[Any, ...]) -> str:
@@ -397,8 +498,17 @@ def _message(error: Any, loc: tuple[Any, ...]) -> str:
         return "required key is missing"
     if kind in ("tuple_type", "list_type"):
         return f"expected a list, got {given!r}"
+    if kind == "literal_error":
+        return _not_a_choice(given, str(error["ctx"]["expected"]))
     message = str(error["msg"])
     return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _not_a_choice(given: Any, expected: str) -> str:
+    choices = re.findall(r"'([^']*)'", expected)
+    close = difflib.get_close_matches(str(given).lower(), choices, n=1, cutoff=0.6)
+    hint = f", did you mean {close[0]}?" if close else ""
+    return f"{given!r} is not one of {', '.join(choices)}{hint}"
 
 
 _BOUNDS = {
@@ -409,11 +519,21 @@ _BOUNDS = {
 }
 
 
-def _key_path(loc: tuple[Any, ...]) -> str:
-    out = ""
+def key_path(loc: tuple[Any, ...], data: Any = None) -> str:
+    """``loc`` as users write it: an array entry with a name by its name
+    (``readers.alice.rules.regex.keywords[0]``), any other by its index."""
+    out, node = "", data
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out.replace("from_", "from") or "(file)"
+        if isinstance(part, int):
+            item = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+            name = item.get("name") if isinstance(item, dict) else None
+            out += f".{name}" if isinstance(name, str) and name and out else f"[{part}]"
+            node = item
+        else:
+            part = "from" if part == "from_" else part
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out or "(file)"
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
@@ -434,24 +554,35 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
 
 
 class _KeyLines:
-    """Maps a key path to the line of the file that set it; tomllib keeps no positions."""
+    """Maps a key path to the line and column that set it; tomllib keeps no positions."""
 
-    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-]+)\s*\]\]?")
-    _KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(?:#.*)?$")
+    _KEY = re.compile(r"^(\s*)([A-Za-z0-9_\-]+(?:\s*\.\s*[A-Za-z0-9_\-]+)*)\s*=\s*")
 
     def __init__(self, text: str) -> None:
-        self._lines: dict[tuple[Any, ...], int] = {}
+        self._at: dict[tuple[Any, ...], tuple[int, int, int]] = {}  # loc: line, key column, value column
+        self.headers: set[tuple[Any, ...]] = set()
         table: tuple[Any, ...] = ()
         counts: dict[str, int] = {}
-        for number, line in enumerate(text.splitlines(), start=1):
+        source = text.splitlines()
+        for number, line in enumerate(source, start=1):
             header = self._HEADER.match(line)
             if header:
-                table = self._table(header.group(1), header.group(2), counts)
-                self._lines.setdefault(table, number)
+                name = header.group(2).replace(" ", "").replace('"', "").replace("'", "")
+                table = self._table(header.group(1), name, counts)
+                column = line.index(header.group(1)) + 1
+                # [[readers.rule]] is reported at readers[0].rule: the header's own line, not its parent's
+                bare = table[:-1] if header.group(1) == "[[" else table
+                self.headers.add(bare)
+                for loc in (table, bare):
+                    self._at.setdefault(loc, (number, column, column))
                 continue
             key = self._KEY.match(line)
             if key:
-                self._lines.setdefault((*table, key.group(1)), number)
+                loc = (*table, *(p.strip() for p in key.group(2).split(".")))
+                self._at.setdefault(loc, (number, len(key.group(1)) + 1, key.end() + 1))
+                for index, (row, column) in enumerate(_elements(source, number - 1, key.end())):
+                    self._at.setdefault((*loc, index), (row, column, column))
 
     @staticmethod
     def _table(bracket: str, name: str, counts: dict[str, int]) -> tuple[Any, ...]:
@@ -469,10 +600,259 @@ class _KeyLines:
                 out.append(counts[prefix] - 1)
         return tuple(out)
 
-    def find(self, loc: tuple[Any, ...]) -> int | None:
+    def position(self, loc: tuple[Any, ...], *, on_value: bool = True) -> tuple[int | None, int | None]:
+        """The line and column of ``loc``, or of its nearest parent the file names; (None, None) if none."""
         loc = tuple("from" if p == "from_" else p for p in loc)
+        exact = True
         while loc:
-            if loc in self._lines:
-                return self._lines[loc]
-            loc = loc[:-1]
+            if loc in self._at:
+                line, key_column, value_column = self._at[loc]
+                return line, value_column if on_value and exact else key_column
+            loc, exact = loc[:-1], False
+        return None, None
+
+    def find(self, loc: tuple[Any, ...]) -> int | None:
+        return self.position(loc)[0]
+
+
+def _elements(source: list[str], row: int, start: int) -> list[tuple[int, int]]:
+    """Where each entry of the array starting at ``source[row][start]`` begins (1-based line, column)."""
+    if source[row][start:start + 1] != "[":
+        return []
+    found: list[tuple[int, int]] = []
+    depth, quote, expect, column = 0, "", False, start
+    while row < len(source):
+        line = source[row]
+        while column < len(line):
+            char = line[column]
+            if quote:
+                column += 2 if char == "\\" and quote == '"' else 1
+                quote = "" if char == quote else quote
+                continue
+            if char == "#":
+                break
+            if depth == 1 and expect and not char.isspace() and char not in ",]":
+                found.append((row + 1, column + 1))
+                expect = False
+            if char in "[{":
+                depth += 1
+                expect = expect or depth == 1
+            elif char in "]}":
+                depth -= 1
+                if depth == 0:
+                    return found
+            elif char == "," and depth == 1:
+                expect = True
+            elif char in "\"'":
+                quote = char
+            column += 1
+        row, column = row + 1, 0
+    return found
+
+
+# --- cross-field rules, read from the file's data so that they hold even when a section is wrong -----
+
+
+def _entries(data: Any, key: str) -> list[tuple[int, dict[str, Any]]]:
+    items = data.get(key) if isinstance(data, dict) else None
+    return [(i, item) for i, item in enumerate(items) if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def _duplicate_reader_names(data: dict[str, Any]) -> list[Finding]:
+    """A second reader of a name: the outbox and the digest history are filed by reader name."""
+    seen: dict[str, int] = {}
+    out = []
+    for index, reader in _entries(data, "readers"):
+        name = reader.get("name")
+        if not isinstance(name, str):
+            continue
+        # The database keys a reader's history by name, ignoring case: alice and Alice are one reader.
+        first = seen.get(name.casefold())
+        if first is not None:
+            other = data["readers"][first].get("name")
+            why = (f"{name!r} is also readers[{first}]" if other == name else
+                   f"{other!r} and {name!r} differ only by case: names ignore case, so they would be one reader")
+            out.append(Finding(("readers", index, "name"), f"reader names must be unique: {why}"))
+        seen.setdefault(name.casefold(), index)
+    return out
+
+
+def _duplicate_rule_names(data: dict[str, Any]) -> list[Finding]:
+    """A digest files each paper under its rule's or search's name: a reader's names must tell them apart."""
+    out = []
+    for r, reader in _entries(data, "readers"):
+        seen: set[str] = set()
+        for kind in ("rules", "searches"):
+            for index, item in _entries(reader, kind):
+                name = item.get("name")
+                if isinstance(name, str) and name in seen:
+                    out.append(Finding(("readers", r, kind, index, "name"),
+                                       f"rule and search names must be unique within a reader: {name!r} is taken"))
+                if isinstance(name, str):
+                    seen.add(name)
+    return out
+
+
+# --- warnings: legal, but probably not what was meant ------------------------------------------
+
+
+def _address_warnings(data: dict[str, Any]) -> list[Finding]:
+    """Addresses whose domain has no dot (``alice@example``): mail to them bounces, except to localhost."""
+    places: list[tuple[tuple[str | int, ...], Any]] = []
+    for section, key in (("paperwatch", "admin"), ("mail", "from")):
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        places.append(((section, key), value))
+    places += [(("readers", i, "email"), reader.get("email")) for i, reader in _entries(data, "readers")]
+    out = []
+    for loc, value in places:
+        if not isinstance(value, str) or "@" not in value:
+            continue
+        domain = value.rsplit("<", 1)[-1].rstrip(">").strip().rpartition("@")[2]
+        if domain and "." not in domain and domain.lower() != "localhost" and _EMAIL.match(value.rsplit("<", 1)[-1]
+                                                                                             .rstrip(">").strip()):
+            out.append(Finding(loc, f"the domain {domain!r} has no dot: mail to {value!r} will probably bounce "
+                                    f"(did you mean {domain}.org or {domain}.com?)", warning=True))
+    return out
+
+
+def _idle_reader_warnings(data: dict[str, Any]) -> list[Finding]:
+    """A reader with neither rules nor searches is sent nothing, ever."""
+    return [Finding(("readers", i), "no rules and no searches: this reader will never be sent a paper",
+                    warning=True, on_value=False)
+            for i, reader in _entries(data, "readers")
+            if not reader.get("rules") and not reader.get("searches")]
+
+
+# --- check: everything at once ------------------------------------------------------------------
+
+
+@dataclass
+class Inspection:
+    """What ``check`` reports: the config if it loads, every error and every warning, as lines."""
+
+    config: Config | None
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def inspect_config(path: Path | None, *, credentials: Path | None = None) -> Inspection:
+    """Every mistake in one pass: TOML, structure, cross-field rules, the readers' rules, the
+    templates and the SMTP password (from ``credentials``, a systemd credentials folder, if
+    given); and warnings. Raises ConfigError only when the file cannot be read or parsed."""
+    text, data = _read(path)
+    config, findings = _validated(path, data, text)
+    findings += _rule_findings(data)
+    if config is not None:
+        config = _resolved(config)
+        findings += _mail_findings(config, credentials)
+    findings += _address_warnings(data) + _idle_reader_warnings(data)
+    errors = [f for f in findings if not f.warning]
+    return Inspection(config if not errors else None, _rendered(path, text, data, errors),
+                      _rendered(path, text, data, [f for f in findings if f.warning]))
+
+
+_RULE_LISTS = ("keywords", "all", "exclude", "authors", "organizations", "fields")
+
+
+def _rule_findings(data: dict[str, Any]) -> list[Finding]:
+    """The readers' rules compiled from the file's data, so that a rule's mistakes are found in the
+    same pass as a wrong section elsewhere; a key of the wrong type is left to the structural check."""
+    from paperwatch.match import rule_problems  # match is above config in the layers
+
+    specs, where, misspelt = [], {}, set()
+    for r, reader in _entries(data, "readers"):
+        for n, rule in _entries(reader, "rules"):
+            spec = _lenient_spec(r, n, rule)
+            if spec is None:
+                continue
+            prefix = f"readers.{spec.reader}.rules.{spec.name}"
+            where[prefix] = ("readers", r, "rules", n)
+            specs.append(spec)
+            if set(rule) - {*_RULE_LISTS, "name", "query", "min_upvotes"}:
+                misspelt.add(prefix)  # "empty" may only mean a misspelt key, reported already
+    findings = []
+    for problem in rule_problems(specs):
+        head, _, message = problem.partition(": ")
+        found = next((p for p in where if head == p or head.startswith(p + ".")), None)
+        if found is None or (found in misspelt and head == found and message.startswith("empty rule")):
+            continue
+        findings.append(Finding((*where[found], *_loc_of(head[len(found) + 1:])), message, on_value=head != found))
+    return findings
+
+
+def _lenient_spec(r: int, n: int, rule: dict[str, Any]) -> Any:
+    """A RuleSpec of the rule's data under names that cannot clash, or None if a key has the wrong type."""
+    from paperwatch.match import RuleSpec
+
+    lists = {key: rule.get(key, []) for key in _RULE_LISTS}
+    query, upvotes = rule.get("query"), rule.get("min_upvotes", 0)
+    if not all(isinstance(v, list) and all(isinstance(t, str) for t in v) for v in lists.values()) \
+            or not isinstance(query, (str, type(None))) or type(upvotes) is not int:
         return None
+    return RuleSpec(reader=f"\x01{r}", name=f"\x01{n}", query=query, min_upvotes=max(upvotes, 0),
+                    **{key: tuple(value) for key, value in lists.items()})
+
+
+def _loc_of(text: str) -> tuple[str | int, ...]:
+    """``keywords[0]`` → ("keywords", 0)."""
+    found = re.fullmatch(r"(\w+)(?:\[(\d+)\])?", text)
+    if not found:
+        return ()
+    return (found.group(1), int(found.group(2))) if found.group(2) else (found.group(1),)
+
+
+def _mail_findings(config: Config, credentials: Path | None) -> list[Finding]:
+    """The templates, the file's safety for an SMTP login, and the password."""
+    from paperwatch.digest import Templates
+    from paperwatch.errors import TemplateError
+    from paperwatch.mail import unsafe_config_file
+
+    out = []
+    try:
+        Templates.load(config.mail.templates)
+    except TemplateError as exc:
+        out.append(Finding(("mail", "templates"), str(exc)))
+    if (unsafe := unsafe_config_file(config.path, config.mail)) is not None:
+        out.append(Finding(("mail", "smtp", "username"), unsafe))
+    return out + _password_findings(config, credentials)
+
+
+def _password_findings(config: Config, credentials: Path | None) -> list[Finding]:
+    """The SMTP password as the service will read it. Outside the service a systemd credential
+    cannot be read: that is a warning, so that ``check && systemctl reload`` works, unless
+    ``credentials`` names the folder holding it."""
+    from paperwatch.mail import CREDENTIAL_NAME, read_password
+
+    smtp = config.mail.smtp
+    if smtp is None or smtp.username is None:
+        return []
+    folder = credentials or (Path(os.environ["CREDENTIALS_DIRECTORY"])
+                             if os.environ.get("CREDENTIALS_DIRECTORY") else None)
+    uses_credential = smtp.password_file is None and smtp.password_env is None
+    if uses_credential and folder is None:
+        return [Finding(("mail", "smtp", "username"),
+                        f"no password to check here: it comes from the systemd credential {CREDENTIAL_NAME}, "
+                        "which only the service can read; `check --credentials DIR` reads it from DIR",
+                        warning=True, on_value=False)]
+    if uses_credential and folder is not None and not (folder / CREDENTIAL_NAME).is_file():
+        return [Finding(("mail", "smtp", "username"), f"a username needs a password: {folder} has no "
+                                                      f"credential {CREDENTIAL_NAME}", on_value=False)]
+    saved = os.environ.get("CREDENTIALS_DIRECTORY")
+    try:
+        if folder is not None:
+            os.environ["CREDENTIALS_DIRECTORY"] = str(folder)
+        read_password(smtp)
+    except ConfigError as exc:
+        return [Finding(("mail", "smtp", _smtp_key(p)), p.partition(": ")[2] or p, on_value=False)
+                for p in exc.problems]
+    finally:
+        if saved is None:
+            os.environ.pop("CREDENTIALS_DIRECTORY", None)
+        else:
+            os.environ["CREDENTIALS_DIRECTORY"] = saved
+    return []
+
+
+def _smtp_key(problem: str) -> str:
+    head = problem.partition(":")[0]
+    return head.removeprefix("mail.smtp.") if head.startswith("mail.smtp.") else "username"

@@ -105,6 +105,8 @@ class Daemon:
         self._reload_lock = asyncio.Lock()  # reloads take turns: the last to start reads the newest file
         self._store: Store | None = None
         self._fetcher: Fetcher | None = None
+        self._config_stamp: tuple[int, int] | None = None
+        self._watched: tuple[tuple[int, int] | None, bool] = (None, False)  # last stamp reloaded, by the watcher
 
     @property
     def config(self) -> Config:
@@ -169,7 +171,7 @@ class Daemon:
             for task in late:
                 task.cancel()
             if late:
-                log.warning("cancelled %d job(s) still running after %.0f s", len(late), STOP_DEADLINE)
+                log.warning("cancelled %s still running after %.0f s", _count(len(late), "job"), STOP_DEADLINE)
                 await asyncio.wait(late)
         await asyncio.sleep(0)  # let cancelled helpers unwind before the store closes
 
@@ -245,10 +247,11 @@ class Daemon:
             await store.set_state(LAST_POLL, min([r.day for r in failed], default=today).isoformat())
             for line in [r.line() for r in failed] + [r.line() for r in searched if r.failed]:
                 log.error("poll: %s", line)
-            summary = (f"poll: {len(reports)} days, {sum(r.papers for r in reports)} papers, "
+            summary = (f"poll: {_count(len(reports), 'day')}, {_count(sum(r.papers for r in reports), 'paper')}, "
                        f"{sum(r.new for r in reports)} new, {len(failed)} failed")
             if searched:
-                summary += (f"; {len(searched)} searches, {sum(r.new for r in searched)} new results, "
+                summary += (f"; {_count(len(searched), 'search', 'searches')}, "
+                            f"{_count(sum(r.new for r in searched), 'new result')}, "
                             f"{sum(r.failed for r in searched)} failed")
             log.info("%s", summary)
             await store.set_state(LAST_POLL_AT, utcnow().isoformat())
@@ -267,9 +270,9 @@ class Daemon:
         async with self._poll_lock:
             pass  # a poll under way (waking from a suspend, say) finishes first: its papers belong in this digest
         async with self._mail_lock:
-            outcomes = await self._queue_off_loop(loaded, reader)
-            outcomes += await deliver_due(self._store, loaded.config, reader=reader.name)
-        _log_outcomes(outcomes)
+            # logged as they happen: "queued" before "sent"
+            _log_outcomes(await self._queue_off_loop(loaded, reader))
+            _log_outcomes(await deliver_due(self._store, loaded.config, reader=reader.name))
 
     async def _queue_off_loop(self, loaded: Loaded, reader: Reader) -> list[Outcome]:
         """Compose and queue a digest in a worker thread, on a connection of its own.
@@ -343,13 +346,22 @@ class Daemon:
                 self.notifier.ready(status)
 
     async def _reload(self, why: str) -> str:
+        # An edit followed by SIGHUP is one change, whichever of the file watcher and the signal
+        # comes first: the other one does not reload it again.
+        stamp = _stamp(self.config.path) if self.config.path else None
+        if why == "SIGHUP" and stamp is not None and self._watched == (stamp, True):
+            self._watched = (stamp, False)
+            log.info("config already reloaded for this change (SIGHUP)")
+            return self._summary()
+        self._config_stamp, self._watched = stamp, (stamp, why != "SIGHUP")
         try:
             loaded = await asyncio.to_thread(Loaded.load, self.config.path)
         except ConfigError as exc:
-            log.error("config not reloaded (%s), the running config stays: %d problem(s)", why, len(exc.problems))
+            count = _count(len(exc.problems), "problem")
+            log.error("config not reloaded (%s), the running config stays: %s", why, count)
             for problem in exc.problems:
                 log.error("%s", problem)
-            return f"config rejected: {len(exc.problems)} problem(s); running the previous one"
+            return f"config rejected: {count}; running the previous one"
         if loaded.config.database != self.config.database:
             log.warning("paperwatch.database changed: that takes a restart; keeping %s", self.config.database)
         if loaded.config.source != self.config.source:
@@ -367,12 +379,10 @@ class Daemon:
         path = self.config.path
         if path is None:
             return
-        seen = _stamp(path)
+        self._config_stamp = _stamp(path)
         while True:
             await asyncio.sleep(CONFIG_CHECK)
-            stamp = _stamp(path)
-            if stamp != seen:
-                seen = stamp
+            if _stamp(path) != self._config_stamp:
                 await self._guarded("reload", lambda: self.reload("file changed"))()
 
     async def _watchdog(self) -> None:
@@ -417,7 +427,8 @@ class Daemon:
 
     def _summary(self) -> str:
         rules = sum(len(r.rules) for r in self.config.readers)
-        return (f"{len(self.config.readers)} readers, {rules} rules, polling {self.config.source.base_url} "
+        return (f"{_count(len(self.config.readers), 'reader')}, {_count(rules, 'rule')}, "
+                f"polling {self.config.source.base_url} "
                 f"every {self.config.source.poll}")
 
 
@@ -451,6 +462,10 @@ async def next_digest(store: Store, config: Config, reader: Reader) -> dt.dateti
     state = await store.reader_state(reader.name, record=False)
     return next_time(reader.schedule, reader.timezone or config.paperwatch.timezone,
                      state.last_digest_at or state.started_at)
+
+
+def _count(number: int, word: str, plural: str | None = None) -> str:
+    return f"{number} {word if number == 1 else plural or word + 's'}"
 
 
 def _log_outcomes(outcomes: list[Outcome]) -> None:

@@ -127,8 +127,9 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
     now = now or utcnow()
     state = await store.reader_state(reader.name, now=now, record=not preview)
     lookback = dt.timedelta(days=config.source.lookback_days)
-    # A new reader starts with what the polls find, never with the history a backfill stored.
-    window = since or state.started_at.date() - lookback
+    # A new reader starts with what the polls find, never with the history a backfill stored:
+    # the lookback_days a poll fetches end today, so the first of them is lookback_days - 1 ago.
+    window = since or state.started_at.date() - (lookback - dt.timedelta(days=1))
     # Later digests match again only what can be news since the last one: papers stored since
     # then, or featured on the days the polls still re-fetch (a rule edit reaches back that far;
     # `digest --since` reaches further). So a digest costs the same after a year as on day one.
@@ -296,8 +297,10 @@ async def _deliver(store: Store, config: Config, transport: Transport, message: 
     except MailError as exc:
         return await _failed(store, config, message, exc, now=now)
     await store.mark_sent(message.id, now=now)
-    log.info("digest %s sent to %s (%d papers)", message.message_id, message.recipient, message.papers)
-    return Outcome(message.reader, True, f"sent to {message.recipient} ({message.papers} papers)")
+    # The caller reports the outcome (printed, or the daemon's log line): the id is for -vv only.
+    log.debug("digest %s sent to %s", message.message_id, message.recipient)
+    papers = f"{message.papers} paper{'' if message.papers == 1 else 's'}"
+    return Outcome(message.reader, True, f"sent to {message.recipient} ({papers})")
 
 
 async def _failed(store: Store, config: Config, message: OutboxMessage, exc: MailError,
@@ -308,11 +311,11 @@ async def _failed(store: Store, config: Config, message: OutboxMessage, exc: Mai
     if not exc.temporary or age >= dt.timedelta(seconds=config.mail.give_up):
         verdict = "refused" if not exc.temporary else f"given up after {message.attempts + 1} tries"
         await store.mark_failed(message.id, f"{verdict}: {reason}", now=now)
-        log.error("digest %s to %s failed, %s: %s", message.message_id, message.recipient, verdict, reason)
+        log.debug("digest %s to %s failed, %s: %s", message.message_id, message.recipient, verdict, reason)
         return Outcome(message.reader, False, f"failed ({verdict}): {reason}")
     wait = min(RETRY_LONGEST, RETRY_FIRST * 2 ** message.attempts)
     await store.mark_retry(message.id, reason, next_attempt_at=now + wait)
-    log.warning("digest %s to %s not delivered yet (%s); retry in %s", message.message_id, message.recipient,
+    log.debug("digest %s to %s not delivered yet (%s); retry in %s", message.message_id, message.recipient,
                 reason, wait)
     return Outcome(message.reader, False, f"will retry in {wait}: {reason}")
 

@@ -217,6 +217,7 @@ class Fetcher:
 
     def _response(self, url: str, final: URL, status: int, headers: CIMultiDictProxy[str],
                   body: bytes) -> Response:
+        log.info("GET %s: %d%s", url, status, f" (via {final})" if str(final) != url else "")
         if status != 304 and not 200 <= status < 300:
             raise FetchError(url, f"HTTP {status}{_challenge(status, body) or _error_detail(body)}", status=status)
         return Response(

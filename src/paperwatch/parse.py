@@ -78,7 +78,8 @@ def parse_daily_page(body: bytes, *, day: dt.date, url: str) -> DayPage:
         return _from_props(_props(node, url), day=day, url=url)
     cards = tree.css("article")
     if cards:
-        log.warning("%s: no hydration JSON on the page, reading its %d cards instead", url, len(cards))
+        # The day's line says "read from the cards" already: this is the detail for -vv.
+        log.debug("%s: no hydration JSON on the page, reading its %d cards instead", url, len(cards))
         return _from_cards(body, tree, cards, day=day, url=url)
     if is_challenge(tree):
         raise ParseError(url, CHALLENGE)

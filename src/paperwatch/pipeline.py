@@ -64,7 +64,7 @@ class DayReport:
     def line(self) -> str:
         if self.outcome == "ok":
             via = f" (read from the {self.source.value})" if self.source in (PageSource.CARDS, PageSource.API) else ""
-            return f"{self.day}: {self.papers} papers, {self.new} new{via}"
+            return f"{self.day}: {self.papers} paper{'' if self.papers == 1 else 's'}, {self.new} new{via}"
         if self.outcome == "empty":
             return f"{self.day}: no papers ({self.detail})"
         if self.outcome == "not_modified":
@@ -72,6 +72,10 @@ class DayReport:
         if self.outcome == "skipped":
             return f"{self.day}: skipped ({self.detail})"
         return f"{self.day}: failed: {self.detail}"
+
+
+_SOURCES = {PageSource.JSON: "the page's JSON", PageSource.CARDS: "the page's cards (no JSON on it)",
+            PageSource.API: "the API (the page could not be read)"}
 
 
 def today_utc() -> dt.date:
@@ -123,6 +127,7 @@ async def fetch_day(fetcher: Fetcher, store: Store, base_url: str, day: dt.date)
     if fetched.not_modified or fetched.page is None:
         return DayReport(day, url, "not_modified")
     page = fetched.page
+    log.info("%s: read from %s", day, _SOURCES.get(page.source, page.source.value))
     if page.empty_reason is not None:
         return DayReport(day, url, "empty", source=page.source, detail=page.empty_reason)
     return DayReport(day, url, "ok", papers=len(page.papers), new=new, source=page.source)
@@ -204,7 +209,7 @@ class SearchReport:
         if self.error is not None:
             return f"search {self.query!r}: failed: {self.error}"
         via = " (read from the search page)" if self.source == "page" else ""
-        return f"search {self.query!r}: {self.results} results, {self.new} new{via}"
+        return f"search {self.query!r}: {self.results} result{'' if self.results == 1 else 's'}, {self.new} new{via}"
 
 
 def saved_searches(config: Config) -> list[tuple[str, str]]:

@@ -692,6 +692,12 @@ class Store:
         rows = await self._db.execute_fetchall("SELECT name, last_digest_at FROM readers ORDER BY name")
         return {row[0]: _datetime(row[1]) for row in rows}
 
+    async def last_sent(self) -> dict[str, dt.datetime]:
+        """Each reader's last digest that was actually sent (a run with nothing to send is not one)."""
+        rows = await self._db.execute_fetchall(
+            "SELECT reader, MAX(done_at) FROM outbox WHERE status = 'sent' GROUP BY reader")
+        return {row[0]: dt.datetime.fromisoformat(row[1]) for row in rows if row[1]}
+
     # -- saved searches -----------------------------------------------------------------
 
     async def watch_searches(self, pairs: Iterable[tuple[str, str]]) -> None:
