@@ -226,7 +226,7 @@ async def test_a_failed_day_is_counted_and_fetched_again_by_the_next_poll_and_by
     code, out, err = await paperwatch("-c", config, "run", "--once")
     assert f"{yesterday}: 4 papers, 4 new" in out, out + err
     code, out, err = await paperwatch("-c", config, "backfill", "--since", str(older), "--until", str(older))
-    assert code == 0 and "0 already complete, 1 to fetch" in out and "1 days stored (5 papers, 5 new)" in out, out
+    assert code == 0 and "0 already complete, 1 to fetch" in out and "1 day stored (5 papers, 5 new)" in out, out
     code, out, err = await paperwatch("-c", config, "status", "--json")
     assert json.loads(out)["days"]["failed"] == 0
 

@@ -227,7 +227,7 @@ async def test_two_reloads_end_on_the_newest_file_and_each_ends_in_ready(tmp_pat
             def settled() -> bool:
                 lines = [line for line in daemon.log.read_text().splitlines() if "config reloaded" in line]
                 pairs = notify.seen.count("RELOADING=1") == notify.seen.count("READY=1") - 1
-                return pairs and bool(lines) and "1 readers, 2 rules" in lines[-1]
+                return pairs and bool(lines) and "1 reader, 2 rules" in lines[-1]
 
             await until(settled, 90, "the newest file running, every RELOADING=1 followed by READY=1")
 
@@ -263,7 +263,7 @@ def test_a_config_nested_5000_deep_exits_78_with_one_line_naming_the_file(
 async def test_a_second_daemon_on_one_database_exits_1_naming_the_first(tmp_path: Path) -> None:
     notify = Notifications(tmp_path / "notify.sock")
     async with FakeHF() as hf:
-        path = fast_polls(write_config(tmp_path, hf, readers="", mail={}))
+        path = fast_polls(write_config(tmp_path, hf, mail={}))
         daemon = Daemon(path, notify, tmp_path / "daemon.log")
         try:
             await daemon.start()
