@@ -27,11 +27,11 @@ from pydantic import (
     model_validator,
 )
 
+from paperwatch.address import parse_mailbox
 from paperwatch.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 
 
 def parse_duration(text: str | float) -> float:
@@ -67,9 +67,7 @@ def _timezone(name: str) -> str:
 
 
 def _email(text: str) -> str:
-    address = text.rsplit("<", 1)[-1].rstrip(">").strip()
-    if not _EMAIL.match(address):
-        raise ValueError(f"{text!r} is not an email address")
+    parse_mailbox(text)  # exactly one mailbox, by the rule the headers and the envelope use
     return text
 
 
@@ -136,6 +134,13 @@ class SmtpConfig(_Section):
         if self.security == "none" and not _is_loopback(self.host):
             raise ValueError(f'security = "none" sends mail unencrypted: allowed only to a loopback host, '
                              f"not {self.host}")
+        return self
+
+    @model_validator(mode="after")
+    def _no_login_in_plaintext(self) -> SmtpConfig:
+        if self.security == "none" and self.username is not None:
+            raise ValueError('username: security = "none" would send the password unencrypted; '
+                             'use "starttls" or "tls", or drop the username')
         return self
 
 
