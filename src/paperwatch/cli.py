@@ -23,7 +23,7 @@ from paperwatch.daemon import Loaded, schedule_state, serve
 from paperwatch.delivery import SEARCH, compose, deliver_due, prepare, queue_digests, with_search_hits, write_preview
 from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.fetch import Fetcher
-from paperwatch.mail import describe
+from paperwatch.mail import describe, mail_warnings, probe, utf8_addresses
 from paperwatch.match import Match
 from paperwatch.models import Paper
 from paperwatch.pipeline import (
@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     check = commands.add_parser("check", help="validate the config and print a summary")
+    check.add_argument("--smtp", action="store_true",
+                       help="also connect to the SMTP server, negotiate TLS and log in, then quit without sending")
     check.set_defaults(command=_check)
 
     fetch = commands.add_parser("fetch", help="fetch and store days (default: the recent days)")
@@ -165,6 +167,11 @@ async def _check(args: argparse.Namespace, config: Config) -> int:
         searches = f", {len(reader.searches)} saved searches" if reader.searches else ""
         print(f"  {reader.name} <{reader.email}>: {len(reader.rules)} rules{searches}, schedule {reader.schedule!r}")
     print(f"mail: {describe(config.mail)}")
+    for warning in mail_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.smtp:
+        for step in await probe(config.mail, smtputf8=utf8_addresses(config)):
+            print(f"  {step}")
     return 0
 
 

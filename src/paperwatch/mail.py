@@ -24,8 +24,8 @@ from typing import Protocol
 
 import aiosmtplib
 
-from paperwatch.address import Mailbox
-from paperwatch.config import MailConfig, SmtpConfig
+from paperwatch.address import parse_mailbox
+from paperwatch.config import Config, MailConfig, SmtpConfig
 from paperwatch.errors import ConfigError, MailError
 
 log = logging.getLogger(__name__)
@@ -292,12 +292,19 @@ async def probe(config: MailConfig, *, smtputf8: Sequence[str] = ()) -> list[str
     return [*steps, "quit without sending: the mail settings work"]
 
 
-def warnings(config: MailConfig, sender: Mailbox) -> list[str]:
+def mail_warnings(config: Config) -> list[str]:
     """What ``check`` should point out without refusing the config."""
-    if config.smtp is not None and sender.ascii_domain in ("localhost", "localhost.localdomain"):
+    sender = parse_mailbox(config.mail.from_)
+    if config.mail.smtp is not None and sender.ascii_domain in ("localhost", "localhost.localdomain"):
         return [f"mail.from: {sender.address} is at localhost, but mail goes out by SMTP: servers refuse "
                 "or distrust it, and Message-ID and List-Id name localhost; set from to a real address"]
     return []
+
+
+def utf8_addresses(config: Config) -> list[str]:
+    """The configured addresses only a server offering SMTPUTF8 can take."""
+    named = [config.mail.from_, config.paperwatch.admin, *(r.email for r in config.readers)]
+    return [box.address for box in map(parse_mailbox, filter(None, named)) if box.needs_smtputf8]
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
