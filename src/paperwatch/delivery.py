@@ -295,6 +295,7 @@ async def deliver_due(store: Store, config: Config, *, reader: str | None = None
     A refusal about one recipient fails that digest; a refusal about us (connection, TLS,
     login, our sender, or a 5xx to every recipient of the run) fails none: they all wait,
     and the operator is told once."""
+    await _release_for_new_login(store, config, now=now)
     due = await store.due_messages(now=now, reader=reader)
     if not due:
         return []
@@ -380,6 +381,19 @@ async def _auth_held(store: Store, config: Config, due: Sequence[OutboxMessage],
     log.warning("the SMTP login was refused: not trying again before %s (or until the login settings change)",
                 until)
     return [Outcome(m.reader, False, f"waits for the login until {until}: {m.last_error}") for m in due]
+
+
+async def _release_for_new_login(store: Store, config: Config, *, now: dt.datetime | None) -> None:
+    """The login settings changed since one was refused: what waits for it is due at once."""
+    until, _, key = (await store.get_state(AUTH_HOLD) or "").partition(" ")
+    if not until or key == login_key(config.mail):
+        return
+    now = now or utcnow()
+    await store.set_state(AUTH_HOLD, "")
+    for message in await store.messages(status="pending", limit=1_000_000):
+        if message.next_attempt_at > now:
+            await store.mark_retry(message.id, message.last_error or "", next_attempt_at=now)
+    log.info("the SMTP login settings changed since the server refused them: trying them now")
 
 
 async def _tell_operator(store: Store, config: Config, exc: SessionError, *, now: dt.datetime) -> None:

@@ -244,8 +244,7 @@ class SmtpTransport:
                 await self.close()  # the session is gone or unusable: the next message reconnects
             else:
                 await self._reset()
-            raise _send_error(exc, envelope.sender, f"SMTP {self._where}: {envelope.message_id} not delivered") \
-                from None
+            raise _send_error(exc, envelope.sender, f"SMTP {self._where}", envelope.message_id) from None
 
     def _utf8_options(self, envelope: Envelope) -> list[str]:
         """SMTPUTF8 where an address has a non-ASCII local part (domains go as IDNA), if offered."""
@@ -348,14 +347,14 @@ def _session_error(exc: BaseException, context: str) -> SessionError:
     return kind(str(error), reply=error.reply)
 
 
-def _send_error(exc: BaseException, sender: str, context: str) -> MailError:
+def _send_error(exc: BaseException, sender: str, where: str, message_id: str) -> MailError:
     """A refused sender (at MAIL, or at RCPT when the reply is about the sender) stops the
     session for every message; any other reply is about this one message."""
     refused = exc.recipients[0] if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients else exc
     if isinstance(refused, aiosmtplib.SMTPSenderRefused) or (
             isinstance(refused, aiosmtplib.SMTPRecipientRefused) and about_sender(refused.message, sender)):
-        return _session_error(refused, context.partition(":")[0] + f": sender {sender} refused")
-    return _mail_error(exc, context)
+        return _session_error(refused, f"{where}: sender {sender} refused")
+    return _mail_error(exc, f"{where}: {message_id} not delivered")
 
 
 class MaildirTransport:
