@@ -300,6 +300,7 @@ keywords = ["deep learning"]
     postfix.wait_for("alice", before + 1)
 
 
+@pytest.mark.slow
 async def test_a_wrong_password_is_tried_once_then_not_for_30_minutes(tmp_path: Path, postfix: Postfix) -> None:
     """One mechanism per attempt (no LOGIN after a refused PLAIN), no new attempt for half an hour
     with the same password, the operator told once; a corrected password is tried at once."""
@@ -330,6 +331,7 @@ async def test_a_wrong_password_is_tried_once_then_not_for_30_minutes(tmp_path: 
     assert [o.ok for o in fixed] == [True, True, True] and set(statuses.values()) == {"sent"}
 
 
+@pytest.mark.slow
 async def test_check_smtp_logs_in_and_quits_without_sending(tmp_path: Path, postfix: Postfix) -> None:
     async with FakeHF() as hf:
         config = await configured(tmp_path, hf, postfix)
