@@ -192,6 +192,8 @@ class SmtpTransport:
             context = _tls_context(smtp.ca_file) if smtp.security != "none" else None
             client.tls_context = context
             await client.connect()
+            # Said here, not left to sendmail(): a refused EHLO is about us, not about a message.
+            await _hello(client)
             self.steps.append(f"connected ({smtp.security}), greeting and EHLO accepted")
             if smtp.security == "starttls":
                 await self._starttls(client, context)
@@ -304,6 +306,16 @@ def utf8_addresses(config: Config) -> list[str]:
     """The configured addresses only a server offering SMTPUTF8 can take."""
     named = [config.mail.from_, config.paperwatch.admin, *(r.email for r in config.readers)]
     return [box.address for box in map(parse_mailbox, filter(None, named)) if box.needs_smtputf8]
+
+
+async def _hello(client: aiosmtplib.SMTP) -> None:
+    """EHLO, or HELO where a server refuses EHLO but is still listening (as aiosmtplib would)."""
+    try:
+        await client.ehlo()
+    except aiosmtplib.SMTPHeloError:
+        if not client.is_connected:
+            raise
+        await client.helo()
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
