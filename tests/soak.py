@@ -15,8 +15,8 @@ markup, ``{{ }}``, CR/LF and ``Bcc:`` in titles, ``javascript:`` links.
 
 Ten readers with twenty rules each (keywords, phrases, wildcards, regular expressions,
 authors, organizations, queries; ``all``, ``exclude``, ``min_upvotes``, ``fields``) are
-drawn from the items' vocabulary. Mail goes over SMTP with a login whose password comes
-from the environment, to an aiosmtpd server that refuses mail before the login.
+drawn from the items' vocabulary. Mail goes over SMTP (STARTTLS, a test CA) with a login whose
+password comes from the environment, to an aiosmtpd server that refuses mail before the login.
 
 Faults follow a schedule drawn from ``random.Random(seed)``: stretches in which the site
 answers a share of requests with 429 (Retry-After or RateLimit, now and then longer than
@@ -96,7 +96,7 @@ from paperwatch.delivery import compile_rules, deliver_due, prepare
 from paperwatch.errors import ConfigError
 from paperwatch.models import Paper
 from paperwatch.store import Store
-from smtpserver import Received, Recorder, free_port
+from smtpserver import Certificates, Received, Recorder, free_port
 from test_delivery import ids
 
 ADMIN = "ops@example.org"
@@ -268,14 +268,15 @@ def toml_value(value: object) -> str:
     return json.dumps(str(value), ensure_ascii=False)  # a TOML basic string is a JSON string
 
 
-def config_text(base_url: str, smtp_port: int, poll: str, lookback: int, readers: list[dict[str, Any]]) -> str:
+def config_text(base_url: str, smtp_port: int, poll: str, lookback: int, readers: list[dict[str, Any]],
+                ca_file: Path) -> str:
     lines = [
         "[paperwatch]", 'database = "paperwatch.db"', f"admin = {toml_value(ADMIN)}", "",
         "[source]", f"base_url = {toml_value(base_url)}", f"poll = {toml_value(poll)}", f"lookback_days = {lookback}",
         "max_concurrency = 4", "requests_per_minute = 6000", f"timeout = {CLIENT_TIMEOUT}", "connect_timeout = 1",
         "retries = 3", 'backoff = "0.05s"', 'max_wait = "5s"', "",
         "[mail]", 'from = "paperwatch <digest@example.org>"', 'give_up = "1d"', "",
-        "[mail.smtp]", 'host = "127.0.0.1"', f"port = {smtp_port}", 'security = "none"',
+        "[mail.smtp]", 'host = "127.0.0.1"', f"port = {smtp_port}", 'security = "starttls"', f"ca_file = {toml_value(ca_file)}",
         f"username = {toml_value(USERNAME)}", f"password_env = {toml_value(PASSWORD_ENV)}", 'timeout = "5s"',
     ]
     for reader in readers:
@@ -498,8 +499,9 @@ class Mailbox(Recorder):
 class MailServer:
     """aiosmtpd on a fixed loopback port that can go down and come back (a new server each time)."""
 
-    def __init__(self, mailbox: Mailbox) -> None:
+    def __init__(self, mailbox: Mailbox, certificates: Certificates) -> None:
         self.mailbox = mailbox
+        self.certificates = certificates
         self.port = free_port()
         self.controller: Controller | None = None
 
@@ -511,7 +513,7 @@ class MailServer:
         if self.controller is None:
             controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port,
                                     server_hostname="fake-smtp.test", authenticator=self.mailbox.authenticate,
-                                    auth_require_tls=False)
+                                    tls_context=self.certificates.server_context(), require_starttls=True)
             controller.start()
             self.controller = controller
 
@@ -732,7 +734,7 @@ class Soak:
         self.site = Site(random.Random(f"{options.seed}:requests"))
         self.publisher = Publisher(self.site, random.Random(f"{options.seed}:site"), self.dates)
         self.mailbox = Mailbox(self.password)
-        self.mail = MailServer(self.mailbox)
+        self.mail = MailServer(self.mailbox, Certificates(self.folder))
         self.plan = Plan.draw(self.rng, options)
         self.config = self.folder / "paperwatch.toml"
         self.daemon: Daemon | None = None
@@ -757,7 +759,8 @@ class Soak:
         await asyncio.sleep(max(0.0, self.t0 + offset - time.monotonic()))
 
     def write_config(self, readers: list[dict[str, Any]]) -> None:
-        text = config_text(self.site.base_url, self.mail.port, self.options.poll, self.options.days, readers)
+        text = config_text(self.site.base_url, self.mail.port, self.options.poll, self.options.days, readers,
+                           self.mail.certificates.ca_file)
         temporary = self.config.with_suffix(".tmp")
         temporary.write_text(text, encoding="utf-8")
         temporary.chmod(0o600)

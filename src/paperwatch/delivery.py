@@ -435,13 +435,13 @@ async def queue_notice(store: Store, config: Config, subject: str, text: str,
     now = now or utcnow()
     message = EmailMessage(policy=email.policy.SMTP)
     message_id = make_message_id("operator", now.isoformat(), domain=message_domain(config.mail.from_))
-    message["From"], message["To"] = parse_mailbox(config.mail.from_).header(), parse_mailbox(admin).header()
-    message["Subject"] = subject
+    sender, to = parse_mailbox(config.mail.from_), parse_mailbox(admin)
+    message["From"], message["To"], message["Subject"] = sender.header(), to.header(), subject
     message["Date"], message["Message-ID"] = email.utils.format_datetime(now), message_id
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(text)
-    await store.queue_digest(reader=OPERATOR, recipient=_address(admin), sender=_address(config.mail.from_),
-                             message_id=message_id, data=bytes(message), papers=[], now=now)
+    await store.queue_digest(reader=OPERATOR, recipient=to.address, sender=sender.address, message_id=message_id,
+                             data=_as_sent(message, sender.needs_smtputf8 or to.needs_smtputf8), papers=[], now=now)
 
 
 def write_preview(directory: Path, composed: Composed) -> list[Path]:

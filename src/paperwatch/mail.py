@@ -211,7 +211,6 @@ class SmtpTransport:
         self._client = client
 
     async def _starttls(self, client: aiosmtplib.SMTP, context: ssl.SSLContext | None) -> None:
-        await client.ehlo()
         if not client.supports_extension("starttls"):
             # Refused before any AUTH or MAIL: never fall back to plaintext.
             raise SessionError(f"SMTP {self._where} does not offer STARTTLS, and mail.smtp.security "
