@@ -695,6 +695,8 @@ class Plan:
         smtp_kinds += [rng.choice(["421", "451", "drop", "drop", "down", "login"])
                        for _ in range(max(0, options.days // 4 - len(smtp_kinds)))]
         rng.shuffle(smtp_kinds)
+        # A refused login holds all mail for half an hour: last, or the faults after it would meet no mail.
+        smtp_kinds.sort(key=lambda kind: kind == "login")
         smtp = [(at, rng.uniform(0.7, 2.0) * day, kind)  # early enough for a digest to meet each
                 for at, kind in zip(moments(len(smtp_kinds), 0.05, 0.5), smtp_kinds)]
         broken_day = max(1, round(options.days * 0.3))
@@ -856,8 +858,12 @@ class Soak:
                     self.mailbox.drop_after_data += 1
                 self.say("smtp: the next DATA is kept, then the connection dropped")
             elif kind == "login":
+                # A refused login holds all mail for half an hour: the scripted faults meet mail first.
+                deadline = time.monotonic() + 3 * self.options.schedules[1]
+                while time.monotonic() < deadline and (self.mailbox.data_replies or self.mailbox.drop_after_data):
+                    await asyncio.sleep(0.2)
                 self.mailbox.refuse_logins_until = time.monotonic() + duration
-                self.mailbox.refuse_logins_left = 2
+                self.mailbox.refuse_logins_left = 1  # the next login is half an hour away
                 self.faults["smtp login refusal stretches"] += 1
                 self.say(f"smtp: logins refused for {duration:.1f} s")
             else:
