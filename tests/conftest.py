@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -64,3 +65,14 @@ def make_config(tmp_path: Path, fake_hf: FakeHF) -> ConfigFactory:
 def weekdays(start: dt.date, count: int) -> list[dt.date]:
     """``count`` consecutive calendar days from ``start``, weekends included."""
     return [start + dt.timedelta(days=n) for n in range(count)]
+
+
+def require_system(program: str, package: str) -> str:
+    """The path of a system program a test needs: skipped where it is missing, failed where
+    ``PAPERWATCH_REQUIRE_SYSTEM=1`` says it must be there (CI installs it)."""
+    found = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin:/sbin")
+    if found is None:
+        if os.environ.get("PAPERWATCH_REQUIRE_SYSTEM") == "1":
+            pytest.fail(f"{program} is missing, and PAPERWATCH_REQUIRE_SYSTEM=1: install the {package} package")
+        pytest.skip(f"{program} is not installed (Debian package {package})")
+    return found

@@ -53,8 +53,23 @@ class Recorder:
     refuse_sender: str | None = None
     stall_data: float = 0.0
     auth_attempts: list[str] = field(default_factory=list)
+    auth_mechanisms: list[str] = field(default_factory=list)
+    refuse_hello: str | None = None  # the reply to EHLO and HELO
     mail_commands: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        if self.refuse_hello:
+            return [self.refuse_hello]
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        return responses
+
+    async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str) -> str:
+        if self.refuse_hello:
+            return self.refuse_hello
+        session.host_name = hostname
+        return f"250 {server.hostname}"
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
@@ -96,6 +111,7 @@ class Recorder:
                      auth_data: Any) -> AuthResult:
         assert isinstance(auth_data, LoginPassword)
         self.auth_attempts.append(auth_data.login.decode())
+        self.auth_mechanisms.append(mechanism)
         return AuthResult(success=auth_data.password == PASSWORD.encode(), handled=False, auth_data=auth_data)
 
     def messages_to(self, address: str) -> list[EmailMessage]:
@@ -121,11 +137,11 @@ class SmtpServer:
     """``mode``: "plain" (no TLS at all), "starttls" (offered and required) or "tls" (implicit)."""
 
     def __init__(self, recorder: Recorder, *, mode: str = "plain", certificates: Certificates | None = None,
-                 auth: bool = False) -> None:
+                 auth: bool = False, smtputf8: bool = False) -> None:
         self.recorder = recorder
         self.port = free_port()
         context = certificates.server_context() if certificates else None
-        kwargs: dict[str, Any] = {"auth_require_tls": mode != "plain"}
+        kwargs: dict[str, Any] = {"auth_require_tls": mode != "plain", "enable_SMTPUTF8": smtputf8}
         if auth:
             kwargs["authenticator"] = recorder.authenticate
         if mode == "starttls":

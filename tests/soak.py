@@ -15,8 +15,8 @@ markup, ``{{ }}``, CR/LF and ``Bcc:`` in titles, ``javascript:`` links.
 
 Ten readers with twenty rules each (keywords, phrases, wildcards, regular expressions,
 authors, organizations, queries; ``all``, ``exclude``, ``min_upvotes``, ``fields``) are
-drawn from the items' vocabulary. Mail goes over SMTP with a login whose password comes
-from the environment, to an aiosmtpd server that refuses mail before the login.
+drawn from the items' vocabulary. Mail goes over SMTP (STARTTLS, a test CA) with a login whose
+password comes from the environment, to an aiosmtpd server that refuses mail before the login.
 
 Faults follow a schedule drawn from ``random.Random(seed)``: stretches in which the site
 answers a share of requests with 429 (Retry-After or RateLimit, now and then longer than
@@ -96,7 +96,7 @@ from paperwatch.delivery import compile_rules, deliver_due, prepare
 from paperwatch.errors import ConfigError
 from paperwatch.models import Paper
 from paperwatch.store import Store
-from smtpserver import Received, Recorder, free_port
+from smtpserver import Certificates, Received, Recorder, free_port
 from test_delivery import ids
 
 ADMIN = "ops@example.org"
@@ -268,14 +268,15 @@ def toml_value(value: object) -> str:
     return json.dumps(str(value), ensure_ascii=False)  # a TOML basic string is a JSON string
 
 
-def config_text(base_url: str, smtp_port: int, poll: str, lookback: int, readers: list[dict[str, Any]]) -> str:
+def config_text(base_url: str, smtp_port: int, poll: str, lookback: int, readers: list[dict[str, Any]],
+                ca_file: Path) -> str:
     lines = [
         "[paperwatch]", 'database = "paperwatch.db"', f"admin = {toml_value(ADMIN)}", "",
         "[source]", f"base_url = {toml_value(base_url)}", f"poll = {toml_value(poll)}", f"lookback_days = {lookback}",
         "max_concurrency = 4", "requests_per_minute = 6000", f"timeout = {CLIENT_TIMEOUT}", "connect_timeout = 1",
         "retries = 3", 'backoff = "0.05s"', 'max_wait = "5s"', "",
         "[mail]", 'from = "paperwatch <digest@example.org>"', 'give_up = "1d"', "",
-        "[mail.smtp]", 'host = "127.0.0.1"', f"port = {smtp_port}", 'security = "none"',
+        "[mail.smtp]", 'host = "127.0.0.1"', f"port = {smtp_port}", 'security = "starttls"', f"ca_file = {toml_value(ca_file)}",
         f"username = {toml_value(USERNAME)}", f"password_env = {toml_value(PASSWORD_ENV)}", 'timeout = "5s"',
     ]
     for reader in readers:
@@ -498,8 +499,9 @@ class Mailbox(Recorder):
 class MailServer:
     """aiosmtpd on a fixed loopback port that can go down and come back (a new server each time)."""
 
-    def __init__(self, mailbox: Mailbox) -> None:
+    def __init__(self, mailbox: Mailbox, certificates: Certificates) -> None:
         self.mailbox = mailbox
+        self.certificates = certificates
         self.port = free_port()
         self.controller: Controller | None = None
 
@@ -511,7 +513,7 @@ class MailServer:
         if self.controller is None:
             controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port,
                                     server_hostname="fake-smtp.test", authenticator=self.mailbox.authenticate,
-                                    auth_require_tls=False)
+                                    tls_context=self.certificates.server_context(), require_starttls=True)
             controller.start()
             self.controller = controller
 
@@ -693,6 +695,8 @@ class Plan:
         smtp_kinds += [rng.choice(["421", "451", "drop", "drop", "down", "login"])
                        for _ in range(max(0, options.days // 4 - len(smtp_kinds)))]
         rng.shuffle(smtp_kinds)
+        # A refused login holds all mail for half an hour: last, or the faults after it would meet no mail.
+        smtp_kinds.sort(key=lambda kind: kind == "login")
         smtp = [(at, rng.uniform(0.7, 2.0) * day, kind)  # early enough for a digest to meet each
                 for at, kind in zip(moments(len(smtp_kinds), 0.05, 0.5), smtp_kinds)]
         broken_day = max(1, round(options.days * 0.3))
@@ -732,7 +736,7 @@ class Soak:
         self.site = Site(random.Random(f"{options.seed}:requests"))
         self.publisher = Publisher(self.site, random.Random(f"{options.seed}:site"), self.dates)
         self.mailbox = Mailbox(self.password)
-        self.mail = MailServer(self.mailbox)
+        self.mail = MailServer(self.mailbox, Certificates(self.folder))
         self.plan = Plan.draw(self.rng, options)
         self.config = self.folder / "paperwatch.toml"
         self.daemon: Daemon | None = None
@@ -757,7 +761,8 @@ class Soak:
         await asyncio.sleep(max(0.0, self.t0 + offset - time.monotonic()))
 
     def write_config(self, readers: list[dict[str, Any]]) -> None:
-        text = config_text(self.site.base_url, self.mail.port, self.options.poll, self.options.days, readers)
+        text = config_text(self.site.base_url, self.mail.port, self.options.poll, self.options.days, readers,
+                           self.mail.certificates.ca_file)
         temporary = self.config.with_suffix(".tmp")
         temporary.write_text(text, encoding="utf-8")
         temporary.chmod(0o600)
@@ -853,8 +858,12 @@ class Soak:
                     self.mailbox.drop_after_data += 1
                 self.say("smtp: the next DATA is kept, then the connection dropped")
             elif kind == "login":
+                # A refused login holds all mail for half an hour: the scripted faults meet mail first.
+                deadline = time.monotonic() + 3 * self.options.schedules[1]
+                while time.monotonic() < deadline and (self.mailbox.data_replies or self.mailbox.drop_after_data):
+                    await asyncio.sleep(0.2)
                 self.mailbox.refuse_logins_until = time.monotonic() + duration
-                self.mailbox.refuse_logins_left = 2
+                self.mailbox.refuse_logins_left = 1  # the next login is half an hour away
                 self.faults["smtp login refusal stretches"] += 1
                 self.say(f"smtp: logins refused for {duration:.1f} s")
             else:

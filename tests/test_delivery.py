@@ -292,8 +292,11 @@ async def test_starttls_not_offered_keeps_every_digest_queued_and_never_logs_in(
     assert recorder.auth_attempts == [] and recorder.mail_commands == 0 and recorder.received == []
     config = load_config(path)
     async with await Store.open(config.database) as store:
-        assert [m.status for m in await store.messages()] == ["pending", "pending"]
-    assert "2 pending" in status
+        messages = await store.messages()
+    # both digests wait, and so does the one note telling the operator why
+    assert sorted((m.reader, m.status) for m in messages) == [
+        ("(operator)", "pending"), ("alice", "pending"), ("bob", "pending")]
+    assert "3 pending" in status
 
 
 @pytest.mark.e2e
@@ -431,7 +434,8 @@ async def test_a_refused_sender_keeps_every_digest_queued(tmp_path: Path) -> Non
     async with await Store.open(config.database) as store:
         messages = await store.messages()
     assert code == 1 and out.count("will retry in 0:01:00: 550 5.7.1 sender rejected") == 2, out
-    assert [m.status for m in messages] == ["pending", "pending"] and recorder.received == []
+    assert sorted((m.reader, m.status) for m in messages) == [
+        ("(operator)", "pending"), ("alice", "pending"), ("bob", "pending")] and recorder.received == []
 
 
 @pytest.mark.e2e
@@ -651,3 +655,52 @@ async def test_a_paper_known_only_from_the_cards_waits_for_its_abstract(tmp_path
         gone = dt.datetime.combine(day, dt.time(9), dt.UTC) + dt.timedelta(days=config.source.lookback_days)
         composed = await compose(store, config, matcher, templates, config.readers[0], now=gone)
     assert composed is not None and [i.paper.id for i in composed.items] == ["2503.99999"]
+
+
+@pytest.mark.e2e
+async def test_a_5xx_to_every_recipient_of_a_run_is_about_us_and_fails_nobody(tmp_path: Path) -> None:
+    """Two readers refused alike in one run: the server is refusing us, not them. Both wait, the
+    operator is told once (not again on the next try), and both go out once the server accepts."""
+    refusal = "550 5.7.0 mail from this client is not accepted"
+    recorder = Recorder(refuse={"alice@example.org": refusal, "bob@example.org": refusal})
+    async with FakeHF() as hf:
+        serve_samples(hf)
+        with SmtpServer(recorder) as smtp:
+            config = load_config(write_config(tmp_path, hf, smtp=smtp))
+            assert (await paperwatch("-c", str(config.path), "fetch"))[0] == 0
+            now = dt.datetime.now(dt.UTC)
+            async with await Store.open(config.database) as store:
+                await queue_digests(store, config, compile_rules(config), Templates.load(None), config.readers, now=now)
+                first = await deliver_due(store, config, now=now)
+                second = await deliver_due(store, config, now=now + dt.timedelta(minutes=10))
+                held = await store.messages()
+                recorder.refuse.clear()
+                third = await deliver_due(store, config, now=now + dt.timedelta(hours=2))
+                done = await store.messages()
+    assert [o.text for o in first] == [f"will retry in 0:01:00: {refusal}"] * 2
+    assert not any(o.ok for o in second) and len(second) == 3
+    assert sorted((m.reader, m.status) for m in held) == [
+        ("(operator)", "pending"), ("alice", "pending"), ("bob", "pending")]
+    assert [o.ok for o in third] == [True, True, True] and {m.status for m in done} == {"sent"}
+    assert sorted(r.recipients[0] for r in recorder.received) == [
+        "alice@example.org", "bob@example.org", "ops@example.org"]
+    [note] = recorder.messages_to("ops@example.org")
+    assert refusal in note.get_content()
+
+
+@pytest.mark.e2e
+async def test_a_reader_with_a_non_ascii_address_gets_it_by_smtputf8(tmp_path: Path) -> None:
+    """The domain goes as IDNA, the local part as UTF-8 (never RFC 2047 words inside an address)."""
+    readers = READERS.replace('email = "alice@example.org"', 'email = "José <josé@bücher.example>"')
+    recorder = Recorder()
+    async with FakeHF() as hf:
+        serve_samples(hf)
+        with SmtpServer(recorder, smtputf8=True) as smtp:
+            path = write_config(tmp_path, hf, smtp=smtp, readers=readers)
+            code, out, err = await paperwatch("-c", str(path), "run", "--once")
+    assert code == 0, out + err
+    [message] = recorder.messages_to("josé@xn--bcher-kva.example")
+    raw = next(r.data for r in recorder.received if r.recipients == ["josé@xn--bcher-kva.example"])
+    assert "\r\nTo: José <josé@xn--bcher-kva.example>\r\n".encode() in raw, raw[:400]
+    parsed = email.message_from_string(raw.decode(), policy=email.policy.default)
+    assert parsed["To"].addresses[0].addr_spec == "josé@xn--bcher-kva.example" and message is not None

@@ -249,7 +249,7 @@ def test_status_names_zones_and_the_last_digest_sent_and_check_says_when_to_worr
 def test_check_reads_the_password_from_a_credentials_folder(home: Path, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "pw.toml"
-    path.write_text(STATUS_CONFIG + '[mail.smtp]\nhost = "smtp.example.org"\nusername = "me"\n')
+    path.write_text(STATUS_CONFIG + '[mail]\nfrom = "paperwatch@example.org"\n[mail.smtp]\nhost = "smtp.example.org"\nusername = "me"\n')
     path.chmod(0o600)
     assert main(["-c", str(path), "check"]) == 0
     assert "warning: no password to check here" in capsys.readouterr().err

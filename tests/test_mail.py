@@ -9,10 +9,21 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from paperwatch.config import MailConfig, SmtpConfig
+from paperwatch.config import Config, MailConfig, SmtpConfig
 from paperwatch.errors import ConfigError, MailError
-from paperwatch.mail import Envelope, describe, open_transport, read_password, unsafe_config_file
+from paperwatch.mail import (
+    AuthError,
+    Envelope,
+    SessionError,
+    describe,
+    mail_warnings,
+    open_transport,
+    probe,
+    read_password,
+    unsafe_config_file,
+)
 from smtpserver import PASSWORD, Certificates, Recorder, SmtpServer
 
 MESSAGE = (b"From: paperwatch <pw@example.org>\r\nTo: alice@example.org\r\nSubject: hi\r\n"
@@ -263,3 +274,108 @@ def test_a_config_file_others_may_change_cannot_name_an_smtp_login(
         assert problem is not None and f"chmod go-w {path}" in problem and "can be changed by others" in problem
     else:
         assert problem is None
+
+
+# -- who must act: a refusal about us stops the session, one about a recipient fails one message --
+
+
+@pytest.mark.parametrize(("reply", "ours"), [
+    ("504 5.5.2 <pw@example.org>: Sender address rejected: need fully-qualified address", True),
+    ("553 5.7.1 <pw@example.org>: Sender address rejected: not owned by user alerts", True),
+    ("554 5.7.1 <alice@example.org>: Relay access denied", True),
+    ("530 5.7.0 Authentication required", True),
+    ("550 5.1.7 bad sender mailbox syntax", True),
+    ("550 5.7.26 unauthenticated mail from example.org is prohibited by its DMARC policy", True),
+    ("550 5.1.1 <alice@example.org>: Recipient address rejected: User unknown in virtual mailbox table", False),
+    ("550 5.7.1 <alice@example.org>: Recipient address rejected: Access denied", False),
+    ("504 5.5.2 <alice>: Recipient address rejected: need fully-qualified address", False),
+    ("552 5.2.2 mailbox full", False),
+    ("550 no such user here", False),
+])
+async def test_a_refusal_at_rcpt_is_ours_when_it_is_about_the_sender(tmp_path: Path, reply: str, ours: bool) -> None:
+    recorder = Recorder(refuse={"alice@example.org": reply})
+    with SmtpServer(recorder) as server:
+        with pytest.raises(MailError) as caught:
+            await send(smtp_config(server, tmp_path, security="none"), envelope())
+    assert isinstance(caught.value, SessionError) is ours and caught.value.reply == reply
+    assert caught.value.temporary is ours  # a recipient's 5xx is final for that one message
+
+
+@pytest.mark.parametrize("security", ["none", "tls"])
+async def test_a_refused_hello_is_ours_whatever_the_security(tmp_path: Path, security: str) -> None:
+    certificates, recorder = Certificates(tmp_path), Recorder(refuse_hello="554 5.7.1 go away")
+    mode = "tls" if security == "tls" else "plain"
+    with SmtpServer(recorder, mode=mode, certificates=certificates) as server:
+        with pytest.raises(SessionError) as caught:
+            await send(smtp_config(server, tmp_path, security=security, ca_file=str(certificates.ca_file)),
+                       envelope())
+    assert caught.value.reply == "554 5.7.1 go away" and recorder.mail_commands == 0
+
+
+async def test_a_wrong_password_is_tried_with_one_mechanism_only(tmp_path: Path) -> None:
+    """aiosmtplib's login() goes on with LOGIN after PLAIN failed: two strikes against the account."""
+    certificates, recorder = Certificates(tmp_path), Recorder()
+    path = tmp_path / "wrong"
+    path.write_text("not it")
+    path.chmod(0o600)
+    with SmtpServer(recorder, mode="starttls", certificates=certificates, auth=True) as server:
+        config = smtp_config(server, tmp_path, ca_file=str(certificates.ca_file), username="alerts",
+                             password_file=str(path))
+        with pytest.raises(AuthError):
+            await send(config, envelope())
+    assert recorder.auth_mechanisms == ["PLAIN"] and recorder.mail_commands == 0
+
+
+def utf8_envelope(sender: str = "pw@example.org", to: str = "alice@example.org") -> Envelope:
+    return Envelope(sender=sender, recipients=(to,), message_id="<u@example.org>",
+                    data=f"From: {sender}\r\nTo: {to}\r\nSubject: hi\r\n\r\nbody\r\n".encode())
+
+
+@pytest.mark.parametrize("offered", [True, False])
+async def test_a_non_ascii_local_part_goes_by_smtputf8_or_waits(tmp_path: Path, offered: bool) -> None:
+    recorder = Recorder()
+    with SmtpServer(recorder, smtputf8=offered) as server:
+        config = smtp_config(server, tmp_path, security="none")
+        if offered:
+            await send(config, utf8_envelope(to="josé@example.org"))
+        else:
+            with pytest.raises(MailError, match="does not offer SMTPUTF8, which josé@example.org needs") as caught:
+                await send(config, utf8_envelope(to="josé@example.org"))
+            assert caught.value.temporary and not isinstance(caught.value, SessionError)
+            with pytest.raises(SessionError, match="mail.from"):
+                await send(config, utf8_envelope(sender="josé@example.org"))
+    assert [r.recipients for r in recorder.received] == ([["josé@example.org"]] if offered else [])
+    assert recorder.mail_commands == (1 if offered else 0)
+
+
+async def test_probe_logs_in_and_quits_without_a_mail_command(tmp_path: Path) -> None:
+    certificates, recorder = Certificates(tmp_path), Recorder()
+    with SmtpServer(recorder, mode="starttls", certificates=certificates, auth=True) as server:
+        config = smtp_config(server, tmp_path, ca_file=str(certificates.ca_file), username="alerts",
+                             password_file=str(password_file(tmp_path)))
+        steps = await probe(config)
+        with pytest.raises(MailError, match="does not offer SMTPUTF8, which josé@example.org need"):
+            await probe(config, smtputf8=["josé@example.org"])
+    assert steps[0] == "connected (starttls), greeting and EHLO accepted"
+    assert steps[1].startswith("STARTTLS: TLSv1") and "logged in as alerts (PLAIN)" in steps
+    assert steps[-1] == "quit without sending: the mail settings work"
+    assert recorder.auth_attempts == ["alerts", "alerts"] and recorder.mail_commands == 0
+
+
+@pytest.mark.parametrize(("sender", "smtp", "warned"), [
+    ("paperwatch <paperwatch@localhost>", True, True),
+    ("paperwatch <paperwatch@localhost>", False, False),
+    ("paperwatch <pw@example.org>", True, False),
+])
+def test_check_warns_of_a_from_at_localhost_only_when_mail_goes_by_smtp(sender: str, smtp: bool, warned: bool) -> None:
+    data: dict[str, object] = {"mail": {"from": sender}}
+    if smtp:
+        data["mail"] = {"from": sender, "smtp": {"host": "smtp.example.org"}}
+    warnings = mail_warnings(Config.model_validate(data))
+    assert bool(warnings) is warned
+    assert all(w.startswith("mail.from: paperwatch@localhost is at localhost") for w in warnings)
+
+
+def test_security_none_with_a_username_is_a_config_error() -> None:
+    with pytest.raises(ValidationError, match='username: security = "none" would send the password unencrypted'):
+        SmtpConfig.model_validate({"host": "127.0.0.1", "security": "none", "username": "alerts"})

@@ -26,7 +26,7 @@ from paperwatch.daemon import Schedule, schedule_state, serve
 from paperwatch.delivery import SEARCH, compose, deliver_due, prepare, queue_digests, with_search_hits, write_preview
 from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.fetch import Fetcher
-from paperwatch.mail import describe
+from paperwatch.mail import describe, mail_warnings, probe, utf8_addresses
 from paperwatch.match import Match
 from paperwatch.models import Paper
 from paperwatch.pipeline import (
@@ -150,6 +150,8 @@ def _parser() -> argparse.ArgumentParser:
     check = command("check", "validate the config, every rule, the templates and the password; print a summary")
     check.add_argument("--credentials", type=Path, metavar="DIR",
                        help="read the systemd credential smtp-password from DIR (default: $CREDENTIALS_DIRECTORY)")
+    check.add_argument("--smtp", action="store_true",
+                       help="also connect to the SMTP server, negotiate TLS and log in, then quit without sending")
     check.set_defaults(command=_check)
 
     init = command("init", "write a starter config for one reader where paperwatch will find it, then check it")
@@ -259,7 +261,12 @@ def _check(args: argparse.Namespace) -> int:
               f"{plural(len(found.warnings), 'warning')}", file=sys.stderr)
     if found.config is None:
         return ConfigError.exit_code
+    for warning in mail_warnings(found.config):
+        print(f"warning: {warning}", file=sys.stderr)
     _summary(found.config)
+    if args.smtp:
+        for step in asyncio.run(probe(found.config.mail, smtputf8=utf8_addresses(found.config))):
+            print(f"  {step}")
     return 0
 
 
@@ -314,7 +321,7 @@ def _init(args: argparse.Namespace) -> int:
     found = find_config_file(None) if not args.config else target
     if found is not None and found.resolve() != target.resolve():
         print(f"note: {found} comes first in the lookup order and will be read instead", file=sys.stderr)
-    args.config, args.credentials = target, None
+    args.config, args.credentials, args.smtp = target, None, False
     return _check(args)
 
 

@@ -32,11 +32,11 @@ from pydantic import (
     model_validator,
 )
 
+from paperwatch.address import parse_mailbox
 from paperwatch.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 
 
 def parse_duration(text: str | float) -> float:
@@ -85,9 +85,7 @@ def _close_time_zone(name: str) -> str | None:
 
 
 def _email(text: str) -> str:
-    address = text.rsplit("<", 1)[-1].rstrip(">").strip()
-    if not _EMAIL.match(address):
-        raise ValueError(f"{text!r} is not an email address")
+    parse_mailbox(text)  # exactly one mailbox, by the rule the headers and the envelope use
     return text
 
 
@@ -172,6 +170,13 @@ class SmtpConfig(_Section):
         if self.security == "none" and not _is_loopback(self.host):
             raise ValueError(f'security = "none" sends mail unencrypted: allowed only to a loopback host, '
                              f"not {self.host}")
+        return self
+
+    @model_validator(mode="after")
+    def _no_login_in_plaintext(self) -> SmtpConfig:
+        if self.security == "none" and self.username is not None:
+            raise ValueError('username: security = "none" would send the password unencrypted; '
+                             'use "starttls" or "tls", or drop the username')
         return self
 
 
@@ -705,11 +710,13 @@ def _address_warnings(data: dict[str, Any]) -> list[Finding]:
     places += [(("readers", i, "email"), reader.get("email")) for i, reader in _entries(data, "readers")]
     out = []
     for loc, value in places:
-        if not isinstance(value, str) or "@" not in value:
+        if not isinstance(value, str):
             continue
-        domain = value.rsplit("<", 1)[-1].rstrip(">").strip().rpartition("@")[2]
-        if domain and "." not in domain and domain.lower() != "localhost" and _EMAIL.match(value.rsplit("<", 1)[-1]
-                                                                                             .rstrip(">").strip()):
+        try:
+            domain = parse_mailbox(value).domain
+        except ValueError:  # an error of its own, reported with the structure
+            continue
+        if "." not in domain and domain.lower() != "localhost":
             out.append(Finding(loc, f"the domain {domain!r} has no dot: mail to {value!r} will probably bounce "
                                     f"(did you mean {domain}.org or {domain}.com?)", warning=True))
     return out

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from pathlib import Path
 
+from paperwatch.address import parse_mailbox
 from paperwatch.config import Config, Reader, located
 from paperwatch.digest import (
     DigestInfo,
@@ -33,7 +34,15 @@ from paperwatch.digest import (
     message_domain,
 )
 from paperwatch.errors import ConfigError, MailError, TemplateError
-from paperwatch.mail import Envelope, Transport, open_transport, unsafe_config_file
+from paperwatch.mail import (
+    AuthError,
+    Envelope,
+    SessionError,
+    Transport,
+    login_key,
+    open_transport,
+    unsafe_config_file,
+)
 from paperwatch.match import Hit, Match, Matcher, RuleSpec
 from paperwatch.models import Paper
 from paperwatch.store import OutboxMessage, QueuedPaper, SearchHit, Store, utcnow
@@ -49,6 +58,10 @@ FRESH_MARGIN = dt.timedelta(days=1)
 # How long a delivery attempt holds its message: if the process dies, it is due again after this.
 CLAIM = dt.timedelta(minutes=15)
 RETRY_LONGEST = dt.timedelta(hours=1)
+# After a refused login: most providers lock an account after a handful of failures.
+AUTH_BACKOFF = dt.timedelta(minutes=30)
+MAIL_PROBLEM = "mail.problem"  # state: the operator has been told of this refusal about us
+AUTH_HOLD = "mail.auth_hold"  # state: "UNTIL KEY", no login before UNTIL while the login is KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,13 +169,21 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
                       period_start=start, period_end=end)
     rendered = templates.render(info, items)
     kept = items[: len(items) - rendered.omitted]  # the rest stay pending, for the next digest
-    domain = message_domain(config.mail.from_)
+    sender, to = parse_mailbox(config.mail.from_), parse_mailbox(reader.email)
+    domain = message_domain(sender.address)
     message_id = make_message_id(reader.name, now.isoformat(), domain=domain)
     message = build_message(
-        rendered, sender=config.mail.from_, to=reader.email, message_id=message_id, date=now,
-        list_id=list_id(reader.name, domain), unsubscribe=config.paperwatch.admin or _address(config.mail.from_),
+        rendered, sender=sender.header(), to=to.header(), message_id=message_id, date=now,
+        list_id=list_id(reader.name, domain), unsubscribe=_address(config.paperwatch.admin or config.mail.from_),
     )
-    return Composed(reader, rendered, bytes(message), message_id, tuple(kept))
+    return Composed(reader, rendered, _as_sent(message, sender.needs_smtputf8 or to.needs_smtputf8),
+                    message_id, tuple(kept))
+
+
+def _as_sent(message: EmailMessage, utf8: bool) -> bytes:
+    """The message's bytes; an address that is not ASCII before the @ is written as UTF-8 (it
+    travels by SMTPUTF8), never as RFC 2047 words, which are not allowed inside an address."""
+    return message.as_bytes(policy=email.policy.SMTPUTF8) if utf8 else bytes(message)
 
 
 def list_id(reader: str, domain: str) -> str:
@@ -270,37 +291,124 @@ async def queue_digests(store: Store, config: Config, matcher: Matcher, template
 
 async def deliver_due(store: Store, config: Config, *, reader: str | None = None,
                       now: dt.datetime | None = None) -> list[Outcome]:
-    """Send every due message in the outbox over one connection; record what happened."""
+    """Send every due message in the outbox over one connection; record what happened.
+
+    A refusal about one recipient fails that digest; a refusal about us (connection, TLS,
+    login, our sender, or a 5xx to every recipient of the run) fails none: they all wait,
+    and the operator is told once."""
+    await _release_for_new_login(store, config, now=now)
     due = await store.due_messages(now=now, reader=reader)
     if not due:
         return []
-    outcomes = []
+    if (held := await _auth_held(store, config, due, now=now)) is not None:
+        return held
+    outcomes: list[Outcome] = []
+    done: set[int] = set()
+    refused: list[tuple[OutboxMessage, MailError]] = []
     try:
         async with open_transport(config.mail) as transport:
             for message in due:
                 moment = now or utcnow()
                 if not await store.claim(message.id, until=moment + CLAIM, now=moment):
+                    done.add(message.id)
                     continue  # another paperwatch process is sending it
-                outcomes.append(await _deliver(store, config, transport, message, now=now))
-    except MailError as exc:  # the transport could not even be opened: every message waits
-        for message in due[len(outcomes):]:
-            outcomes.append(await _failed(store, config, message, exc, now=now))
-    return outcomes
+                error = await _deliver(store, config, transport, message, now=now)
+                done.add(message.id)
+                if error is None:
+                    papers = f"{message.papers} paper{'' if message.papers == 1 else 's'}"
+                    outcomes.append(Outcome(message.reader, True, f"sent to {message.recipient} ({papers})"))
+                elif not error.temporary:
+                    refused.append((message, error))  # judged once the run shows whether it is everyone
+                else:
+                    outcomes.append(await _failed(store, config, message, error, now=now))
+    except SessionError as exc:
+        waiting = [m for m in due if m.id not in done] + [m for m, _ in refused]
+        return outcomes + await _hold(store, config, waiting, exc, now=now)
+    if any(o.ok for o in outcomes):
+        await store.set_state(MAIL_PROBLEM, "")  # mail flows again: a new refusal is news
+    if len({m.recipient for m, _ in refused}) > 1 and not any(o.ok for o in outcomes):
+        reply = refused[0][1].reply or str(refused[0][1])
+        everyone = SessionError(f"every recipient of this run was refused, so it is about us: {reply}", reply=reply)
+        return outcomes + await _hold(store, config, [m for m, _ in refused], everyone, now=now)
+    return outcomes + [await _failed(store, config, m, error, now=now) for m, error in refused]
 
 
 async def _deliver(store: Store, config: Config, transport: Transport, message: OutboxMessage,
-                   *, now: dt.datetime | None) -> Outcome:
-    envelope = Envelope(sender=message.sender, recipients=(message.recipient,), message_id=message.message_id,
-                        data=message.data)
+                   *, now: dt.datetime | None) -> MailError | None:
+    """Send one message; None once it is marked sent. A SessionError stops the whole run."""
+    # The sender is the config's now, not the one at queueing: fixing `from` releases held digests.
+    envelope = Envelope(sender=parse_mailbox(config.mail.from_).address, recipients=(message.recipient,),
+                        message_id=message.message_id, data=message.data)
     try:
         await transport.send(envelope)
+    except SessionError:
+        raise
     except MailError as exc:
-        return await _failed(store, config, message, exc, now=now)
+        return exc
     await store.mark_sent(message.id, now=now)
     # The caller reports the outcome (printed, or the daemon's log line): the id is for -vv only.
     log.debug("digest %s sent to %s", message.message_id, message.recipient)
-    papers = f"{message.papers} paper{'' if message.papers == 1 else 's'}"
-    return Outcome(message.reader, True, f"sent to {message.recipient} ({papers})")
+    return None
+
+
+async def _hold(store: Store, config: Config, messages: Sequence[OutboxMessage], exc: SessionError,
+                *, now: dt.datetime | None) -> list[Outcome]:
+    """Keep every message pending (never given up: the fix is the operator's), back off, and
+    tell the operator once, with the server's own words."""
+    now = now or utcnow()
+    reason = exc.reply or str(exc)
+    outcomes = []
+    for message in messages:
+        wait = min(RETRY_LONGEST, RETRY_FIRST * 2 ** message.attempts)
+        if isinstance(exc, AuthError):
+            wait = max(wait, AUTH_BACKOFF)
+        await store.mark_retry(message.id, reason, next_attempt_at=now + wait)
+        outcomes.append(Outcome(message.reader, False, f"will retry in {wait}: {reason}"))
+    if isinstance(exc, AuthError):
+        await store.set_state(AUTH_HOLD, f"{(now + AUTH_BACKOFF).isoformat()} {login_key(config.mail)}")
+    await _tell_operator(store, config, exc, now=now)
+    return outcomes
+
+
+async def _auth_held(store: Store, config: Config, due: Sequence[OutboxMessage],
+                     *, now: dt.datetime | None) -> list[Outcome] | None:
+    """After a refused login, no new attempt for AUTH_BACKOFF unless the login settings changed."""
+    until, _, key = (await store.get_state(AUTH_HOLD) or "").partition(" ")
+    now = now or utcnow()
+    if not until or key != login_key(config.mail) or dt.datetime.fromisoformat(until) <= now:
+        return None
+    for message in due:
+        await store.mark_retry(message.id, message.last_error or "login refused",
+                               next_attempt_at=dt.datetime.fromisoformat(until))
+    log.warning("the SMTP login was refused: not trying again before %s (or until the login settings change)",
+                until)
+    return [Outcome(m.reader, False, f"waits for the login until {until}: {m.last_error}") for m in due]
+
+
+async def _release_for_new_login(store: Store, config: Config, *, now: dt.datetime | None) -> None:
+    """The login settings changed since one was refused: what waits for it is due at once."""
+    until, _, key = (await store.get_state(AUTH_HOLD) or "").partition(" ")
+    if not until or key == login_key(config.mail):
+        return
+    now = now or utcnow()
+    await store.set_state(AUTH_HOLD, "")
+    for message in await store.messages(status="pending", limit=1_000_000):
+        if message.next_attempt_at > now:
+            await store.mark_retry(message.id, message.last_error or "", next_attempt_at=now)
+    log.info("the SMTP login settings changed since the server refused them: trying them now")
+
+
+async def _tell_operator(store: Store, config: Config, exc: SessionError, *, now: dt.datetime) -> None:
+    if await store.get_state(MAIL_PROBLEM):
+        log.warning("mail still refused (the operator was told): %s", exc)
+        return
+    await store.set_state(MAIL_PROBLEM, now.isoformat())
+    log.error("mail refused, every digest waits until this is fixed: %s", exc)
+    await queue_notice(store, config, "paperwatch: mail is refused, digests are waiting",
+                       "\n".join(["The mail server refused paperwatch's mail for a reason that is not about any one",
+                                  "reader, so every digest waits (none is lost) and is retried with backoff:", "",
+                                  f"    {exc}", "", "Check the [mail] settings (`paperwatch check --smtp` tries them).",
+                                  "You will not hear of it again until mail has gone out once."]), now=now)
 
 
 async def _failed(store: Store, config: Config, message: OutboxMessage, exc: MailError,
@@ -329,12 +437,13 @@ async def queue_notice(store: Store, config: Config, subject: str, text: str,
     now = now or utcnow()
     message = EmailMessage(policy=email.policy.SMTP)
     message_id = make_message_id("operator", now.isoformat(), domain=message_domain(config.mail.from_))
-    message["From"], message["To"], message["Subject"] = config.mail.from_, admin, subject
+    sender, to = parse_mailbox(config.mail.from_), parse_mailbox(admin)
+    message["From"], message["To"], message["Subject"] = sender.header(), to.header(), subject
     message["Date"], message["Message-ID"] = email.utils.format_datetime(now), message_id
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(text)
-    await store.queue_digest(reader=OPERATOR, recipient=_address(admin), sender=_address(config.mail.from_),
-                             message_id=message_id, data=bytes(message), papers=[], now=now)
+    await store.queue_digest(reader=OPERATOR, recipient=to.address, sender=sender.address, message_id=message_id,
+                             data=_as_sent(message, sender.needs_smtputf8 or to.needs_smtputf8), papers=[], now=now)
 
 
 def write_preview(directory: Path, composed: Composed) -> list[Path]:
@@ -363,5 +472,5 @@ def preview_name(reader: str) -> str:
 
 
 def _address(header: str) -> str:
-    return email.utils.parseaddr(header)[1] or header
+    return parse_mailbox(header).address
 

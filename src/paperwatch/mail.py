@@ -12,18 +12,20 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import socket
 import ssl
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
 
-from paperwatch.config import MailConfig, SmtpConfig, unsafe_location
+from paperwatch.address import parse_mailbox
+from paperwatch.config import Config, MailConfig, SmtpConfig, unsafe_location
 from paperwatch.errors import ConfigError, MailError
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,19 @@ def read_password(smtp: SmtpConfig) -> str | None:
     return None
 
 
+def login_key(config: MailConfig) -> str:
+    """A digest of where and as whom we log in: a refused login is not retried soon with the
+    same settings, but a changed password or server is tried at once."""
+    smtp = config.smtp
+    if smtp is None or smtp.username is None:
+        return ""
+    try:
+        password = read_password(smtp) or ""
+    except ConfigError:
+        password = ""
+    return hashlib.sha256(f"{smtp.host}\0{smtp.port}\0{smtp.username}\0{password}".encode()).hexdigest()[:16]
+
+
 def unsafe_config_file(path: Path | None, mail: MailConfig) -> str | None:
     """Why ``path`` is not safe to take an SMTP login from, or None.
 
@@ -112,13 +127,44 @@ async def open_transport(config: MailConfig) -> AsyncIterator[Transport]:
     try:
         password = read_password(config.smtp)
     except ConfigError as exc:
-        raise MailError(str(exc), temporary=True) from None
+        raise SessionError(str(exc)) from None
     transport = SmtpTransport(config.smtp, password)
     try:
         await transport.connect()
         yield transport
     finally:
         await transport.close()
+
+
+class SessionError(MailError):
+    """A refusal that is about us, not about one reader: the connection, the greeting, TLS, the
+    login or our sender address. Every message waits (none is failed) and the operator is told."""
+
+    def __init__(self, message: str, *, reply: str | None = None) -> None:
+        super().__init__(message, temporary=True, reply=reply)
+
+
+class AuthError(SessionError):
+    """The server refused our login: retrying soon only risks locking the account."""
+
+
+# Enhanced status codes (RFC 3463) that speak of the sender or its right to send, not of a recipient:
+# bad sender mailbox (1.7), sender system (1.8), auth required / not authorized / bad credentials,
+# SPF, DKIM, DMARC.
+_ABOUT_SENDER = {"1.7", "1.8", "7.0", "7.1", "7.8", "7.23", "7.25", "7.26", "7.27"}
+
+
+def about_sender(message: str, sender: str) -> bool:
+    """Whether a refusal at RCPT is really about our sender (Postfix checks the sender there,
+    after RCPT, by default) rather than about the recipient named."""
+    text = message.lower()
+    if "recipient address" in text:
+        return False
+    named = re.search(rf"(?<![\w.+-]){re.escape(sender.lower())}(?![\w.-])", text) if sender else None
+    if named or re.search(r"\bsender\b|authenticat|\brelay", text):
+        return True
+    code = re.match(r"\s*[245]\.(\d{1,3}\.\d{1,3})\b", message)
+    return bool(code and code.group(1) in _ABOUT_SENDER)
 
 
 class SmtpTransport:
@@ -128,28 +174,32 @@ class SmtpTransport:
         self._config = smtp
         self._password = password
         self._client: aiosmtplib.SMTP | None = None
+        self.steps: list[str] = []  # what the last connect did, for `check --smtp`
 
     @property
     def _where(self) -> str:
         return f"{self._config.host}:{self._config.port}"
 
+    @property
+    def smtputf8(self) -> bool:
+        return self._client is not None and self._client.supports_extension("smtputf8")
+
     async def connect(self) -> None:
         smtp = self._config
         client = aiosmtplib.SMTP(hostname=smtp.host, port=smtp.port, timeout=smtp.timeout,
                                  use_tls=smtp.security == "tls", start_tls=False, local_hostname=_local_hostname())
+        self.steps = []
         try:
             context = _tls_context(smtp.ca_file) if smtp.security != "none" else None
             client.tls_context = context
             await client.connect()
+            # Said here, not left to sendmail(): a refused EHLO is about us, not about a message.
+            await _hello(client)
+            self.steps.append(f"connected ({smtp.security}), greeting and EHLO accepted")
             if smtp.security == "starttls":
-                await client.ehlo()
-                if not client.supports_extension("starttls"):
-                    # Refused before any AUTH or MAIL: never fall back to plaintext.
-                    raise MailError(f"SMTP {self._where} does not offer STARTTLS, and mail.smtp.security "
-                                    f"is \"starttls\": not sending in plaintext", temporary=True)
-                await client.starttls(tls_context=context)
+                await self._starttls(client, context)
             if smtp.username is not None and self._password is not None:
-                await client.login(smtp.username, self._password)
+                await self._login(client, smtp.username, self._password)
         except BaseException as exc:
             client.close()
             if isinstance(exc, MailError):
@@ -157,23 +207,58 @@ class SmtpTransport:
             if isinstance(exc, (aiosmtplib.SMTPException, OSError, ssl.SSLError)):
                 # Whatever stops the session itself (a refused greeting, EHLO or login) is the
                 # operator's to fix, never a reader's fault: the mail stays queued.
-                raise _mail_error(exc, f"SMTP {self._where}", temporary=True) from None
+                raise _session_error(exc, f"SMTP {self._where}") from None
             raise
         self._client = client
+
+    async def _starttls(self, client: aiosmtplib.SMTP, context: ssl.SSLContext | None) -> None:
+        if not client.supports_extension("starttls"):
+            # Refused before any AUTH or MAIL: never fall back to plaintext.
+            raise SessionError(f"SMTP {self._where} does not offer STARTTLS, and mail.smtp.security "
+                               f"is \"starttls\": not sending in plaintext")
+        await client.starttls(tls_context=context)
+        version = client.get_transport_info("ssl_object")
+        self.steps.append(f"STARTTLS: {version.version() if version else 'TLS'}, certificate verified")
+
+    async def _login(self, client: aiosmtplib.SMTP, username: str, password: str) -> None:
+        """One mechanism, the first both sides know: a refused password is not tried again with
+        another (aiosmtplib's login() would), which counts twice against the account's lockout."""
+        await client.ehlo()
+        methods = [m for m in ("plain", "login", "cram-md5") if m in client.supported_auth_methods]
+        if not methods:
+            raise SessionError(f"SMTP {self._where} offers no login mechanism we know "
+                               f"(AUTH {' '.join(client.server_auth_methods) or 'not offered'}); "
+                               f"mail.smtp.username is set")
+        await getattr(client, f"auth_{methods[0].replace('-', '')}")(username, password)
+        self.steps.append(f"logged in as {username} ({methods[0].upper()})")
 
     async def send(self, envelope: Envelope) -> None:
         if self._client is None or not self._client.is_connected:
             await self.close()
             await self.connect()
         assert self._client is not None
+        options = self._utf8_options(envelope)
         try:
-            await self._client.sendmail(envelope.sender, list(envelope.recipients), envelope.data)
+            await self._client.sendmail(envelope.sender, list(envelope.recipients), envelope.data,
+                                        mail_options=options)
         except (aiosmtplib.SMTPException, OSError) as exc:
             if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError)):
                 await self.close()  # the session is gone or unusable: the next message reconnects
             else:
                 await self._reset()
-            raise _mail_error(exc, f"SMTP {self._where}: {envelope.message_id} not delivered") from None
+            raise _send_error(exc, envelope.sender, f"SMTP {self._where}", envelope.message_id) from None
+
+    def _utf8_options(self, envelope: Envelope) -> list[str]:
+        """SMTPUTF8 where an address has a non-ASCII local part (domains go as IDNA), if offered."""
+        if envelope.sender.isascii() and all(r.isascii() for r in envelope.recipients):
+            return []
+        if self.smtputf8:
+            return ["SMTPUTF8"]
+        if not envelope.sender.isascii():
+            raise SessionError(f"SMTP {self._where} does not offer SMTPUTF8, which mail.from "
+                               f"{envelope.sender!r} needs (its name before @ is not ASCII)")
+        raise MailError(f"SMTP {self._where} does not offer SMTPUTF8, which {', '.join(envelope.recipients)} "
+                        f"needs (the name before @ is not ASCII): {envelope.message_id} waits", temporary=True)
 
     async def _reset(self) -> None:
         with contextlib.suppress(aiosmtplib.SMTPException, OSError):
@@ -188,6 +273,49 @@ class SmtpTransport:
             await client.quit()
         except (aiosmtplib.SMTPException, OSError):
             client.close()
+
+
+async def probe(config: MailConfig, *, smtputf8: Sequence[str] = ()) -> list[str]:
+    """``check --smtp``: connect, say hello, negotiate TLS, log in and quit without sending.
+    ``smtputf8`` names the configured addresses that need SMTPUTF8. Raises MailError."""
+    if config.smtp is None:
+        return [f"mail goes to the Maildir {config.maildir}: no SMTP server to try"]
+    transport = SmtpTransport(config.smtp, read_password(config.smtp))
+    await transport.connect()
+    try:
+        steps = list(transport.steps)
+        if smtputf8 and not transport.smtputf8:
+            raise MailError(f"SMTP {config.smtp.host}:{config.smtp.port} does not offer SMTPUTF8, which "
+                            f"{', '.join(smtputf8)} need: their mail would wait", temporary=True)
+        steps.append("SMTPUTF8 offered" if transport.smtputf8 else "SMTPUTF8 not offered")
+    finally:
+        await transport.close()
+    return [*steps, "quit without sending: the mail settings work"]
+
+
+def mail_warnings(config: Config) -> list[str]:
+    """What ``check`` should point out without refusing the config."""
+    sender = parse_mailbox(config.mail.from_)
+    if config.mail.smtp is not None and sender.ascii_domain in ("localhost", "localhost.localdomain"):
+        return [f"mail.from: {sender.address} is at localhost, but mail goes out by SMTP: servers refuse "
+                "or distrust it, and Message-ID and List-Id name localhost; set from to a real address"]
+    return []
+
+
+def utf8_addresses(config: Config) -> list[str]:
+    """The configured addresses only a server offering SMTPUTF8 can take."""
+    named = [config.mail.from_, config.paperwatch.admin, *(r.email for r in config.readers)]
+    return [box.address for box in map(parse_mailbox, filter(None, named)) if box.needs_smtputf8]
+
+
+async def _hello(client: aiosmtplib.SMTP) -> None:
+    """EHLO, or HELO where a server refuses EHLO but is still listening (as aiosmtplib would)."""
+    try:
+        await client.ehlo()
+    except aiosmtplib.SMTPHeloError:
+        if not client.is_connected:
+            raise
+        await client.helo()
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -216,14 +344,29 @@ def _mail_error(exc: BaseException, context: str, *, temporary: bool = False) ->
         exc = exc.recipients[0]
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         reply = f"{exc.code} {exc.message}".strip()
-        # A refused login or sender is the operator's to fix, the same for every reader: keep the mail queued.
-        temporary = (temporary or 400 <= exc.code < 500
-                     or isinstance(exc, aiosmtplib.SMTPAuthenticationError | aiosmtplib.SMTPSenderRefused))
+        temporary = temporary or 400 <= exc.code < 500
         return MailError(f"{context}: {reply}", temporary=temporary, reply=reply)
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return MailError(f"{context}: TLS failed: {exc}", temporary=True)
     reason = str(exc) or type(exc).__name__
     return MailError(f"{context}: {reason}", temporary=True)
+
+
+def _session_error(exc: BaseException, context: str) -> SessionError:
+    """Connecting, greeting, EHLO, TLS or login failed: the same for every message."""
+    error = _mail_error(exc, context, temporary=True)
+    kind = AuthError if isinstance(exc, aiosmtplib.SMTPAuthenticationError) else SessionError
+    return kind(str(error), reply=error.reply)
+
+
+def _send_error(exc: BaseException, sender: str, where: str, message_id: str) -> MailError:
+    """A refused sender (at MAIL, or at RCPT when the reply is about the sender) stops the
+    session for every message; any other reply is about this one message."""
+    refused = exc.recipients[0] if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients else exc
+    if isinstance(refused, aiosmtplib.SMTPSenderRefused) or (
+            isinstance(refused, aiosmtplib.SMTPRecipientRefused) and about_sender(refused.message, sender)):
+        return _session_error(refused, f"{where}: sender {sender} refused")
+    return _mail_error(exc, f"{where}: {message_id} not delivered")
 
 
 class MaildirTransport:
