@@ -23,6 +23,7 @@ limit)``, ``authors(names, marks)`` and ``day(date)``.
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import email.policy
 import email.utils
@@ -30,6 +31,7 @@ import hashlib
 import importlib.resources
 import re
 import traceback
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -48,7 +50,12 @@ from paperwatch.models import HF_SITE, Paper
 
 HTML_TEMPLATE, TEXT_TEMPLATE, SUBJECT_TEMPLATE = "digest.html.j2", "digest.txt.j2", "subject.txt.j2"
 # Gmail clips an HTML part past ~102 KB and hides the rest behind "View entire message".
+# Measured on the HTML part as sent (quoted-printable), which is what Gmail counts.
 HTML_BUDGET = 100_000
+# What a rule's heading adds to the page, generously, before its name: the page is checked whole after.
+HEADING_ALLOWANCE = 300
+HIGHLIGHT_STYLE = "background-color:#fff1a8;color:inherit"  # dark mode overrides .hl in the template's CSS
+MORE_LINKS = 7  # links to the pages of the papers left out, at most (by day, then week, then month)
 ABSTRACT_LIMIT = 600
 SUBJECT_LIMIT = 200
 HEADER_LIMIT = 250
@@ -66,6 +73,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9$\\(\[\"'])")
 _URL_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f\"'<>\\`]")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_HIGHLIGHT = Markup(f'<span class="hl" style="{HIGHLIGHT_STYLE}">%s</span>')
 # Remote and local stylesheets are never fetched: the template's own <style> is all there is.
 _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
@@ -159,10 +167,13 @@ class Group:
 class Templates:
     """The three digest templates, compiled once and checked at start-up."""
 
-    __slots__ = ("_files", "_html", "_subject", "_text")
+    __slots__ = ("_files", "_html", "_original", "_subject", "_text")
 
-    def __init__(self, html: Template, text: Template, subject: Template, files: Collection[str]) -> None:
+    def __init__(self, html: Template, text: Template, subject: Template, files: Collection[str],
+                 original: Template | None = None) -> None:
+        # ``original``: the HTML template as written, when ``html`` is it with its CSS inlined at load.
         self._html, self._text, self._subject, self._files = html, text, subject, files
+        self._original = original
 
     @classmethod
     def load(cls, directory: Path | None) -> Templates:
@@ -176,8 +187,13 @@ class Templates:
         try:
             for name in sources:  # includes too, so a typo in one fails now, not at 8 am
                 html_env.get_template(name)
-            templates = cls(html_env.get_template(HTML_TEMPLATE), text_env.get_template(TEXT_TEMPLATE),
+            original = html_env.get_template(HTML_TEMPLATE)
+            templates = cls(original, text_env.get_template(TEXT_TEMPLATE),
                             text_env.get_template(SUBJECT_TEMPLATE), files)
+            # Without a card block each digest is rendered whole and inlined, as written.
+            inlined = preinline(sources[HTML_TEMPLATE][0]) if "card" in original.blocks else None
+            if inlined is not None:
+                templates._html, templates._original = html_env.from_string(inlined), original
         except Exception as exc:
             raise _template_error(exc, files, str(directory or "templates")) from exc
         # A trial run on a sample digest (and an empty one) finds an unknown variable, filter or
@@ -187,23 +203,73 @@ class Templates:
         return templates
 
     def render(self, info: DigestInfo, items: Sequence[DigestItem]) -> Rendered:
-        """Compose the digest, cutting papers from the end of ``items`` while the HTML is over budget."""
-        entries = _entries(items)
-        shown, html = self._fit(info, entries)
-        context = _context(info, entries, shown)
+        """Compose the digest, cutting papers from the end of ``items`` while the HTML part, as
+        sent, is over budget."""
+        merged = _merged(items)
+        if self._original is not None:
+            shown, html, entries = self._fit_cards(info, merged)
+        else:
+            entries = [_entry(item) for item in merged]
+            shown, html = self._fit(info, merged, entries)
+            entries = entries[:shown]
+        context = _context(info, merged, entries)
         subject = _header(self._run(self._subject, context), SUBJECT_LIMIT)
-        return Rendered(subject, self._run(self._text, context), html, len(entries) - shown)
+        return Rendered(subject, self._run(self._text, context), html, len(merged) - shown)
 
-    def _fit(self, info: DigestInfo, entries: Sequence[Entry]) -> tuple[int, str]:
-        """The most papers whose HTML fits the budget, and at least one. Each render costs, so the
-        search interpolates between the sizes it has seen instead of halving blindly."""
+    def _fit_cards(self, info: DigestInfo, merged: Sequence[DigestItem]) -> tuple[int, str, list[Entry]]:
+        """Each paper's card rendered once, in order, while the cards so far, their rule headings
+        and the page around them (with every paper left out: the longest "and N more") fit the
+        budget as encoded for sending; then the page around the cards that fit, checked whole."""
+        around = _context(info, merged, [])
+        base = encoded_size(self._page(around, [], {}))
+        entries: list[Entry] = []
+        cards: dict[int, str] = {}
+        total, rule = base, None
+        for item in merged:
+            entry = _entry(item)
+            card = self._card(around, entry)
+            heading = 0 if entry.rules[0] == rule else HEADING_ALLOWANCE + 3 * len(entry.rules[0].encode())
+            if entries and total + heading + encoded_size(card) > HTML_BUDGET:
+                break
+            total, rule = total + heading + encoded_size(card), entry.rules[0]
+            entries.append(entry)
+            cards[id(entry)] = card
+        while True:  # the allowances are generous: this runs once but for a rule name of odd characters
+            html = self._page(_context(info, merged, entries), entries, cards)
+            if len(entries) <= 1 or encoded_size(html) <= HTML_BUDGET:
+                return len(entries), html, entries
+            entries.pop()
+
+    def _card(self, around: Mapping[str, Any], entry: Entry) -> str:
+        context = self._html.new_context({**around, "e": entry})
+        return self._generate(self._html, context, self._html.blocks["card"])
+
+    def _page(self, around: Mapping[str, Any], entries: Sequence[Entry], cards: Mapping[int, str]) -> str:
+        """The page around ``entries``, whose cards are those already rendered."""
+        context = self._html.new_context(dict(around))
+        context.blocks["card"] = [lambda block: iter((cards[id(block["e"])],))]
+        return self._generate(self._html, context, self._html.root_render_func)
+
+    def _generate(self, template: Template, context: Any, function: Callable[[Any], Iterable[str]]) -> str:
+        try:
+            return "".join(function(context))
+        except Exception as exc:
+            # The inlined template's lines are not the file's: the template as written names the line.
+            if self._original is not None:
+                self._run(self._original, dict(context.get_all()))
+            raise _template_error(exc, self._files, template.name or HTML_TEMPLATE) from exc
+
+    def _fit(self, info: DigestInfo, merged: Sequence[DigestItem], entries: Sequence[Entry]) -> tuple[int, str]:
+        """For a template without a card block, whose CSS is inlined per digest: the most papers
+        whose HTML fits the budget, and at least one. Each render costs, so the search
+        interpolates between the sizes it has seen instead of halving blindly."""
         sizes: dict[int, int] = {}
         done: dict[int, str] = {}
 
         def size(shown: int) -> int:
             if shown not in done:
-                done[shown] = self._inline(self._run(self._html, _context(info, entries, shown)))
-                sizes[shown] = len(done[shown].encode())
+                done[shown] = self._inline(self._run(self._html, _context(info, merged, entries[:shown])))
+                sizes[shown] = encoded_size(done[shown])
             return sizes[shown]
 
         # One paper is always shown, however long: else a paper bigger than the budget would
@@ -299,17 +365,81 @@ def _template_error(exc: Exception, files: Collection[str], fallback: str) -> Te
     return TemplateError(f"{where}: {type(exc).__name__}: {exc}")
 
 
-def _context(info: DigestInfo, entries: Sequence[Entry], shown: int) -> dict[str, Any]:
+_JINJA = re.compile(r"\{#.*?#\}|\{%.*?%\}|\{\{.*?\}\}", re.DOTALL)
+_PLACEHOLDER = re.compile("(<!--)?\ue000([0-9]+)\ue001(?(1)-->)")
+_DYNAMIC_SELECTOR = re.compile("""\\b(?:class|id)\\s*=\\s*(?:"[^"]*|'[^']*|)\ue000""")
+
+
+def preinline(source: str) -> str | None:
+    """The HTML template's source with its CSS inlined, once at load instead of in every digest;
+    None when that cannot be done faithfully (it includes other templates, or names a class or
+    id from a variable, or the HTML parser moved its Jinja code), and then each digest's HTML
+    is inlined as it is made."""
+    if re.search(r"\{%-?\s*(?:include|extends|import|from)\b", source):
+        return None
+    tokens: list[str] = []
+    out: list[str] = []
+    last, in_tag = 0, False
+    for found in _JINJA.finditer(source):
+        html = source[last:found.start()]
+        opened, closed = html.rfind("<"), html.rfind(">")
+        in_tag = opened > closed if opened != closed else in_tag
+        # Between tags a comment, which the parser keeps where it is; in a tag, plain text.
+        out += [html, f"\ue000{len(tokens)}\ue001" if in_tag else f"<!--\ue000{len(tokens)}\ue001-->"]
+        tokens.append(found.group())
+        last = found.end()
+    out.append(source[last:])
+    marked = "".join(out)
+    if _DYNAMIC_SELECTOR.search(marked):
+        return None
+    try:
+        inlined = _INLINER.inline(marked)
+    except css_inline.InlineError:
+        return None
+    found_order = [(bool(m.group(1)), int(m.group(2))) for m in _PLACEHOLDER.finditer(inlined)]
+    expected = [(f"<!--\ue000{n}\ue001-->" in marked, n) for n in range(len(tokens))]
+    if found_order != expected:
+        return None
+    return _PLACEHOLDER.sub(lambda m: tokens[int(m.group(2))], inlined)
+
+
+def _context(info: DigestInfo, merged: Sequence[DigestItem], entries: Sequence[Entry]) -> dict[str, Any]:
+    """What the templates see when ``entries`` (the first of ``merged``) are in this mail."""
+    left = merged[len(entries):]
     return {
         "info": info,
-        "headline": _headline(info, len(entries)),
+        "headline": _headline(info, len(merged)),
         "count": len(entries),
-        "groups": _groups(entries[:shown]),
+        "matched": len(merged),
+        "groups": _groups(entries),
         "rules": _unique(entry.rules[0] for entry in entries),
-        "omitted": len(entries) - shown,
-        "more_url": safe_url(info.more_url) or listing_url(entry.paper.daily_date for entry in entries[shown:]),
-        "empty_reason": None if entries else empty_reason(info),
+        "omitted": len(left),
+        "more_url": safe_url(info.more_url) or listing_url(item.paper.daily_date for item in left),
+        "more_links": more_links(item.paper.daily_date for item in left) if left else (),
+        "empty_reason": None if merged else empty_reason(info),
     }
+
+
+def more_links(days: Iterable[dt.date | None]) -> tuple[tuple[str, str, int], ...]:
+    """(label, Hugging Face page, papers) for each day the papers left out come from; by ISO week
+    past a week of days and by month past seven weeks, so the list stays short."""
+    counts = Counter(days)
+    dated = sorted(day for day in counts if day is not None)
+    pages: dict[tuple[str, str], int] = {}
+    for day in dated:
+        if len(dated) <= MORE_LINKS:
+            label, url = _day(day), f"{HF_SITE}/papers/date/{day.isoformat()}"
+        elif len({d.isocalendar()[:2] for d in dated}) <= MORE_LINKS:
+            year, week, _ = day.isocalendar()
+            monday = day - dt.timedelta(days=day.weekday())
+            label, url = f"week of {_day(monday)}", f"{HF_SITE}/papers/week/{year}-W{week:02d}"
+        else:
+            label, url = f"{_MONTHS[day.month - 1]} {day.year}", f"{HF_SITE}/papers/month/{day.year}-{day.month:02d}"
+        pages[label, url] = pages.get((label, url), 0) + counts[day]
+    links = [(label, url, n) for (label, url), n in pages.items()]
+    if None in counts:  # saved-search results the site gave no day for
+        links.append(("undated", f"{HF_SITE}/papers", counts[None]))
+    return tuple(links)
 
 
 def listing_url(days: Iterable[dt.date | None]) -> str:
@@ -335,15 +465,15 @@ def _groups(entries: Iterable[Entry]) -> tuple[Group, ...]:
     return tuple(Group(rule, tuple(members)) for rule, members in by_rule.items())
 
 
-def _entries(items: Sequence[DigestItem]) -> list[Entry]:
-    """One entry per paper, in the order given; a paper given twice keeps both sets of rules."""
+def _merged(items: Sequence[DigestItem]) -> list[DigestItem]:
+    """One item per paper, in the order given; a paper given twice keeps both sets of rules."""
     merged: dict[str, DigestItem] = {}
     for item in items:
         seen = merged.get(item.paper.id)
         merged[item.paper.id] = item if seen is None else DigestItem(
             seen.paper, _unique(seen.rules + item.rules),
             _unique(seen.highlights + item.highlights), _unique(seen.why + item.why))
-    return [_entry(item) for item in merged.values()]
+    return list(merged.values())
 
 
 def _entry(item: DigestItem) -> Entry:
@@ -354,7 +484,7 @@ def _entry(item: DigestItem) -> Entry:
             found[mark.field].append(_clean(mark.text))
     key = quote(paper.id, safe="")
     return Entry(
-        paper=paper, title=_clean(paper.title), abstract=_clean(paper.summary or ""),
+        paper=paper, title=_clean(latex_text(paper.title)), abstract=_clean(latex_text(paper.summary or "")),
         authors=tuple(_clean(a) for a in paper.authors),
         keywords=tuple(_clean(k) for k in paper.ai_keywords[:KEYWORDS_SHOWN]),
         organization=_clean(paper.organization) if paper.organization else None,
@@ -428,6 +558,30 @@ def _clean(text: str) -> str:
     return _SPACE.sub(" ", _INVISIBLE.sub("", text)).strip()
 
 
+# LaTeX that abstracts use for emphasis in running text: reduced to its text. Math ($...$,
+# \(...\), \[...\]) stays as written: readers of these papers read it as it is.
+_MATH = re.compile(r"((?<!\\)\$\$.+?(?<!\\)\$\$|(?<!\\)\$.+?(?<!\\)\$|\\\(.+?\\\)|\\\[.+?\\\])", re.DOTALL)
+_TEXT_COMMAND = re.compile(r"\\(?:text(?:bf|it|tt|rm|sf|sc|up|md|normal)?|emph|mathrm|mathbf|mathit|mathsf|"
+                           r"mathtt|underline|uline)\s*\{([^{}]*)\}")
+_OLD_FONT = re.compile(r"\{\\(?:bf|it|em|tt|rm|sf|sc)\s+([^{}]*)\}")
+_ESCAPED = re.compile(r"\\([%&#_$])")
+
+
+def latex_text(text: str) -> str:
+    """``text`` with LaTeX text commands (``\\textbf{x}``, ``\\emph{x}``, ``{\\bf x}``, ``\\%``) reduced
+    to their text outside math, and math left as written."""
+    if "\\" not in text:
+        return text
+    pieces = _MATH.split(text)
+    for index in range(0, len(pieces), 2):  # the even pieces are outside math
+        piece, before = pieces[index], None
+        while piece != before:  # nested: \textbf{\emph{x}}
+            before = piece
+            piece = _OLD_FONT.sub(r"\1", _TEXT_COMMAND.sub(r"\1", piece))
+        pieces[index] = _ESCAPED.sub(r"\1", piece)
+    return "".join(pieces)
+
+
 @lru_cache(maxsize=256)
 def _pattern(marks: tuple[str, ...]) -> re.Pattern[str] | None:
     """Any of ``marks``, longest first, case-insensitive, not inside a longer word."""
@@ -448,13 +602,15 @@ def _mark_html(text: str, marks: Sequence[str]) -> Markup:
 
 @lru_cache(maxsize=4096)  # the budget search renders the same entries several times
 def _marked(text: str, marks: tuple[str, ...]) -> Markup:
-    """``text`` escaped, with each matched term wrapped in <mark>: escaping first keeps markup in text inert."""
+    """``text`` escaped, with each matched term in a highlighted span: escaping first keeps markup
+    in text inert. The span carries its own style, which Outlook keeps (it drops <mark>), and which
+    the CSS inlined into the template cannot reach (the span is made here, after inlining)."""
     text, pattern = str(text), _pattern(tuple(marks))
     if pattern is None:
         return escape(text)
     out, last = [], 0
     for found in pattern.finditer(text):
-        out += [escape(text[last:found.start()]), Markup("<mark>%s</mark>") % found.group()]
+        out += [escape(text[last:found.start()]), _HIGHLIGHT % found.group()]
         last = found.end()
     return Markup("").join([*out, escape(text[last:])])
 
@@ -584,20 +740,41 @@ def _unsubscribe_url(value: str) -> str:
     return f"mailto:{email.utils.parseaddr(value)[1] or value.replace(' ', '')}"
 
 
+def qp_encode(text: str) -> bytes:
+    """``text`` as UTF-8 in quoted-printable with CRLF line ends, by the C encoder: lines of at
+    most 76 characters, 7-bit clean, whatever the SMTP server offers."""
+    body = re.sub(r"\r\n?|\n", "\r\n", text)
+    if not body.endswith("\r\n"):
+        body += "\r\n"  # and the encoder takes CRLF for its soft line breaks from the first line end
+    return binascii.b2a_qp(body.encode(), istext=True)
+
+
+def encoded_size(html: str) -> int:
+    """The size of an HTML part as sent: what Gmail's clip counts."""
+    return len(qp_encode(html))
+
+
 def build_message(rendered: Rendered, *, sender: str, to: str, message_id: str, date: dt.datetime,
-                  list_id: str, unsubscribe: str) -> EmailMessage:
-    """A multipart/alternative message (text, then HTML) with exactly the headers paperwatch sets."""
-    message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = _header(sender)
-    message["To"] = _header(to)
-    message["Subject"] = _header(rendered.subject, SUBJECT_LIMIT)
-    message["Date"] = email.utils.format_datetime(date)
-    message["Message-ID"] = _angle(_header(message_id).replace(" ", ""))
-    message["List-Id"] = _header(list_id)
-    message["List-Unsubscribe"] = _angle(_unsubscribe_url(_header(unsubscribe)))
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(rendered.text)
-    message.add_alternative(rendered.html, subtype="html")
-    for part in message.iter_parts():  # add_alternative stamps one on the HTML part; it belongs on top only
-        del part["MIME-Version"]
-    return message
+                  list_id: str, unsubscribe: str) -> bytes:
+    """A multipart/alternative message (text, then HTML) with exactly the headers paperwatch
+    sets. The parts are encoded here (the email package's quoted-printable is pure Python and
+    cost more than the rendering); the boundary holds "=_", which quoted-printable never does."""
+    headers = EmailMessage(policy=email.policy.SMTP)
+    headers["From"] = _header(sender)
+    headers["To"] = _header(to)
+    headers["Subject"] = _header(rendered.subject, SUBJECT_LIMIT)
+    headers["Date"] = email.utils.format_datetime(date)
+    headers["Message-ID"] = _angle(_header(message_id).replace(" ", ""))
+    headers["List-Id"] = _header(list_id)
+    headers["List-Unsubscribe"] = _angle(_unsubscribe_url(_header(unsubscribe)))
+    headers["Auto-Submitted"] = "auto-generated"
+    headers["MIME-Version"] = "1.0"
+    boundary = "=_" + hashlib.sha256(headers["Message-ID"].encode()).hexdigest()[:30]
+    head = b"".join(email.policy.SMTP.fold_binary(name, value) for name, value in headers.items())
+    parts = [head, f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode()]
+    # The line end before a boundary belongs to the boundary, so each part's own last one stays.
+    for subtype, body in (("plain", rendered.text), ("html", rendered.html)):
+        parts += [f"--{boundary}\r\nContent-Type: text/{subtype}; charset=\"utf-8\"\r\n"
+                  f"Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode(), qp_encode(body), b"\r\n"]
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts)
