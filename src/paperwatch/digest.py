@@ -484,7 +484,7 @@ def _entry(item: DigestItem) -> Entry:
             found[mark.field].append(_clean(mark.text))
     key = quote(paper.id, safe="")
     return Entry(
-        paper=paper, title=_clean(latex_text(paper.title)), abstract=_clean(latex_text(paper.summary or "")),
+        paper=paper, title=_clean(latex_text(paper.title)), abstract=_fold(latex_text(paper.summary or "")),
         authors=tuple(_clean(a) for a in paper.authors),
         keywords=tuple(_clean(k) for k in paper.ai_keywords[:KEYWORDS_SHOWN]),
         organization=_clean(paper.organization) if paper.organization else None,
@@ -555,6 +555,11 @@ def _day(day: dt.date) -> str:
 @lru_cache(maxsize=8192)  # the same titles, names and keywords come in every reader's digest
 def _clean(text: str) -> str:
     """One line of visible text: control and invisible characters gone, whitespace folded."""
+    return _fold(text)
+
+
+def _fold(text: str) -> str:
+    """``_clean`` without its cache, for abstracts: thousands of them would stay in memory."""
     return _SPACE.sub(" ", _INVISIBLE.sub("", text)).strip()
 
 
@@ -600,7 +605,7 @@ def _mark_html(text: str, marks: Sequence[str]) -> Markup:
     return _marked(str(text), tuple(marks))
 
 
-@lru_cache(maxsize=4096)  # the budget search renders the same entries several times
+@lru_cache(maxsize=512)  # the same paper comes in many readers' digests; small, as it holds abstracts
 def _marked(text: str, marks: tuple[str, ...]) -> Markup:
     """``text`` escaped, with each matched term in a highlighted span: escaping first keeps markup
     in text inert. The span carries its own style, which Outlook keeps (it drops <mark>), and which
@@ -624,9 +629,9 @@ def shorten(text: str | None, marks: Sequence[str] = (), limit: int = ABSTRACT_L
     return _shortened(str(text or ""), tuple(marks), int(limit))
 
 
-@lru_cache(maxsize=4096)  # the budget search renders the same entries several times
+@lru_cache(maxsize=512)  # the same paper comes in many readers' digests; small, as it holds abstracts
 def _shortened(text: str, marks: tuple[str, ...], limit: int) -> str:
-    text = _clean(text)
+    text = _fold(text)
     if len(text) <= limit:
         return text
     sentences = _SENTENCE_END.split(text)
