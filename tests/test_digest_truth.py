@@ -4,10 +4,12 @@ it stays under Gmail's clip as sent, with highlights every mail client shows."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib.resources
 import re
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +31,7 @@ from paperwatch.digest import (
     more_links,
 )
 from paperwatch.models import Paper
+from reference import render_reference
 
 DAY = dt.date(2025, 3, 5)
 SENTENCES = " ".join(f"Sentence {i} about grokking and loss curves in deep networks." for i in range(40))
@@ -203,3 +206,36 @@ def test_latex_in_an_abstract_reaches_the_reader_as_text(templates: Templates) -
         assert r"A specialist for $\mathbf{x}$" in shown
         assert r"We train a specialist grokking model in $O(\log n)$ steps." in shown
         assert "\\textbf" not in shown and "\\emph" not in shown
+
+
+def without_card_block(tmp_path: Path) -> Path:
+    """The packaged templates, with the HTML one's card block taken out (as an older copy would be)."""
+    packaged = importlib.resources.files("paperwatch") / "templates"
+    for item in packaged.iterdir():
+        text = item.read_text(encoding="utf-8")
+        if item.name == "digest.html.j2":
+            text = text.replace("{% block card scoped %}\n", "").replace("{% endblock %}\n", "")
+            assert "{% block" not in text.split("-#}", 1)[1]
+        (tmp_path / item.name).write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+def styles(html: str) -> list[tuple[str, str, str]]:
+    soup = BeautifulSoup(html, "html.parser")
+    return [(tag.name, " ".join(tag.get("class") or []), str(tag.get("style", ""))) for tag in soup.find_all(True)]
+
+
+def test_css_inlined_once_at_load_styles_every_element_as_inlining_each_digest_did(tmp_path: Path) -> None:
+    once = render_reference(Templates.load(None))
+    each = render_reference(Templates.load(without_card_block(tmp_path)))
+    assert once.text == each.text and once.subject == each.subject
+    assert styles(once.html) == styles(each.html)
+    assert BeautifulSoup(once.html, "html.parser").get_text() == BeautifulSoup(each.html, "html.parser").get_text()
+
+
+def test_a_template_without_a_card_block_still_fits_the_budget_as_sent(tmp_path: Path) -> None:
+    templates = Templates.load(without_card_block(tmp_path))
+    rendered = templates.render(info(), items([paper(n) for n in range(300)]))
+    assert 0 < rendered.omitted < 300 and encoded_size(rendered.html) <= 100_000
+    assert rendered.subject.startswith(f"{300 - rendered.omitted} new papers, {rendered.omitted} more next time")
+    assert all(card.has_attr("style") for card in BeautifulSoup(rendered.html, "html.parser").select("div.card"))
