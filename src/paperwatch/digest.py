@@ -11,14 +11,17 @@ naming the template and line; the caller then leaves that reader's papers pendin
 What a template sees (the packaged ones in ``templates/`` are the reference):
 
     info        DigestInfo (reader, address) headline   "Hugging Face Daily Papers, 3–5 Mar 2025: ..."
-    count       papers in the digest         omitted    papers cut by the size budget
-    groups      Group(rule, entries) shown   more_url   where the omitted papers can be found
-    rules       every paper's best rule      empty_reason  why nothing matched, or None
+    count       papers in this mail          omitted    papers the size budget left for the next
+    matched     count + omitted              more_links (label, url, papers) of each day left out
+    groups      Group(rule, entries) shown   more_url   one page listing the papers left out
+    rules       the shown papers' best rules empty_reason  why nothing matched, or None
 
 Each Entry has paper, title, abstract, authors, keywords, organization, rules, also, why,
 marks (the matched texts per field), url (its Hugging Face page) and links (label, url).
-Filters: ``highlight(text, marks)`` (HTML: escape, then <mark>), ``shorten(text, marks,
-limit)``, ``authors(names, marks)`` and ``day(date)``.
+Filters: ``highlight(text, marks)`` (HTML: escape, then <span class="hl"> styled inline),
+``shorten(text, marks, limit)``, ``authors(names, marks)`` and ``day(date)``. The HTML
+template's ``{% block card scoped %}`` (one paper, ``e``) is rendered once per paper shown,
+and its CSS inlined once, at load.
 """
 
 from __future__ import annotations
