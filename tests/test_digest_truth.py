@@ -16,7 +16,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from paperwatch.config import Config, Reader
-from paperwatch.delivery import compile_rules, digest_items
+from paperwatch.delivery import MatchMemo, compile_rules, digest_items
 from paperwatch.digest import (
     HIGHLIGHT_STYLE,
     DigestInfo,
@@ -239,3 +239,17 @@ def test_a_template_without_a_card_block_still_fits_the_budget_as_sent(tmp_path:
     assert 0 < rendered.omitted < 300 and encoded_size(rendered.html) <= 100_000
     assert rendered.subject.startswith(f"{300 - rendered.omitted} new papers, {rendered.omitted} more next time")
     assert all(card.has_attr("style") for card in BeautifulSoup(rendered.html, "html.parser").select("div.card"))
+
+
+def test_papers_matched_once_for_every_reader_give_each_reader_what_matching_them_alone_does() -> None:
+    readers = [Reader.model_validate({"name": name, "email": f"{name}@example.org", "rules": rules}) for name, rules in (
+        ("alice", [{"name": "grok", "keywords": ["grok*"]}, {"name": "people", "authors": ["Ada Lovelace"]}]),
+        ("bob", [{"name": "loss", "keywords": ["loss curves"], "exclude": ["Paper 3"]}]),
+        ("carol", [{"name": "nothing", "keywords": ["quantum gravity"]}]))]
+    matcher = compile_rules(Config.model_validate({"readers": [r.model_dump() for r in readers]}))
+    papers = [paper(n, authors=("Ada Lovelace",) if n % 2 else ("Alan Turing",)) for n in range(6)]
+    memo = MatchMemo(matcher)
+    for reader in readers:
+        alone = digest_items(reader, papers, matcher)
+        assert digest_items(reader, papers, matcher, memo=memo) == alone
+        assert (len(alone) == 0) == (reader.name == "carol")
