@@ -31,6 +31,7 @@ from paperwatch.digest import (
     more_links,
 )
 from paperwatch.models import Paper
+from paperwatch.store import SearchHit
 from reference import render_reference
 
 DAY = dt.date(2025, 3, 5)
@@ -253,3 +254,15 @@ def test_papers_matched_once_for_every_reader_give_each_reader_what_matching_the
         alone = digest_items(reader, papers, matcher)
         assert digest_items(reader, papers, matcher, memo=memo) == alone
         assert (len(alone) == 0) == (reader.name == "carol")
+
+
+@pytest.mark.parametrize(("query", "shown"), [
+    ('"black box"', "“black box”"),
+    ('"black box" OR "white box"', "“\"black box\" OR \"white box\"”"),  # quotes inside: kept as written
+])
+def test_why_line_of_a_saved_search_quotes_it_once(query: str, shown: str) -> None:
+    reader = Reader.model_validate({"name": "alice", "email": "alice@example.org",
+                                    "searches": [{"name": "boxes", "query": query}]})
+    matcher = compile_rules(Config.model_validate({"readers": [reader.model_dump()]}))
+    hit = SearchHit(paper(1), query, dt.datetime(2025, 3, 5, tzinfo=dt.UTC))
+    assert digest_items(reader, [], matcher, [hit])[0].why == (f"boxes: a new result of your search {shown}",)

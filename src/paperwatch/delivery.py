@@ -257,7 +257,8 @@ def _why(hits: Sequence[Hit], rules: Sequence[str]) -> tuple[str, ...]:
 
 def _unquoted(term: str) -> str:
     """A phrase as the rule quoted it (``"black box"``), without its quotes: ours go around it."""
-    return term[1:-1] if len(term) > 2 and term[0] == term[-1] and term[0] in "\"'" else term
+    quoted = len(term) > 2 and term[0] == term[-1] and term[0] in "\"'" and term.count(term[0]) == 2
+    return term[1:-1] if quoted else term  # not '"a" OR "b"', whose quotes are not around it all
 
 
 def _and(words: Sequence[str]) -> str:
