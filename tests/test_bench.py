@@ -46,8 +46,16 @@ def test_rss_bench_sees_no_growth_over_a_few_hundred_poll_cycles() -> None:
     assert re.search(r"cycle +1\d\d: RSS", run.stdout) and re.search(r"cycle +3\d\d: RSS", run.stdout), run.stdout
 
 
-def test_scale_bench_mails_every_digest_over_one_connection() -> None:
+def test_scale_bench_mails_every_digest_over_one_connection_and_reports_its_costs() -> None:
+    """The shape, not the seconds: every digest over one connection, and each figure the full run
+    is judged by is measured and printed."""
     run = subprocess.run([sys.executable, str(BENCH / "scale"), "--papers", "540", "--readers", "10"],
                          capture_output=True, text=True, timeout=300)
-    assert "PASS" in run.stdout, run.stdout + run.stderr
+    assert "PASS  one SMTP connection for every digest" in run.stdout, run.stdout + run.stderr
     assert "10 digests mailed over 1 SMTP connection(s)" in run.stdout, run.stdout
+    papers = re.search(r"connection\(s\), (\d+) papers each on average", run.stdout)
+    cpu = re.search(r"a cycle's CPU under half its fetch time \(([\d.]+) s against (\d+) s\)", run.stdout)
+    idle = re.search(r"as the systemd unit runs it: ([\d.]+) MB", run.stdout)
+    assert papers and cpu and idle, run.stdout
+    assert int(papers.group(1)) > 0 and float(cpu.group(1)) > 0 and float(cpu.group(2)) == 3
+    assert 10 < float(idle.group(1)) < 500

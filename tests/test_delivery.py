@@ -397,8 +397,11 @@ async def test_papers_left_out_by_the_size_budget_come_in_the_next_digest(
     assert Counter(p for m in digests for p in ids(m)) == Counter(want)
     first = digests[0].get_body(("html",)).get_content()  # type: ignore[union-attr]
     left_out = len(want) - len(ids(digests[0]))
-    assert re.search(rf'<a href="https://huggingface.co/papers/date/{YESTERDAY}"[^>]*>and {left_out} more</a>', first)
+    assert re.search(rf'and {left_out} more matched papers?, .*<a href="https://huggingface.co/papers/date/{YESTERDAY}"'
+                     rf'[^>]*>[^<]+</a> \({left_out}\)', first, re.S)
     assert "will be in your next digest" in first
+    shown = len(ids(digests[0]))
+    assert digests[0]["Subject"].startswith(f"{shown} new paper{'s' * (shown != 1)}, {left_out} more next time: ")
 
 
 @pytest.mark.e2e

@@ -285,7 +285,7 @@ def test_the_digest_shows_the_sites_summary_under_the_title_marked_and_escaped()
     first = replace(items[0], paper=replace(items[0].paper, ai_summary=hostile))
     bare = replace(items[1], paper=replace(items[1].paper, ai_summary=None))
     rendered = Templates.load(None).render(info, (first, bare))
-    assert ">Hugging Face's AI summary: A &lt;script&gt;alert(1)&lt;/script&gt; &amp; \"quoted\" summary.</p>" \
+    assert ">Hugging Face's AI summary: A &lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;quoted&#34; summary.</p>" \
         in rendered.html
     assert "<script>" not in rendered.html
     assert rendered.html.count("AI summary:") == 1  # the paper without one shows no line

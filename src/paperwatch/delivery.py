@@ -84,6 +84,23 @@ class Outcome:
     text: str
 
 
+class MatchMemo:
+    """Each paper matched once for every reader: one run composes many readers' digests of
+    mostly the same fresh papers. Lives for one run; a paper whose text changed is matched again."""
+
+    __slots__ = ("_found", "_matcher")
+
+    def __init__(self, matcher: Matcher) -> None:
+        self._matcher = matcher
+        self._found: dict[str, tuple[Paper, dict[str, Match]]] = {}
+
+    def match(self, paper: Paper, reader: str) -> Match | None:
+        known = self._found.get(paper.id)
+        if known is None or (known[0] is not paper and known[0] != paper):
+            known = self._found[paper.id] = (paper, {m.reader: m for m in self._matcher.match(paper)})
+        return known[1].get(reader)
+
+
 def rule_specs(readers: Iterable[Reader]) -> list[RuleSpec]:
     """The config's rules as the matcher takes them."""
     return [
@@ -134,11 +151,15 @@ def _locate(config: Config, problem: str) -> str:
 
 async def compose(store: Store, config: Config, matcher: Matcher, templates: Templates, reader: Reader,
                   *, since: dt.date | None = None, now: dt.datetime | None = None,
-                  preview: bool = False) -> Composed | None:
+                  preview: bool = False, memo: MatchMemo | None = None) -> Composed | None:
     """Render the reader's digest of every matched paper they never received; None when
     there is nothing to send (and the reader did not ask for empty notes)."""
     now = now or utcnow()
-    state = await store.reader_state(reader.name, now=now, record=not preview)
+    state = await store.reader_state(reader.name, now=now, record=False)
+    # Only a reader not stored yet is written: a write per reader per digest was a transaction
+    # (and a sync to disk) that changed nothing.
+    if not preview and state.last_digest_at is None and state.started_at == now:
+        state = await store.reader_state(reader.name, now=now, record=True)
     lookback = dt.timedelta(days=config.source.lookback_days)
     # A new reader starts with what the polls find, never with the history a backfill stored:
     # the lookback_days a poll fetches end today, so the first of them is lookback_days - 1 ago.
@@ -154,7 +175,7 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
     # It waits while the polls may still complete it, and goes as it is after that.
     papers = [p for p in papers if p.complete or not p.daily_date or p.daily_date <= now.date() - lookback]
     hits = await store.search_hits(reader.name, [(s.query, s.min_upvotes) for s in reader.searches])
-    items = digest_items(reader, papers, matcher, hits)
+    items = digest_items(reader, papers, matcher, hits, memo=memo)
     if not items and not reader.send_empty:
         return None
     # The period covered: since the last digest (the first one: since the window), reaching back
@@ -175,15 +196,9 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
     message = build_message(
         rendered, sender=sender.header(), to=to.header(), message_id=message_id, date=now,
         list_id=list_id(reader.name, domain), unsubscribe=_address(config.paperwatch.admin or config.mail.from_),
+        utf8=sender.needs_smtputf8 or to.needs_smtputf8,
     )
-    return Composed(reader, rendered, _as_sent(message, sender.needs_smtputf8 or to.needs_smtputf8),
-                    message_id, tuple(kept))
-
-
-def _as_sent(message: EmailMessage, utf8: bool) -> bytes:
-    """The message's bytes; an address that is not ASCII before the @ is written as UTF-8 (it
-    travels by SMTPUTF8), never as RFC 2047 words, which are not allowed inside an address."""
-    return message.as_bytes(policy=email.policy.SMTPUTF8) if utf8 else bytes(message)
+    return Composed(reader, rendered, message, message_id, tuple(kept))
 
 
 def list_id(reader: str, domain: str) -> str:
@@ -199,14 +214,14 @@ def list_id(reader: str, domain: str) -> str:
 
 
 def digest_items(reader: Reader, papers: Sequence[Paper], matcher: Matcher,
-                 hits: Sequence[SearchHit] = ()) -> tuple[DigestItem, ...]:
+                 hits: Sequence[SearchHit] = (), *, memo: MatchMemo | None = None) -> tuple[DigestItem, ...]:
     """The reader's matched papers and new search results, each once, under its best rule or
     search (the reader's own order: rules, then searches), best-voted first."""
     names = [rule.name for rule in reader.rules] + [search.name for search in reader.searches]
     order = {name: n for n, name in enumerate(names)}
     matches = {}
     for paper in papers:
-        match = next(iter(matcher.match(paper, reader=reader.name)), None)
+        match = memo.match(paper, reader.name) if memo else next(iter(matcher.match(paper, reader=reader.name)), None)
         if match is not None:
             matches[paper.id] = match
     by_id = {hit.paper.id: hit.paper for hit in hits} | {paper.id: paper for paper in papers}
@@ -249,11 +264,17 @@ def _why(hits: Sequence[Hit], rules: Sequence[str]) -> tuple[str, ...]:
             fields.append(name)
     phrases = []
     for rule in sorted(found, key=lambda name: rules.index(name) if name in rules else len(rules)):
-        terms = [f"a new result of your search “{term}”" if fields == [SEARCH] else f"“{term}” in the {_and(fields)}"
-                 for term, fields in found[rule].items()]
+        terms = [f"a new result of your search “{_unquoted(term)}”" if fields == [SEARCH]
+                 else f"“{_unquoted(term)}” in the {_and(fields)}" for term, fields in found[rule].items()]
         more = f", … ({len(terms) - WHY_TERMS} more)" if len(terms) > WHY_TERMS else ""
         phrases.append(f"{rule}: {', '.join(terms[:WHY_TERMS])}{more}")
     return tuple(phrases)
+
+
+def _unquoted(term: str) -> str:
+    """A phrase as the rule quoted it (``"black box"``), without its quotes: ours go around it."""
+    quoted = len(term) > 2 and term[0] == term[-1] and term[0] in "\"'" and term.count(term[0]) == 2
+    return term[1:-1] if quoted else term  # not '"a" OR "b"', whose quotes are not around it all
 
 
 def _and(words: Sequence[str]) -> str:
@@ -273,9 +294,10 @@ async def queue_digests(store: Store, config: Config, matcher: Matcher, template
                         now: dt.datetime | None = None) -> list[Outcome]:
     """Compose and queue each reader's digest; a failing reader never stops the others."""
     outcomes = []
+    memo = MatchMemo(matcher) if len(readers) > 1 else None
     for reader in readers:
         try:
-            composed = await compose(store, config, matcher, templates, reader, since=since, now=now)
+            composed = await compose(store, config, matcher, templates, reader, since=since, now=now, memo=memo)
         except TemplateError as exc:
             log.error("digest for %s not composed: %s; their papers stay pending", reader.name, exc)
             outcomes.append(Outcome(reader.name, False, f"digest not composed: {exc}"))
@@ -426,6 +448,12 @@ async def _failed(store: Store, config: Config, message: OutboxMessage, exc: Mai
     log.debug("digest %s to %s not delivered yet (%s); retry in %s", message.message_id, message.recipient,
                 reason, wait)
     return Outcome(message.reader, False, f"will retry in {wait}: {reason}")
+
+
+def _as_sent(message: EmailMessage, utf8: bool) -> bytes:
+    """The message's bytes; an address that is not ASCII before the @ is written as UTF-8 (it
+    travels by SMTPUTF8), never as RFC 2047 words, which are not allowed inside an address."""
+    return message.as_bytes(policy=email.policy.SMTPUTF8) if utf8 else bytes(message)
 
 
 async def queue_notice(store: Store, config: Config, subject: str, text: str,

@@ -11,26 +11,32 @@ naming the template and line; the caller then leaves that reader's papers pendin
 What a template sees (the packaged ones in ``templates/`` are the reference):
 
     info        DigestInfo (reader, address) headline   "Hugging Face Daily Papers, 3–5 Mar 2025: ..."
-    count       papers in the digest         omitted    papers cut by the size budget
-    groups      Group(rule, entries) shown   more_url   where the omitted papers can be found
-    rules       every paper's best rule      empty_reason  why nothing matched, or None
+    count       papers in this mail          omitted    papers the size budget left for the next
+    matched     count + omitted              more_links (label, url, papers) of each day left out
+    groups      Group(rule, entries) shown   more_url   one page listing the papers left out
+    rules       the shown papers' best rules empty_reason  why nothing matched, or None
 
 Each Entry has paper, title, abstract, authors, keywords, organization, rules, also, why,
 marks (the matched texts per field), url (its Hugging Face page) and links (label, url).
-Filters: ``highlight(text, marks)`` (HTML: escape, then <mark>), ``shorten(text, marks,
-limit)``, ``authors(names, marks)`` and ``day(date)``.
+Filters: ``highlight(text, marks)`` (HTML: escape, then <span class="hl"> styled inline),
+``shorten(text, marks, limit)``, ``authors(names, marks)`` and ``day(date)``. The HTML
+template's ``{% block card scoped %}`` (one paper, ``e``) is rendered once per paper shown,
+and its CSS inlined once, at load.
 """
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import email.policy
 import email.utils
 import hashlib
 import importlib.resources
 import re
+import textwrap
 import traceback
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from functools import lru_cache, partial
@@ -39,7 +45,15 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import css_inline
-from jinja2 import BaseLoader, Environment, StrictUndefined, Template, TemplateNotFound, TemplateSyntaxError
+from jinja2 import (
+    BaseLoader,
+    Environment,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    pass_environment,
+)
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
@@ -48,7 +62,12 @@ from paperwatch.models import HF_SITE, Paper
 
 HTML_TEMPLATE, TEXT_TEMPLATE, SUBJECT_TEMPLATE = "digest.html.j2", "digest.txt.j2", "subject.txt.j2"
 # Gmail clips an HTML part past ~102 KB and hides the rest behind "View entire message".
+# Measured on the HTML part as sent (quoted-printable), which is what Gmail counts.
 HTML_BUDGET = 100_000
+# What a rule's heading adds to the page, generously, before its name: the page is checked whole after.
+HEADING_ALLOWANCE = 300
+HIGHLIGHT_STYLE = "background-color:#fff1a8;color:inherit"  # dark mode overrides .hl in the template's CSS
+MORE_LINKS = 7  # links to the pages of the papers left out, at most (by day, then week, then month)
 ABSTRACT_LIMIT = 600
 SUBJECT_LIMIT = 200
 HEADER_LIMIT = 250
@@ -66,6 +85,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9$\\(\[\"'])")
 _URL_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f\"'<>\\`]")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_HIGHLIGHT = Markup(f'<span class="hl" style="{HIGHLIGHT_STYLE}">%s</span>')
 # Remote and local stylesheets are never fetched: the template's own <style> is all there is.
 _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
@@ -159,10 +179,13 @@ class Group:
 class Templates:
     """The three digest templates, compiled once and checked at start-up."""
 
-    __slots__ = ("_files", "_html", "_subject", "_text")
+    __slots__ = ("_files", "_html", "_original", "_subject", "_text")
 
-    def __init__(self, html: Template, text: Template, subject: Template, files: Collection[str]) -> None:
+    def __init__(self, html: Template, text: Template, subject: Template, files: Collection[str],
+                 original: Template | None = None) -> None:
+        # ``original``: the HTML template as written, when ``html`` is it with its CSS inlined at load.
         self._html, self._text, self._subject, self._files = html, text, subject, files
+        self._original = original
 
     @classmethod
     def load(cls, directory: Path | None) -> Templates:
@@ -176,8 +199,13 @@ class Templates:
         try:
             for name in sources:  # includes too, so a typo in one fails now, not at 8 am
                 html_env.get_template(name)
-            templates = cls(html_env.get_template(HTML_TEMPLATE), text_env.get_template(TEXT_TEMPLATE),
+            original = html_env.get_template(HTML_TEMPLATE)
+            templates = cls(original, text_env.get_template(TEXT_TEMPLATE),
                             text_env.get_template(SUBJECT_TEMPLATE), files)
+            # Without a card block each digest is rendered whole and inlined, as written.
+            inlined = preinline(sources[HTML_TEMPLATE][0]) if "card" in original.blocks else None
+            if inlined is not None:
+                templates._html, templates._original = html_env.from_string(inlined), original
         except Exception as exc:
             raise _template_error(exc, files, str(directory or "templates")) from exc
         # A trial run on a sample digest (and an empty one) finds an unknown variable, filter or
@@ -187,23 +215,74 @@ class Templates:
         return templates
 
     def render(self, info: DigestInfo, items: Sequence[DigestItem]) -> Rendered:
-        """Compose the digest, cutting papers from the end of ``items`` while the HTML is over budget."""
-        entries = _entries(items)
-        shown, html = self._fit(info, entries)
-        context = _context(info, entries, shown)
+        """Compose the digest, cutting papers from the end of ``items`` while the HTML part, as
+        sent, is over budget."""
+        merged = _merged(items)
+        if self._original is not None:
+            shown, html, entries = self._fit_cards(info, merged)
+        else:
+            entries = [_entry(item) for item in merged]
+            shown, html = self._fit(info, merged, entries)
+            entries = entries[:shown]
+        context = _context(info, merged, entries)
         subject = _header(self._run(self._subject, context), SUBJECT_LIMIT)
-        return Rendered(subject, self._run(self._text, context), html, len(entries) - shown)
+        return Rendered(subject, self._run(self._text, context), html, len(merged) - shown)
 
-    def _fit(self, info: DigestInfo, entries: Sequence[Entry]) -> tuple[int, str]:
-        """The most papers whose HTML fits the budget, and at least one. Each render costs, so the
-        search interpolates between the sizes it has seen instead of halving blindly."""
+    def _fit_cards(self, info: DigestInfo, merged: Sequence[DigestItem]) -> tuple[int, str, list[Entry]]:
+        """Each paper's card rendered once, in order, while the cards so far, their rule headings
+        and the page around them (with every paper left out: the longest "and N more") fit the
+        budget as encoded for sending; then the page around the cards that fit, checked whole."""
+        around = _context(info, merged, [])
+        base = encoded_size(self._page(around, [], {}))
+        entries: list[Entry] = []
+        cards: dict[int, str] = {}
+        total, rule = base, None
+        for item in merged:
+            entry = _entry(item)
+            card = self._card(around, entry)
+            heading = 0 if entry.rules[0] == rule else HEADING_ALLOWANCE + 3 * len(entry.rules[0].encode())
+            size = heading + encoded_size_at_most(card)
+            if entries and total + size > HTML_BUDGET:
+                break
+            total, rule = total + size, entry.rules[0]
+            entries.append(entry)
+            cards[id(entry)] = card
+        while True:  # the allowances are generous: this runs once but for a rule name of odd characters
+            html = self._page(_context(info, merged, entries), entries, cards)
+            if len(entries) <= 1 or len(_qp_page(html)) <= HTML_BUDGET:
+                return len(entries), html, entries
+            entries.pop()
+
+    def _card(self, around: Mapping[str, Any], entry: Entry) -> str:
+        context = self._html.new_context({**around, "e": entry})
+        return self._generate(self._html, context, self._html.blocks["card"])
+
+    def _page(self, around: Mapping[str, Any], entries: Sequence[Entry], cards: Mapping[int, str]) -> str:
+        """The page around ``entries``, whose cards are those already rendered."""
+        context = self._html.new_context(dict(around))
+        context.blocks["card"] = [lambda block: iter((cards[id(block["e"])],))]
+        return self._generate(self._html, context, self._html.root_render_func)
+
+    def _generate(self, template: Template, context: Any, function: Callable[[Any], Iterable[str]]) -> str:
+        try:
+            return "".join(function(context))
+        except Exception as exc:
+            # The inlined template's lines are not the file's: the template as written names the line.
+            if self._original is not None:
+                self._run(self._original, dict(context.get_all()))
+            raise _template_error(exc, self._files, template.name or HTML_TEMPLATE) from exc
+
+    def _fit(self, info: DigestInfo, merged: Sequence[DigestItem], entries: Sequence[Entry]) -> tuple[int, str]:
+        """For a template without a card block, whose CSS is inlined per digest: the most papers
+        whose HTML fits the budget, and at least one. Each render costs, so the search
+        interpolates between the sizes it has seen instead of halving blindly."""
         sizes: dict[int, int] = {}
         done: dict[int, str] = {}
 
         def size(shown: int) -> int:
             if shown not in done:
-                done[shown] = self._inline(self._run(self._html, _context(info, entries, shown)))
-                sizes[shown] = len(done[shown].encode())
+                done[shown] = self._inline(self._run(self._html, _context(info, merged, entries[:shown])))
+                sizes[shown] = encoded_size(done[shown])
             return sizes[shown]
 
         # One paper is always shown, however long: else a paper bigger than the budget would
@@ -285,9 +364,41 @@ def _environment(loader: BaseLoader, *, html: bool, trusted: bool) -> Environmen
     env = kind(loader=loader, autoescape=html, undefined=StrictUndefined,
                trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     mark = _mark_html if html else _mark_text
-    env.filters.update(highlight=mark, shorten=shorten, day=_day,
+    env.filters.update(highlight=mark, shorten=shorten, day=_day, wordwrap=_wordwrap,
                        authors=partial(_authors, mark=mark, glue=Markup("") if html else ""))
     return env
+
+
+@pass_environment
+def _wordwrap(environment: Environment, s: str, width: int = 79, break_long_words: bool = True,
+              wrapstring: str | None = None, break_on_hyphens: bool = True) -> str:
+    """Jinja's ``wordwrap``, remembered: the same titles and abstracts are wrapped for many readers,
+    and textwrap is slow."""
+    return _wrapped(str(s), int(width), bool(break_long_words), wrapstring or environment.newline_sequence,
+                    bool(break_on_hyphens))
+
+
+@lru_cache(maxsize=1024)
+def _wrapped(text: str, width: int, break_long_words: bool, wrapstring: str, break_on_hyphens: bool) -> str:
+    lines = []
+    for line in text.splitlines():
+        words = line.split(" ")
+        if break_on_hyphens or "\t" in line or any(not word or len(word) > width for word in words):
+            lines.append(wrapstring.join(textwrap.wrap(line, width=width, expand_tabs=False, replace_whitespace=False,
+                                                       break_long_words=break_long_words,
+                                                       break_on_hyphens=break_on_hyphens)))
+            continue
+        # Words one space apart, none too long: textwrap's result, greedily.
+        out, current = [], words[0]
+        for word in words[1:]:
+            if len(current) + 1 + len(word) <= width:
+                current += " " + word
+            else:
+                out.append(current)
+                current = word
+        out.append(current)
+        lines.append(wrapstring.join(out))
+    return wrapstring.join(lines)
 
 
 def _template_error(exc: Exception, files: Collection[str], fallback: str) -> TemplateError:
@@ -299,17 +410,81 @@ def _template_error(exc: Exception, files: Collection[str], fallback: str) -> Te
     return TemplateError(f"{where}: {type(exc).__name__}: {exc}")
 
 
-def _context(info: DigestInfo, entries: Sequence[Entry], shown: int) -> dict[str, Any]:
+_JINJA = re.compile(r"\{#.*?#\}|\{%.*?%\}|\{\{.*?\}\}", re.DOTALL)
+_PLACEHOLDER = re.compile("(<!--)?\ue000([0-9]+)\ue001(?(1)-->)")
+_DYNAMIC_SELECTOR = re.compile("""\\b(?:class|id)\\s*=\\s*(?:"[^"]*|'[^']*|)\ue000""")
+
+
+def preinline(source: str) -> str | None:
+    """The HTML template's source with its CSS inlined, once at load instead of in every digest;
+    None when that cannot be done faithfully (it includes other templates, or names a class or
+    id from a variable, or the HTML parser moved its Jinja code), and then each digest's HTML
+    is inlined as it is made."""
+    if re.search(r"\{%-?\s*(?:include|extends|import|from)\b", source):
+        return None
+    tokens: list[str] = []
+    out: list[str] = []
+    last, in_tag = 0, False
+    for found in _JINJA.finditer(source):
+        html = source[last:found.start()]
+        opened, closed = html.rfind("<"), html.rfind(">")
+        in_tag = opened > closed if opened != closed else in_tag
+        # Between tags a comment, which the parser keeps where it is; in a tag, plain text.
+        out += [html, f"\ue000{len(tokens)}\ue001" if in_tag else f"<!--\ue000{len(tokens)}\ue001-->"]
+        tokens.append(found.group())
+        last = found.end()
+    out.append(source[last:])
+    marked = "".join(out)
+    if _DYNAMIC_SELECTOR.search(marked):
+        return None
+    try:
+        inlined = _INLINER.inline(marked)
+    except css_inline.InlineError:
+        return None
+    found_order = [(bool(m.group(1)), int(m.group(2))) for m in _PLACEHOLDER.finditer(inlined)]
+    expected = [(f"<!--\ue000{n}\ue001-->" in marked, n) for n in range(len(tokens))]
+    if found_order != expected:
+        return None
+    return _PLACEHOLDER.sub(lambda m: tokens[int(m.group(2))], inlined)
+
+
+def _context(info: DigestInfo, merged: Sequence[DigestItem], entries: Sequence[Entry]) -> dict[str, Any]:
+    """What the templates see when ``entries`` (the first of ``merged``) are in this mail."""
+    left = merged[len(entries):]
     return {
         "info": info,
-        "headline": _headline(info, len(entries)),
+        "headline": _headline(info, len(merged)),
         "count": len(entries),
-        "groups": _groups(entries[:shown]),
+        "matched": len(merged),
+        "groups": _groups(entries),
         "rules": _unique(entry.rules[0] for entry in entries),
-        "omitted": len(entries) - shown,
-        "more_url": safe_url(info.more_url) or listing_url(entry.paper.daily_date for entry in entries[shown:]),
-        "empty_reason": None if entries else empty_reason(info),
+        "omitted": len(left),
+        "more_url": safe_url(info.more_url) or listing_url(item.paper.daily_date for item in left),
+        "more_links": more_links(item.paper.daily_date for item in left) if left else (),
+        "empty_reason": None if merged else empty_reason(info),
     }
+
+
+def more_links(days: Iterable[dt.date | None]) -> tuple[tuple[str, str, int], ...]:
+    """(label, Hugging Face page, papers) for each day the papers left out come from; by ISO week
+    past a week of days and by month past seven weeks, so the list stays short."""
+    counts = Counter(days)
+    dated = sorted(day for day in counts if day is not None)
+    pages: dict[tuple[str, str], int] = {}
+    for day in dated:
+        if len(dated) <= MORE_LINKS:
+            label, url = _day(day), f"{HF_SITE}/papers/date/{day.isoformat()}"
+        elif len({d.isocalendar()[:2] for d in dated}) <= MORE_LINKS:
+            year, week, _ = day.isocalendar()
+            monday = day - dt.timedelta(days=day.weekday())
+            label, url = f"week of {_day(monday)}", f"{HF_SITE}/papers/week/{year}-W{week:02d}"
+        else:
+            label, url = f"{_MONTHS[day.month - 1]} {day.year}", f"{HF_SITE}/papers/month/{day.year}-{day.month:02d}"
+        pages[label, url] = pages.get((label, url), 0) + counts[day]
+    links = [(label, url, n) for (label, url), n in pages.items()]
+    if None in counts:  # saved-search results the site gave no day for
+        links.append(("undated", f"{HF_SITE}/papers", counts[None]))
+    return tuple(links)
 
 
 def listing_url(days: Iterable[dt.date | None]) -> str:
@@ -335,32 +510,40 @@ def _groups(entries: Iterable[Entry]) -> tuple[Group, ...]:
     return tuple(Group(rule, tuple(members)) for rule, members in by_rule.items())
 
 
-def _entries(items: Sequence[DigestItem]) -> list[Entry]:
-    """One entry per paper, in the order given; a paper given twice keeps both sets of rules."""
+def _merged(items: Sequence[DigestItem]) -> list[DigestItem]:
+    """One item per paper, in the order given; a paper given twice keeps both sets of rules."""
     merged: dict[str, DigestItem] = {}
     for item in items:
         seen = merged.get(item.paper.id)
         merged[item.paper.id] = item if seen is None else DigestItem(
             seen.paper, _unique(seen.rules + item.rules),
             _unique(seen.highlights + item.highlights), _unique(seen.why + item.why))
-    return [_entry(item) for item in merged.values()]
+    return list(merged.values())
 
 
 def _entry(item: DigestItem) -> Entry:
-    paper = item.paper
     found: dict[str, list[str]] = {name: [] for name in FIELDS}
     for mark in item.highlights:
         if mark.field in found and _clean(mark.text):
             found[mark.field].append(_clean(mark.text))
-    key = quote(paper.id, safe="")
+    paper, title, abstract, authors, keywords, organization, url, links = _paper_text(item.paper)
     return Entry(
-        paper=paper, title=_clean(paper.title), abstract=_clean(paper.summary or ""),
-        authors=tuple(_clean(a) for a in paper.authors),
-        keywords=tuple(_clean(k) for k in paper.ai_keywords[:KEYWORDS_SHOWN]),
-        organization=_clean(paper.organization) if paper.organization else None,
+        paper=paper, title=title, abstract=abstract, authors=authors, keywords=keywords, organization=organization,
         rules=tuple(_clean(r) for r in item.rules) or ("other",), why=tuple(_clean(w) for w in item.why),
-        marks=Marks(**{name: _unique(texts) for name, texts in found.items()}),
-        url=f"{HF_SITE}/papers/{key}", links=_links(paper, key))
+        marks=Marks(**{name: _unique(texts) for name, texts in found.items()}), url=url, links=links)
+
+
+_PaperText = tuple[Paper, str, str, tuple[str, ...], tuple[str, ...], str | None, str, tuple[tuple[str, str], ...]]
+
+
+@lru_cache(maxsize=512)  # a fresh paper comes in many readers' digests
+def _paper_text(paper: Paper) -> _PaperText:
+    """What every reader sees of the paper: it, its title, abstract, authors, keywords,
+    organization, page and links."""
+    key = quote(paper.id, safe="")
+    return (paper, _clean(latex_text(paper.title)), _fold(latex_text(paper.summary or "")),
+            tuple(_clean(a) for a in paper.authors), tuple(_clean(k) for k in paper.ai_keywords[:KEYWORDS_SHOWN]),
+            _clean(paper.organization) if paper.organization else None, f"{HF_SITE}/papers/{key}", _links(paper, key))
 
 
 def _links(paper: Paper, key: str) -> tuple[tuple[str, str], ...]:
@@ -425,14 +608,105 @@ def _day(day: dt.date) -> str:
 @lru_cache(maxsize=8192)  # the same titles, names and keywords come in every reader's digest
 def _clean(text: str) -> str:
     """One line of visible text: control and invisible characters gone, whitespace folded."""
+    return _fold(text)
+
+
+def _fold(text: str) -> str:
+    """``_clean`` without its cache, for abstracts: thousands of them would stay in memory."""
     return _SPACE.sub(" ", _INVISIBLE.sub("", text)).strip()
 
 
-@lru_cache(maxsize=256)
-def _pattern(marks: tuple[str, ...]) -> re.Pattern[str] | None:
+_folded = lru_cache(maxsize=512)(_fold)  # the abstract shortened for each reader with other marks
+
+
+# LaTeX that abstracts use for emphasis in running text: reduced to its text. Math ($...$,
+# \(...\), \[...\]) stays as written: readers of these papers read it as it is.
+_MATH = re.compile(r"((?<!\\)\$\$.+?(?<!\\)\$\$|(?<!\\)\$.+?(?<!\\)\$|\\\(.+?\\\)|\\\[.+?\\\])", re.DOTALL)
+_TEXT_COMMAND = re.compile(r"\\(?:text(?:bf|it|tt|rm|sf|sc|up|md|normal)?|emph|mathrm|mathbf|mathit|mathsf|"
+                           r"mathtt|underline|uline)\s*\{([^{}]*)\}")
+_OLD_FONT = re.compile(r"\{\\(?:bf|it|em|tt|rm|sf|sc)\s+([^{}]*)\}")
+_ESCAPED = re.compile(r"\\([%&#_$])")
+
+
+def latex_text(text: str) -> str:
+    """``text`` with LaTeX text commands (``\\textbf{x}``, ``\\emph{x}``, ``{\\bf x}``, ``\\%``) reduced
+    to their text outside math, and math left as written."""
+    if "\\" not in text:
+        return text
+    pieces = _MATH.split(text)
+    for index in range(0, len(pieces), 2):  # the even pieces are outside math
+        piece, before = pieces[index], None
+        while piece != before:  # nested: \textbf{\emph{x}}
+            before = piece
+            piece = _OLD_FONT.sub(r"\1", _TEXT_COMMAND.sub(r"\1", piece))
+        pieces[index] = _ESCAPED.sub(r"\1", piece)
+    return "".join(pieces)
+
+
+class _Found:
+    """Where a mark was found: what ``re.Match`` would say of it."""
+
+    __slots__ = ("_end", "_start", "_text")
+
+    def __init__(self, text: str, start: int, end: int) -> None:
+        self._text, self._start, self._end = text, start, end
+
+    def start(self) -> int:
+        return self._start
+
+    def end(self) -> int:
+        return self._end
+
+    def group(self) -> str:
+        return self._text[self._start:self._end]
+
+
+class _Finder:
+    """Any of some marks, longest first at a place, case-insensitive, not inside a longer word:
+    found as the regular expression of them would, by plain searches in the lowered text (a
+    regular expression for every reader's set of marks cost more to compile than to use)."""
+
+    __slots__ = ("_regex", "_words")
+
+    def __init__(self, words: Sequence[str]) -> None:
+        self._words = [(w.lower(), _is_word(w[0]), _is_word(w[-1])) for w in words]
+        self._regex: re.Pattern[str] | None = None
+        if any(len(lowered) != len(w) for (lowered, _b, _a), w in zip(self._words, words, strict=True)):
+            self._regex = re.compile("|".join(map(_bounded, words)), re.IGNORECASE)
+
+    def finditer(self, text: str) -> Iterator[_Found | re.Match[str]]:
+        low = text.lower()
+        if self._regex is not None or len(low) != len(text):  # lowering moved the indexes
+            yield from (self._regex or re.compile("|".join(_bounded(w) for w, _b, _a in self._words),
+                                                  re.IGNORECASE)).finditer(text)
+            return
+        spans = []
+        for word, before, after in self._words:
+            at = low.find(word)
+            while at >= 0:
+                end = at + len(word)
+                if not (before and at and _is_word(text[at - 1])) and not (after and end < len(text) and _is_word(text[end])):
+                    spans.append((at, -len(word), end))
+                at = low.find(word, at + 1)
+        last = 0
+        for start, _longest, end in sorted(spans):
+            if start >= last:
+                yield _Found(text, start, end)
+                last = end
+
+    def search(self, text: str) -> _Found | re.Match[str] | None:
+        return next(self.finditer(text), None)
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"  # what \w is to a str pattern
+
+
+@lru_cache(maxsize=1024)
+def _pattern(marks: tuple[str, ...]) -> _Finder | None:
     """Any of ``marks``, longest first, case-insensitive, not inside a longer word."""
     words = sorted({m for m in marks if m}, key=len, reverse=True)
-    return re.compile("|".join(map(_bounded, words)), re.IGNORECASE) if words else None
+    return _Finder(words) if words else None
 
 
 def _bounded(word: str) -> str:
@@ -446,15 +720,17 @@ def _mark_html(text: str, marks: Sequence[str]) -> Markup:
     return _marked(str(text), tuple(marks))
 
 
-@lru_cache(maxsize=4096)  # the budget search renders the same entries several times
+@lru_cache(maxsize=512)  # the same paper comes in many readers' digests; small, as it holds abstracts
 def _marked(text: str, marks: tuple[str, ...]) -> Markup:
-    """``text`` escaped, with each matched term wrapped in <mark>: escaping first keeps markup in text inert."""
+    """``text`` escaped, with each matched term in a highlighted span: escaping first keeps markup
+    in text inert. The span carries its own style, which Outlook keeps (it drops <mark>), and which
+    the CSS inlined into the template cannot reach (the span is made here, after inlining)."""
     text, pattern = str(text), _pattern(tuple(marks))
     if pattern is None:
         return escape(text)
     out, last = [], 0
     for found in pattern.finditer(text):
-        out += [escape(text[last:found.start()]), Markup("<mark>%s</mark>") % found.group()]
+        out += [escape(text[last:found.start()]), _HIGHLIGHT % found.group()]
         last = found.end()
     return Markup("").join([*out, escape(text[last:])])
 
@@ -468,9 +744,9 @@ def shorten(text: str | None, marks: Sequence[str] = (), limit: int = ABSTRACT_L
     return _shortened(str(text or ""), tuple(marks), int(limit))
 
 
-@lru_cache(maxsize=4096)  # the budget search renders the same entries several times
+@lru_cache(maxsize=512)  # the same paper comes in many readers' digests; small, as it holds abstracts
 def _shortened(text: str, marks: tuple[str, ...], limit: int) -> str:
-    text = _clean(text)
+    text = _folded(text)
     if len(text) <= limit:
         return text
     sentences = _SENTENCE_END.split(text)
@@ -486,7 +762,7 @@ def _shortened(text: str, marks: tuple[str, ...], limit: int) -> str:
     return body if body.startswith("…") else f"… {body}"
 
 
-def _sentences(sentences: Sequence[str], limit: int, pattern: re.Pattern[str] | None) -> str:
+def _sentences(sentences: Sequence[str], limit: int, pattern: _Finder | None) -> str:
     """The leading sentences that fit; the first one clipped at a word when even it is too long."""
     taken: list[str] = []
     for sentence in sentences:
@@ -498,7 +774,7 @@ def _sentences(sentences: Sequence[str], limit: int, pattern: re.Pattern[str] | 
     return " ".join(taken) + (" …" if len(taken) < len(sentences) else "")
 
 
-def _clip(text: str, limit: int, pattern: re.Pattern[str] | None) -> str:
+def _clip(text: str, limit: int, pattern: _Finder | None) -> str:
     """At most ``limit`` characters cut at spaces, around the first mark when it lies past the cut."""
     found = pattern.search(text) if pattern else None
     start = 0
@@ -584,10 +860,51 @@ def _unsubscribe_url(value: str) -> str:
     return f"mailto:{email.utils.parseaddr(value)[1] or value.replace(' ', '')}"
 
 
+def qp_encode(text: str) -> bytes:
+    """``text`` as UTF-8 in quoted-printable with CRLF line ends, by the C encoder: lines of at
+    most 76 characters, 7-bit clean, whatever the SMTP server offers."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    # Given LF line ends the encoder writes LF for its soft breaks too; a raw LF is then only ever one.
+    return binascii.b2a_qp(text.encode(), istext=True).replace(b"\n", b"\r\n")
+
+
+@lru_cache(maxsize=2)  # the page checked against the budget is the one then sent
+def _qp_page(html: str) -> bytes:
+    return qp_encode(html)
+
+
+def encoded_size(html: str) -> int:
+    """The size of an HTML part as sent: what Gmail's clip counts."""
+    return len(qp_encode(html))
+
+
+# What quoted-printable writes as =XX: control characters but the tab, "=", DEL and non-ASCII.
+_ESCAPES = bytes([*range(9), *range(10, 32), ord("="), *range(127, 256)])
+
+
+def encoded_size_at_most(text: str) -> int:
+    """No less than ``encoded_size(text)``, estimated several times faster than encoding it
+    (the C encoder goes byte by byte): three bytes for each byte it escapes and for a space
+    ending a line or a lone dot, CRLF line ends, and a soft line break every 72 characters of a long line, and one more."""
+    size = 0
+    for line in text.encode().split(b"\n"):
+        length = 3 * len(line) - 2 * len(line.translate(None, _ESCAPES)) + (2 if line[-1:] in (b" ", b"\t") or line == b"." else 0)
+        size += length + 2 + (3 * -(-length // 72) if length > 75 else 0)
+    return size
+
+
 def build_message(rendered: Rendered, *, sender: str, to: str, message_id: str, date: dt.datetime,
-                  list_id: str, unsubscribe: str) -> EmailMessage:
-    """A multipart/alternative message (text, then HTML) with exactly the headers paperwatch sets."""
-    message = EmailMessage(policy=email.policy.SMTP)
+                  list_id: str, unsubscribe: str, utf8: bool = False) -> bytes:
+    """A multipart/alternative message (text, then HTML) with exactly the headers paperwatch
+    sets. The parts are encoded here (the email package's quoted-printable is pure Python and
+    cost more than the rendering); the boundary holds "=_", which quoted-printable never does.
+    ``utf8``: an address is not ASCII before the @, so the headers are written as UTF-8 (the
+    message travels by SMTPUTF8), never as RFC 2047 words, which are not allowed in an address."""
+    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    message = EmailMessage(policy=policy)
     message["From"] = _header(sender)
     message["To"] = _header(to)
     message["Subject"] = _header(rendered.subject, SUBJECT_LIMIT)
@@ -596,8 +913,13 @@ def build_message(rendered: Rendered, *, sender: str, to: str, message_id: str, 
     message["List-Id"] = _header(list_id)
     message["List-Unsubscribe"] = _angle(_unsubscribe_url(_header(unsubscribe)))
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(rendered.text)
-    message.add_alternative(rendered.html, subtype="html")
-    for part in message.iter_parts():  # add_alternative stamps one on the HTML part; it belongs on top only
-        del part["MIME-Version"]
-    return message
+    message["MIME-Version"] = "1.0"
+    boundary = "=_" + hashlib.sha256(message["Message-ID"].encode()).hexdigest()[:30]
+    head = b"".join(policy.fold_binary(name, value) for name, value in message.items())
+    parts = [head, f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode()]
+    # The line end before a boundary belongs to the boundary, so each part's own last one stays.
+    for subtype, body in (("plain", rendered.text), ("html", rendered.html)):
+        parts += [f"--{boundary}\r\nContent-Type: text/{subtype}; charset=\"utf-8\"\r\n"
+                  f"Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode(), _qp_page(body), b"\r\n"]
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts)
