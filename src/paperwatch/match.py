@@ -167,7 +167,7 @@ def plural(word: str) -> str:
 class _Text:
     """One field of one paper, folded and tokenized; offsets back to the original on demand."""
 
-    __slots__ = ("_ends", "folded", "joins", "original", "tokens")
+    __slots__ = ("_cuts", "_ends", "folded", "joins", "original", "tokens")
 
     def __init__(self, original: str) -> None:
         self.original = original
@@ -177,13 +177,19 @@ class _Text:
         self.tokens = " ".join(items).replace("-", " ").split(" ") if items else []
         self.joins = _joins(items) if "-" in self.folded else {}
         self._ends: list[int] | None = None
+        self._cuts: dict[tuple[int, int], str] = {}
 
     def words(self, first: int, last: int) -> str:
-        """The original text of tokens ``first`` to ``last`` (inclusive)."""
+        """The original text of tokens ``first`` to ``last`` (inclusive); cut once per paper,
+        however many readers' matches show it."""
+        cut = self._cuts.get((first, last))
+        if cut is not None:
+            return cut
         if self._ends is None:
             # split() alternates gap, token, gap, token...: token k spans ends[2k] to ends[2k + 1]
             self._ends = list(accumulate(map(len, _PIECE_OR_BREAK.split(self.folded))))
-        return self.chars(self._ends[2 * first], self._ends[2 * last + 1])
+        cut = self._cuts[first, last] = self.chars(self._ends[2 * first], self._ends[2 * last + 1])
+        return cut
 
     def chars(self, start: int, end: int) -> str:
         """The original text of the folded text's ``[start:end]``."""
@@ -399,12 +405,20 @@ class _Rule:
     min_upvotes: int
 
     def matches(self, found: Found, upvotes: int) -> bool:
+        return self.explained(found, upvotes) is not None
+
+    def explained(self, found: Found, upvotes: int) -> tuple[_Term, ...] | None:
+        """The terms that can explain the match (as ``why``), or None if the rule does not
+        match: the query is evaluated once for both."""
         if upvotes < self.min_upvotes:
-            return False
-        if not any(_holds(term, found) for term in self.any_of) and not self._query_holds(found):
-            return False
-        return all(_holds(term, found) for term in self.all_of) and not any(
-            _holds(term, found) for term in self.none_of)
+            return None
+        if not all(_holds(term, found) for term in self.all_of) or any(_holds(term, found) for term in self.none_of):
+            return None
+        if self.query is not None and self._query_holds(found):
+            return (*self.any_of, *self.all_of, *(self.query_terms[t] for t in q.positive_terms(self.query)))
+        if any(_holds(term, found) for term in self.any_of):
+            return (*self.any_of, *self.all_of)
+        return None
 
     def why(self, found: Found) -> Iterator[_Term]:
         """The terms that can explain a match: a query's only when the query holds."""
@@ -666,11 +680,13 @@ class Matcher:
             triggers = self._reader_triggers.get(reader, {})
             candidates = {index for probe in found for index in triggers.get(probe, ())}
             candidates |= self._always & self._by_reader.get(reader, frozenset())
-        by_reader: dict[str, list[_Rule]] = {}
+        by_reader: dict[str, list[tuple[str, tuple[_Term, ...]]]] = {}
+        upvotes = paper.upvotes or 0
         for index in sorted(candidates):
             rule = self._rules[index]
-            if rule.matches(found, paper.upvotes or 0):
-                by_reader.setdefault(rule.reader, []).append(rule)
+            terms = rule.explained(found, upvotes)
+            if terms is not None:
+                by_reader.setdefault(rule.reader, []).append((rule.name, terms))
         return [_explain(reader, rules, paper.id, found, texts) for reader, rules in by_reader.items()]
 
     def match_all(self, papers: Iterable[Paper]) -> list[Match]:
@@ -773,12 +789,18 @@ def _field_text(paper: Paper, name: str) -> str:
     return paper.organization or ""
 
 
-def _explain(reader: str, rules: list[_Rule], paper_id: str, found: Found, texts: dict[str, _Text]) -> Match:
-    hits: dict[Hit, None] = {}  # an ordered set: a term two rules share is one hit per rule
-    for rule in rules:
-        for term in rule.why(found):
-            for name, where in found.get(term.probe, {}).items():
+def _explain(reader: str, rules: list[tuple[str, tuple[_Term, ...]]], paper_id: str, found: Found,
+             texts: dict[str, _Text]) -> Match:
+    # An ordered set of (rule, term, field, text): a term two rules share is one hit per rule.
+    # Only terms with a hit are looked at, and each text is cut once per paper (``_Text.words``).
+    hits: dict[tuple[str, str, str, str], None] = {}
+    for rule, terms in rules:
+        for term in terms:
+            where = found.get(term.probe)
+            if where is None:
+                continue
+            for name, spot in where.items():
                 if name in term.fields:
-                    text = where if isinstance(where, str) else texts[name].words(*where)
-                    hits[Hit(rule.name, term.label, name, text)] = None
-    return Match(reader, paper_id, tuple(rule.name for rule in rules), tuple(hits))
+                    text = spot if isinstance(spot, str) else texts[name].words(*spot)
+                    hits[rule, term.label, name, text] = None
+    return Match(reader, paper_id, tuple(rule for rule, _ in rules), tuple(Hit(*hit) for hit in hits))
