@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -47,3 +49,26 @@ def test_scale_bench_mails_every_digest_over_one_connection() -> None:
                          capture_output=True, text=True, timeout=300)
     assert "PASS" in run.stdout, run.stdout + run.stderr
     assert "10 digests mailed over 1 SMTP connection(s)" in run.stdout, run.stdout
+
+
+@pytest.mark.slow
+def test_ingest_bench_costs_the_same_per_paper_at_four_times_the_papers() -> None:
+    run = subprocess.run([sys.executable, str(BENCH / "ingest"), "--sizes", "1000,4000"], capture_output=True,
+                         text=True, timeout=600)
+    rows = {int(m.group(1).replace(",", "")): (float(m.group(2)), float(m.group(3)))
+            for m in re.finditer(r"^\s*([\d,]+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)\s+[\d.]+\s+[\d.]+\s+(-?[\d.]+)$",
+                                 run.stdout, re.M)}
+    assert set(rows) == {1000, 4000}, run.stdout + run.stderr
+    (per_1k_small, beyond_small), (per_1k_large, beyond_large) = rows[1000], rows[4000]
+    # The shape, not the speed: a paper costs no more when the database holds four times as many.
+    assert per_1k_large <= 1.5 * per_1k_small and beyond_large <= 1.5 * beyond_small, run.stdout
+
+
+@pytest.mark.slow
+def test_match_bench_whole_commands_cost_the_same_per_paper_at_four_times_the_papers() -> None:
+    run = subprocess.run([sys.executable, str(BENCH / "match"), "--commands", "--papers", "1200", "--readers", "20"],
+                         capture_output=True, text=True, timeout=600)
+    growth = re.search(r"grows ([\d.]+)x from 300 to 1,200 papers", run.stdout)
+    ratios = re.findall(r"is ([\d.]+)x papers --json", run.stdout)
+    assert growth and len(ratios) == 2, run.stdout + run.stderr
+    assert float(growth.group(1)) <= 1.5, run.stdout
