@@ -167,7 +167,7 @@ def plural(word: str) -> str:
 class _Text:
     """One field of one paper, folded and tokenized; offsets back to the original on demand."""
 
-    __slots__ = ("_cuts", "_ends", "folded", "joins", "original", "tokens")
+    __slots__ = ("_cuts", "_ends", "_origin", "folded", "joins", "original", "tokens")
 
     def __init__(self, original: str) -> None:
         self.original = original
@@ -178,6 +178,7 @@ class _Text:
         self.joins = _joins(items) if "-" in self.folded else {}
         self._ends: list[int] | None = None
         self._cuts: dict[tuple[int, int], str] = {}
+        self._origin: list[int] | None = None  # folded offset -> original offset; [] when they agree
 
     def words(self, first: int, last: int) -> str:
         """The original text of tokens ``first`` to ``last`` (inclusive); cut once per paper,
@@ -193,9 +194,12 @@ class _Text:
 
     def chars(self, start: int, end: int) -> str:
         """The original text of the folded text's ``[start:end]``."""
-        if len(self.folded) == len(self.original) and self.original.isascii():
+        origin = self._origin
+        if origin is None:
+            same = len(self.folded) == len(self.original) and self.original.isascii()
+            origin = self._origin = [] if same else [i for i, char in enumerate(self.original) for _ in _fold_char(char)]
+        if not origin:
             return self.original[start:end]
-        origin = [i for i, char in enumerate(self.original) for _ in _fold_char(char)]
         return self.original[origin[start] : origin[end - 1] + 1]
 
 
@@ -627,6 +631,7 @@ class Matcher:
         self._organizations = builder.organizations
         self._memo: dict[str, list[_Node]] = {}  # first trie step per token: most tokens repeat
         self._starters: set[str] = set()  # the tokens of the memo that start a trie path
+        self._leaves: set[str] = set()  # the starters that are whole terms and start no longer one
         triggers: dict[int, list[int]] = {}
         for index, rule in enumerate(rules):
             for term in rule.triggers():
@@ -634,6 +639,7 @@ class Matcher:
                     triggers[term.probe].append(index)
         self._triggers = triggers
         self._always = frozenset(i for i, rule in enumerate(rules) if rule.holds_without_hits())
+        self._plans = [_plan(rule) for rule in rules]
         # The same, one reader's rules at a time: a digest asks for its reader's matches only.
         self._by_reader: dict[str, frozenset[int]] = {}
         self._reader_triggers: dict[str, dict[int, list[int]]] = {}
@@ -680,13 +686,13 @@ class Matcher:
             triggers = self._reader_triggers.get(reader, {})
             candidates = {index for probe in found for index in triggers.get(probe, ())}
             candidates |= self._always & self._by_reader.get(reader, frozenset())
-        by_reader: dict[str, list[tuple[str, tuple[_Term, ...]]]] = {}
+        by_reader: dict[str, list[tuple[str, tuple[_Shown, ...]]]] = {}
         upvotes = paper.upvotes or 0
         for index in sorted(candidates):
             rule = self._rules[index]
-            terms = rule.explained(found, upvotes)
-            if terms is not None:
-                by_reader.setdefault(rule.reader, []).append((rule.name, terms))
+            shown = _explained(self._plans[index], rule, found, upvotes)
+            if shown is not None:
+                by_reader.setdefault(rule.reader, []).append((rule.name, shown))
         return [_explain(reader, rules, paper.id, found, texts) for reader, rules in by_reader.items()]
 
     def match_all(self, papers: Iterable[Paper]) -> list[Match]:
@@ -734,13 +740,21 @@ class Matcher:
         if len(memo) + len(new) > _MEMO_LIMIT:  # forget before this paper, never halfway through it
             memo.clear()
             self._starters.clear()
+            self._leaves.clear()
             new = list(distinct)
         for token in new:
             self._first(token)
         starters = distinct & self._starters  # in C: most tokens start nothing
         if starters:
-            for index in [i for i, token in enumerate(tokens) if token in starters]:
-                self._follow(memo[tokens[index]], index, index, text, name, found)
+            # A token that is a whole term and starts no longer one: only its first occurrence
+            # can explain anything, and list.index finds it in C.
+            leaves = starters & self._leaves
+            for token in leaves:
+                index = tokens.index(token)
+                self._follow(memo[token], index, index, text, name, found)
+            if len(leaves) < len(starters):
+                for index in [i for i, token in enumerate(tokens) if token in starters and token not in leaves]:
+                    self._follow(memo[tokens[index]], index, index, text, name, found)
         for index, joined_words in text.joins.items():
             for joined, last in joined_words:
                 nodes = memo[joined] if joined in memo else self._first(joined)
@@ -752,20 +766,27 @@ class Matcher:
         nodes = self._memo[token] = self._trie.step(token)
         if nodes:
             self._starters.add(token)
+            if not any(node.inner for node in nodes):
+                self._leaves.add(token)
         return nodes
 
     def _follow(self, nodes: list[_Node], first: int, last: int, text: _Text, name: str, found: Found) -> None:
         for node in nodes:
             for probe in node.ends:
-                where = found.setdefault(probe, {})
+                where = found.get(probe)
+                if where is None:
+                    found[probe] = {name: (first, last)}
+                    continue
                 earlier = where.get(name)
                 if not isinstance(earlier, tuple) or earlier[0] > first:  # the first occurrence explains the match
                     where[name] = (first, last)
             after = last + 1
             if node.inner and after < len(text.tokens):
-                self._follow(node.step(text.tokens[after]), first, after, text, name, found)
+                if following := node.step(text.tokens[after]):
+                    self._follow(following, first, after, text, name, found)
                 for joined, end in text.joins.get(after, ()):
-                    self._follow(node.step(joined), first, end, text, name, found)
+                    if following := node.step(joined):
+                        self._follow(following, first, end, text, name, found)
 
 
 def _search(regex: re.Pattern[str], text: str) -> re.Match[str] | None:
@@ -789,18 +810,73 @@ def _field_text(paper: Paper, name: str) -> str:
     return paper.organization or ""
 
 
-def _explain(reader: str, rules: list[tuple[str, tuple[_Term, ...]]], paper_id: str, found: Found,
+_Shown = tuple[int, frozenset[str], str]  # a term's probe, its fields, its label
+# A rule flattened for the hot loop: min upvotes, all (probe, fields), exclude (probe, fields),
+# any (probe, fields), the terms its why shows, and those its query adds when it holds.
+_Plan = tuple[int, tuple[tuple[int, frozenset[str]], ...], tuple[tuple[int, frozenset[str]], ...],
+              tuple[tuple[int, frozenset[str]], ...], tuple[_Shown, ...], tuple[_Shown, ...]]
+
+
+def _plan(rule: _Rule) -> _Plan:
+    def pairs(terms: Iterable[_Term]) -> tuple[tuple[int, frozenset[str]], ...]:
+        return tuple((t.probe, t.fields) for t in terms)
+
+    def shown(terms: Iterable[_Term]) -> tuple[_Shown, ...]:
+        return tuple((t.probe, t.fields, t.label) for t in terms)
+
+    positive = () if rule.query is None else shown(rule.query_terms[t] for t in q.positive_terms(rule.query))
+    return (rule.min_upvotes, pairs(rule.all_of), pairs(rule.none_of), pairs(rule.any_of),
+            shown((*rule.any_of, *rule.all_of)), positive)
+
+
+def _explained(plan: _Plan, rule: _Rule, found: Found, upvotes: int) -> tuple[_Shown, ...] | None:
+    """What ``rule.explained`` says, on the flattened rule: the terms its why shows, or None."""
+    least, all_of, none_of, any_of, shown, positive = plan
+    if upvotes < least:
+        return None
+    for probe, fields in all_of:
+        where = found.get(probe)
+        if where is None or fields.isdisjoint(where):
+            return None
+    for probe, fields in none_of:
+        where = found.get(probe)
+        if where is not None and not fields.isdisjoint(where):
+            return None
+    if rule.query is not None and rule._query_holds(found):
+        return shown + positive
+    for probe, fields in any_of:
+        where = found.get(probe)
+        if where is not None and not fields.isdisjoint(where):
+            return shown
+    return None
+
+
+def _explain(reader: str, rules: list[tuple[str, tuple[_Shown, ...]]], paper_id: str, found: Found,
              texts: dict[str, _Text]) -> Match:
     # An ordered set of (rule, term, field, text): a term two rules share is one hit per rule.
     # Only terms with a hit are looked at, and each text is cut once per paper (``_Text.words``).
     hits: dict[tuple[str, str, str, str], None] = {}
     for rule, terms in rules:
-        for term in terms:
-            where = found.get(term.probe)
+        for probe, fields, label in terms:
+            where = found.get(probe)
             if where is None:
                 continue
             for name, spot in where.items():
-                if name in term.fields:
+                if name in fields:
                     text = spot if isinstance(spot, str) else texts[name].words(*spot)
-                    hits[rule, term.label, name, text] = None
-    return Match(reader, paper_id, tuple(rule for rule, _ in rules), tuple(Hit(*hit) for hit in hits))
+                    hits[rule, label, name, text] = None
+    return Match(reader, paper_id, tuple(rule for rule, _ in rules), tuple(map(_hit, hits)))
+
+
+_HITS: dict[tuple[str, str, str, str], Hit] = {}
+_HITS_LIMIT = 20_000
+
+
+def _hit(key: tuple[str, str, str, str]) -> Hit:
+    """The Hit record for ``key``, shared: the same rule finds the same words in paper after paper."""
+    hit = _HITS.get(key)
+    if hit is None:
+        if len(_HITS) >= _HITS_LIMIT:
+            _HITS.clear()
+        hit = _HITS[key] = Hit(*key)
+    return hit
