@@ -632,3 +632,25 @@ def test_matching_for_one_reader_and_a_paper_whose_text_changed() -> None:
     [only] = matcher.match(full, reader="bob")
     assert only.reader == "bob" and only.rules == ("grok too", "collapse")
     assert matcher.match(full, reader="carol") == []
+
+
+def test_one_readers_rules_compiled_alone_match_as_they_do_among_everyones() -> None:
+    """``match --reader`` compiles that reader's rules alone: the same matches, hits and texts."""
+    papers = every_sample()
+    everyone = Matcher.compile(READING_LIST)
+    for reader in ("alice", "bob"):
+        alone = Matcher.compile([spec for spec in READING_LIST if spec.reader == reader])
+        expected = [m for paper in papers for m in everyone.match(paper) if m.reader == reader]
+        assert alone.match_all(papers) == expected
+        assert expected  # each reader does have matches
+
+
+@pytest.mark.parametrize("others", [(), ("grokking dynamics",), ("Grokking",), ("grokking-free", "re:grok")])
+def test_a_word_found_again_is_explained_by_its_first_occurrence_whatever_else_is_looked_for(
+        others: tuple[str, ...]) -> None:
+    """Whether or not other terms start with the same word, a hit shows the first place it occurs."""
+    rules = [RuleSpec("alice", "grok", keywords=("grokking",))]
+    rules += [RuleSpec("bob", f"other {n}", keywords=(other,)) for n, other in enumerate(others)]
+    paper = Paper(id="2503.00001", title="Grokking, again", summary="Why grokking? GROKKING dynamics and grokking.")
+    [found] = [m for m in Matcher.compile(rules).match(paper) if m.reader == "alice"]
+    assert found.why == (Hit("grok", "grokking", "title", "Grokking"), Hit("grok", "grokking", "abstract", "grokking"))
