@@ -54,6 +54,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
 
+import ahocorasick
+
 from paperwatch import query as q
 from paperwatch.errors import ConfigError
 from paperwatch.models import Paper
@@ -172,13 +174,18 @@ class _Text:
     def __init__(self, original: str) -> None:
         self.original = original
         self.folded = fold(original)
+        # Tokenized on demand (``tokenize``): most fields of most papers hold no word of a rule.
+        self.tokens: list[str] = []
+        self.joins: dict[int, list[tuple[str, int]]] = {}
+        self._ends: list[int] | None = None
+        self._cuts: dict[tuple[int, int], str] = {}
+        self._origin: list[int] | None = None  # folded offset -> original offset; [] when they agree
+
+    def tokenize(self) -> None:
         items = _COMPOUND_OR_BREAK.findall(self.folded)
         # Splitting the hyphenated items in C keeps this fast; "" items (breaks) survive as "".
         self.tokens = " ".join(items).replace("-", " ").split(" ") if items else []
         self.joins = _joins(items) if "-" in self.folded else {}
-        self._ends: list[int] | None = None
-        self._cuts: dict[tuple[int, int], str] = {}
-        self._origin: list[int] | None = None  # folded offset -> original offset; [] when they agree
 
     def words(self, first: int, last: int) -> str:
         """The original text of tokens ``first`` to ``last`` (inclusive); cut once per paper,
@@ -640,6 +647,7 @@ class Matcher:
         self._triggers = triggers
         self._always = frozenset(i for i, rule in enumerate(rules) if rule.holds_without_hits())
         self._plans = [_plan(rule) for rule in rules]
+        self._firsts = _automaton([*builder.trie.exact, *builder.trie.prefixes])
         # The same, one reader's rules at a time: a digest asks for its reader's matches only.
         self._by_reader: dict[str, frozenset[int]] = {}
         self._reader_triggers: dict[str, dict[int, list[int]]] = {}
@@ -715,7 +723,12 @@ class Matcher:
     def _found(self, paper: Paper, texts: dict[str, _Text]) -> Found:
         found: Found = {}
         for name, text in texts.items():
-            self._scan(name, text, found)
+            # Every trie path starts with a token (or hyphen-joined word) equal to a first step
+            # or starting with a wildcard's: each is a substring of the text without hyphens.
+            # Aho-Corasick (in C) rules out in one pass the fields where none occurs.
+            if self._firsts is not None and next(self._firsts.iter(text.folded.replace("-", "")), None) is not None:
+                text.tokenize()
+                self._scan(name, text, found)
         for probe, regex, required, fields in self._regexes:
             for name in fields:
                 hit = required in texts[name].folded and _search(regex, texts[name].folded)
@@ -787,6 +800,17 @@ class Matcher:
                 for joined, end in text.joins.get(after, ()):
                     if following := node.step(joined):
                         self._follow(following, first, end, text, name, found)
+
+
+def _automaton(keys: list[str]) -> ahocorasick.Automaton | None:
+    """An Aho-Corasick automaton finding any of ``keys`` in a text; None if there are none."""
+    if not keys:
+        return None
+    automaton = ahocorasick.Automaton()
+    for key in keys:
+        automaton.add_word(key, None)
+    automaton.make_automaton()
+    return automaton
 
 
 def _search(regex: re.Pattern[str], text: str) -> re.Match[str] | None:
