@@ -654,3 +654,25 @@ def test_a_word_found_again_is_explained_by_its_first_occurrence_whatever_else_i
     paper = Paper(id="2503.00001", title="Grokking, again", summary="Why grokking? GROKKING dynamics and grokking.")
     [found] = [m for m in Matcher.compile(rules).match(paper) if m.reader == "alice"]
     assert found.why == (Hit("grok", "grokking", "title", "Grokking"), Hit("grok", "grokking", "abstract", "grokking"))
+
+
+_VOCAB = ["pre", "training", "pretraining", "diffusion", "model", "non", "linear", "nonlinear", "state", "space",
+          "naïve", "ﬁne", "tuning", "x", "art"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=st.lists(st.sampled_from(_VOCAB), min_size=1, max_size=12),
+       gaps=st.lists(st.sampled_from([" ", "-", "—", ", ", ". ", "(", "_", "'"]), min_size=12, max_size=12),
+       terms=st.lists(st.sampled_from(["pretraining", "pre-training", "diffus*", "state space model", "nonlinear",
+                                       "non linear", "naive", "fine-tuning", "art", "linear*", "x"]),
+                      min_size=1, max_size=4))
+def test_skipping_fields_without_a_first_word_changes_no_result(
+        words: list[str], gaps: list[str], terms: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Aho-Corasick pass only skips fields the trie walk would find nothing in."""
+    text = "".join(word + gap for word, gap in zip(words, gaps))
+    paper = Paper(id="2503.00001", title=text, summary=text.upper())
+    rules = [RuleSpec("alice", f"r{n}", keywords=(term,)) for n, term in enumerate(terms)]
+    filtered = Matcher.compile(rules).match(paper)
+    with monkeypatch.context() as patch:
+        patch.setattr(match, "_may_start", lambda automaton, folded: True)
+        assert Matcher.compile(rules).match(paper) == filtered

@@ -647,7 +647,7 @@ class Matcher:
         self._triggers = triggers
         self._always = frozenset(i for i, rule in enumerate(rules) if rule.holds_without_hits())
         self._plans = [_plan(rule) for rule in rules]
-        self._firsts = _automaton([*builder.trie.exact, *builder.trie.prefixes])
+        self._firsts = _automaton(builder.trie)
         # The same, one reader's rules at a time: a digest asks for its reader's matches only.
         self._by_reader: dict[str, frozenset[int]] = {}
         self._reader_triggers: dict[str, dict[int, list[int]]] = {}
@@ -723,10 +723,7 @@ class Matcher:
     def _found(self, paper: Paper, texts: dict[str, _Text]) -> Found:
         found: Found = {}
         for name, text in texts.items():
-            # Every trie path starts with a token (or hyphen-joined word) equal to a first step
-            # or starting with a wildcard's: each is a substring of the text without hyphens.
-            # Aho-Corasick (in C) rules out in one pass the fields where none occurs.
-            if self._firsts is not None and next(self._firsts.iter(text.folded.replace("-", "")), None) is not None:
+            if self._firsts is not None and _may_start(self._firsts, text.folded):
                 text.tokenize()
                 self._scan(name, text, found)
         for probe, regex, required, fields in self._regexes:
@@ -802,15 +799,38 @@ class Matcher:
                         self._follow(following, first, end, text, name, found)
 
 
-def _automaton(keys: list[str]) -> ahocorasick.Automaton | None:
-    """An Aho-Corasick automaton finding any of ``keys`` in a text; None if there are none."""
-    if not keys:
+def _automaton(trie: _Node) -> ahocorasick.Automaton | None:
+    """An Aho-Corasick automaton of the trie's first steps (each with its length and whether it
+    must end a word); None if there are none."""
+    if not trie.exact and not trie.prefixes:
         return None
     automaton = ahocorasick.Automaton()
-    for key in keys:
-        automaton.add_word(key, None)
+    for key in trie.exact:
+        automaton.add_word(key, (len(key), key not in trie.prefixes))
+    for key in trie.prefixes:
+        automaton.add_word(key, (len(key), False))
     automaton.make_automaton()
     return automaton
+
+
+def _may_start(automaton: ahocorasick.Automaton, folded: str) -> bool:
+    """Whether a token or hyphen-joined word of ``folded`` can be a first step of the trie.
+
+    Each of those is, in the text without its hyphens, a run that starts where a word starts
+    or a hyphen was, and (unless a wildcard's) ends where a word ends or a hyphen was: a
+    necessary condition, checked in one C pass over the text."""
+    text, cuts = folded, frozenset[int]()
+    if "-" in folded:
+        pieces = folded.split("-")
+        text, cuts = "".join(pieces), frozenset(accumulate(map(len, pieces[:-1])))
+    for end, (length, whole) in automaton.iter(text):
+        start = end - length + 1
+        if start > 0 and text[start - 1].isalnum() and start not in cuts:
+            continue
+        if whole and end + 1 < len(text) and text[end + 1].isalnum() and end + 1 not in cuts:
+            continue
+        return True
+    return False
 
 
 def _search(regex: re.Pattern[str], text: str) -> re.Match[str] | None:
