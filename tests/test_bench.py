@@ -59,3 +59,28 @@ def test_scale_bench_mails_every_digest_over_one_connection_and_reports_its_cost
     assert papers and cpu and idle, run.stdout
     assert int(papers.group(1)) > 0 and float(cpu.group(1)) > 0 and float(cpu.group(2)) == 3
     assert 10 < float(idle.group(1)) < 500
+
+
+@pytest.mark.slow
+def test_ingest_bench_costs_the_same_per_paper_at_four_times_the_papers() -> None:
+    run = subprocess.run([sys.executable, str(BENCH / "ingest"), "--sizes", "2000,8000"], capture_output=True,
+                         text=True, timeout=600)
+    per_1k = {int(m.group(1).replace(",", "")): float(m.group(2))
+              for m in re.finditer(r"^\s*([\d,]+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)\s+[\d.]+\s+[\d.]+\s+-?[\d.]+$",
+                                   run.stdout, re.M)}
+    assert set(per_1k) == {2000, 8000}, run.stdout + run.stderr
+    # The shape, not the speed: a paper costs no more when the database holds four times as many
+    # (the previous store's cost per paper grew with the database: 2.5x from 3,000 to 12,000).
+    assert per_1k[8000] <= 1.5 * per_1k[2000], run.stdout
+
+
+@pytest.mark.slow
+def test_match_bench_whole_commands_cost_the_same_per_paper_at_four_times_the_papers() -> None:
+    run = subprocess.run([sys.executable, str(BENCH / "match"), "--commands", "--papers", "2000", "--readers", "20"],
+                         capture_output=True, text=True, timeout=600)
+    rows = {int(m.group(1).replace(",", "")): (float(m.group(2)), float(m.group(3)), float(m.group(4)))
+            for m in re.finditer(r"^\s*([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+[\d,]+\s+[\d,]+\s+[\d,]+$",
+                                 run.stdout, re.M)}
+    assert {500, 2000} <= set(rows), run.stdout + run.stderr
+    for column in range(3):  # papers --json, one reader's match --json, every reader's
+        assert rows[2000][column] / 2000 <= 1.5 * rows[500][column] / 500, run.stdout

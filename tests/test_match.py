@@ -642,3 +642,47 @@ def test_a_pattern_that_backtracks_elsewhere_searches_in_linear_time() -> None:
     matcher = Matcher.compile([RuleSpec("bob", "runs", keywords=("re:(a+)+$",))])
     assert matcher.match(Paper(id="2503.00001", title="a" * 60 + "!")) == []
     assert matcher.match(Paper(id="2503.00002", title="a" * 60)) != []
+
+
+def test_one_readers_rules_compiled_alone_match_as_they_do_among_everyones() -> None:
+    """``match --reader`` compiles that reader's rules alone: the same matches, hits and texts."""
+    papers = every_sample()
+    everyone = Matcher.compile(READING_LIST)
+    for reader in ("alice", "bob"):
+        alone = Matcher.compile([spec for spec in READING_LIST if spec.reader == reader])
+        expected = [m for paper in papers for m in everyone.match(paper) if m.reader == reader]
+        assert alone.match_all(papers) == expected
+        assert expected  # each reader does have matches
+
+
+@pytest.mark.parametrize("others", [(), ("grokking dynamics",), ("Grokking",), ("grokking-free", "re:grok")])
+def test_a_word_found_again_is_explained_by_its_first_occurrence_whatever_else_is_looked_for(
+        others: tuple[str, ...]) -> None:
+    """Whether or not other terms start with the same word, a hit shows the first place it occurs."""
+    rules = [RuleSpec("alice", "grok", keywords=("grokking",))]
+    rules += [RuleSpec("bob", f"other {n}", keywords=(other,)) for n, other in enumerate(others)]
+    paper = Paper(id="2503.00001", title="Grokking, again", summary="Why grokking? GROKKING dynamics and grokking.")
+    [found] = [m for m in Matcher.compile(rules).match(paper) if m.reader == "alice"]
+    assert found.why == (Hit("grok", "grokking", "title", "Grokking"), Hit("grok", "grokking", "abstract", "grokking"))
+
+
+_VOCAB = ["pre", "training", "pretraining", "diffusion", "model", "non", "linear", "nonlinear", "state", "space",
+          "naïve", "ﬁne", "tuning", "x", "art"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=st.lists(st.sampled_from(_VOCAB), min_size=1, max_size=12),
+       gaps=st.lists(st.sampled_from([" ", "-", "—", ", ", ". ", "(", "_", "'"]), min_size=12, max_size=12),
+       terms=st.lists(st.sampled_from(["pretraining", "pre-training", "diffus*", "state space model", "nonlinear",
+                                       "non linear", "naive", "fine-tuning", "art", "linear*", "x"]),
+                      min_size=1, max_size=4))
+def test_skipping_fields_without_a_first_word_changes_no_result(
+        words: list[str], gaps: list[str], terms: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Aho-Corasick pass only skips fields the trie walk would find nothing in."""
+    text = "".join(word + gap for word, gap in zip(words, gaps))
+    paper = Paper(id="2503.00001", title=text, summary=text.upper())
+    rules = [RuleSpec("alice", f"r{n}", keywords=(term,)) for n, term in enumerate(terms)]
+    filtered = Matcher.compile(rules).match(paper)
+    with monkeypatch.context() as patch:
+        patch.setattr(match, "_may_start", lambda automaton, folded: True)
+        assert Matcher.compile(rules).match(paper) == filtered

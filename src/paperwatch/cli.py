@@ -16,18 +16,27 @@ import re
 import sqlite3
 import sys
 import zoneinfo
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from paperwatch import __version__
 from paperwatch.config import Config, Reader, find_config_file, inspect_config, load_config
 from paperwatch.daemon import Schedule, schedule_state, serve
-from paperwatch.delivery import SEARCH, compose, deliver_due, prepare, queue_digests, with_search_hits, write_preview
+from paperwatch.delivery import (
+    SEARCH,
+    compose,
+    deliver_due,
+    prepare,
+    queue_digests,
+    rule_specs,
+    with_search_hits,
+    write_preview,
+)
 from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.fetch import Fetcher
 from paperwatch.mail import describe, mail_warnings, probe, utf8_addresses
-from paperwatch.match import Match
+from paperwatch.match import Match, Matcher
 from paperwatch.models import Paper
 from paperwatch.pipeline import (
     DayReport,
@@ -406,6 +415,8 @@ async def _match(args: argparse.Namespace, config: Config) -> int:
     matcher, _ = prepare(config)
     chosen = _readers(config, args.reader)
     readers = {r.name for r in chosen}
+    if args.reader is not None:  # only that reader's terms to look for in every paper
+        matcher = Matcher.compile(rule_specs(chosen))
     async with await Store.open(config.database) as store:
         papers = await store.papers(since=args.since)
         matches = [m for m in matcher.match_all(papers) if m.reader in readers]
@@ -414,9 +425,7 @@ async def _match(args: argparse.Namespace, config: Config) -> int:
     papers += found
     titles = {p.id: p.title for p in papers}
     if args.json:
-        json.dump([{**m.as_json(), "title": titles.get(m.paper_id)} for m in matches], sys.stdout,
-                  ensure_ascii=False, indent=2)
-        print()
+        _write_json_array(({**m.as_json(), "title": titles.get(m.paper_id)} for m in matches), sys.stdout)
         return 0
     for reader in chosen:
         _print_matches(reader, [m for m in matches if m.reader == reader.name], titles)
@@ -456,14 +465,33 @@ def _match_counts(reader: Reader, matches: list[Match], since: str, ran: set[str
     return lines
 
 
+def _write_json_array(items: Iterable[object], out: TextIO) -> None:
+    """A JSON array, one object a line, written as it is encoded: the C encoder (no indent)
+    and one write per thousand objects instead of millions of small ones."""
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    start, chunk = "[", []
+    for item in items:
+        chunk.append(encode(item))
+        if len(chunk) == 1000:
+            out.write(start + "\n" + ",\n".join(chunk))
+            start, chunk = ",", []
+    if chunk:
+        out.write(start + "\n" + ",\n".join(chunk))
+        start = ","
+    out.write("[]\n" if start == "[" else "\n]\n")
+
+
 async def _with_search_hits(store: Store, config: Config, matches: list[Match], readers: set[str],
                             since: dt.date | None) -> tuple[list[Match], list[Paper]]:
     """The matches with each reader's saved-search results folded in (a paper once per reader),
     and the papers only a search found."""
     folded: list[Match] = []
     found: dict[str, Paper] = {}
+    by_reader: dict[str, dict[str, Match]] = {}
+    for m in matches:
+        by_reader.setdefault(m.reader, {})[m.paper_id] = m
     for reader in config.readers:
-        mine = {m.paper_id: m for m in matches if m.reader == reader.name}
+        mine = by_reader.get(reader.name, {})
         if reader.name in readers and reader.searches:
             hits = await store.search_hits(reader.name, [(s.query, s.min_upvotes) for s in reader.searches],
                                            undelivered=False)
@@ -550,8 +578,7 @@ async def _papers(args: argparse.Namespace, config: Config) -> int:
         papers = await store.papers(date=args.date, since=args.since, search=args.search,
                                     limit=args.limit or None)
     if args.json:
-        json.dump([p.as_json() for p in papers], sys.stdout, ensure_ascii=False, indent=2)
-        print()
+        _write_json_array((p.as_json() for p in papers), sys.stdout)
         return 0
     for p in papers:
         authors = ", ".join(p.authors[:3]) + (" et al." if len(p.authors) > 3 else "")

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any, cast
 
+import ahocorasick
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
 from paperwatch import query as q
@@ -170,29 +171,44 @@ def plural(word: str) -> str:
 class _Text:
     """One field of one paper, folded and tokenized; offsets back to the original on demand."""
 
-    __slots__ = ("_ends", "folded", "joins", "original", "tokens")
+    __slots__ = ("_cuts", "_ends", "_origin", "folded", "joins", "original", "tokens")
 
     def __init__(self, original: str) -> None:
         self.original = original
         self.folded = fold(original)
+        # Tokenized on demand (``tokenize``): most fields of most papers hold no word of a rule.
+        self.tokens: list[str] = []
+        self.joins: dict[int, list[tuple[str, int]]] = {}
+        self._ends: list[int] | None = None
+        self._cuts: dict[tuple[int, int], str] = {}
+        self._origin: list[int] | None = None  # folded offset -> original offset; [] when they agree
+
+    def tokenize(self) -> None:
         items = _COMPOUND_OR_BREAK.findall(self.folded)
         # Splitting the hyphenated items in C keeps this fast; "" items (breaks) survive as "".
         self.tokens = " ".join(items).replace("-", " ").split(" ") if items else []
         self.joins = _joins(items) if "-" in self.folded else {}
-        self._ends: list[int] | None = None
 
     def words(self, first: int, last: int) -> str:
-        """The original text of tokens ``first`` to ``last`` (inclusive)."""
+        """The original text of tokens ``first`` to ``last`` (inclusive); cut once per paper,
+        however many readers' matches show it."""
+        cut = self._cuts.get((first, last))
+        if cut is not None:
+            return cut
         if self._ends is None:
             # split() alternates gap, token, gap, token...: token k spans ends[2k] to ends[2k + 1]
             self._ends = list(accumulate(map(len, _PIECE_OR_BREAK.split(self.folded))))
-        return self.chars(self._ends[2 * first], self._ends[2 * last + 1])
+        cut = self._cuts[first, last] = self.chars(self._ends[2 * first], self._ends[2 * last + 1])
+        return cut
 
     def chars(self, start: int, end: int) -> str:
         """The original text of the folded text's ``[start:end]``."""
-        if len(self.folded) == len(self.original) and self.original.isascii():
+        origin = self._origin
+        if origin is None:
+            same = len(self.folded) == len(self.original) and self.original.isascii()
+            origin = self._origin = [] if same else [i for i, char in enumerate(self.original) for _ in _fold_char(char)]
+        if not origin:
             return self.original[start:end]
-        origin = [i for i, char in enumerate(self.original) for _ in _fold_char(char)]
         return self.original[origin[start] : origin[end - 1] + 1]
 
 
@@ -402,12 +418,20 @@ class _Rule:
     min_upvotes: int
 
     def matches(self, found: Found, upvotes: int) -> bool:
+        return self.explained(found, upvotes) is not None
+
+    def explained(self, found: Found, upvotes: int) -> tuple[_Term, ...] | None:
+        """The terms that can explain the match (as ``why``), or None if the rule does not
+        match: the query is evaluated once for both."""
         if upvotes < self.min_upvotes:
-            return False
-        if not any(_holds(term, found) for term in self.any_of) and not self._query_holds(found):
-            return False
-        return all(_holds(term, found) for term in self.all_of) and not any(
-            _holds(term, found) for term in self.none_of)
+            return None
+        if not all(_holds(term, found) for term in self.all_of) or any(_holds(term, found) for term in self.none_of):
+            return None
+        if self.query is not None and self._query_holds(found):
+            return (*self.any_of, *self.all_of, *(self.query_terms[t] for t in q.positive_terms(self.query)))
+        if any(_holds(term, found) for term in self.any_of):
+            return (*self.any_of, *self.all_of)
+        return None
 
     def why(self, found: Found) -> Iterator[_Term]:
         """The terms that can explain a match: a query's only when the query holds."""
@@ -671,6 +695,7 @@ class Matcher:
         self._organizations = builder.organizations
         self._memo: dict[str, list[_Node]] = {}  # first trie step per token: most tokens repeat
         self._starters: set[str] = set()  # the tokens of the memo that start a trie path
+        self._leaves: set[str] = set()  # the starters that are whole terms and start no longer one
         triggers: dict[int, list[int]] = {}
         for index, rule in enumerate(rules):
             for term in rule.triggers():
@@ -678,6 +703,8 @@ class Matcher:
                     triggers[term.probe].append(index)
         self._triggers = triggers
         self._always = frozenset(i for i, rule in enumerate(rules) if rule.holds_without_hits())
+        self._plans = [_plan(rule) for rule in rules]
+        self._firsts = _automaton(builder.trie)
         # The same, one reader's rules at a time: a digest asks for its reader's matches only.
         self._by_reader: dict[str, frozenset[int]] = {}
         self._reader_triggers: dict[str, dict[int, list[int]]] = {}
@@ -724,11 +751,13 @@ class Matcher:
             triggers = self._reader_triggers.get(reader, {})
             candidates = {index for probe in found for index in triggers.get(probe, ())}
             candidates |= self._always & self._by_reader.get(reader, frozenset())
-        by_reader: dict[str, list[_Rule]] = {}
+        by_reader: dict[str, list[tuple[str, tuple[_Shown, ...]]]] = {}
+        upvotes = paper.upvotes or 0
         for index in sorted(candidates):
             rule = self._rules[index]
-            if rule.matches(found, paper.upvotes or 0):
-                by_reader.setdefault(rule.reader, []).append(rule)
+            shown = _explained(self._plans[index], rule, found, upvotes)
+            if shown is not None:
+                by_reader.setdefault(rule.reader, []).append((rule.name, shown))
         return [_explain(reader, rules, paper.id, found, texts) for reader, rules in by_reader.items()]
 
     def match_all(self, papers: Iterable[Paper]) -> list[Match]:
@@ -751,7 +780,9 @@ class Matcher:
     def _found(self, paper: Paper, texts: dict[str, _Text]) -> Found:
         found: Found = {}
         for name, text in texts.items():
-            self._scan(name, text, found)
+            if self._firsts is not None and _may_start(self._firsts, text.folded):
+                text.tokenize()
+                self._scan(name, text, found)
         for probe, regex, required, fields in self._regexes:
             for name in fields:
                 hit = required in texts[name].folded and _search(regex, texts[name].folded)
@@ -776,13 +807,21 @@ class Matcher:
         if len(memo) + len(new) > _MEMO_LIMIT:  # forget before this paper, never halfway through it
             memo.clear()
             self._starters.clear()
+            self._leaves.clear()
             new = list(distinct)
         for token in new:
             self._first(token)
         starters = distinct & self._starters  # in C: most tokens start nothing
         if starters:
-            for index in [i for i, token in enumerate(tokens) if token in starters]:
-                self._follow(memo[tokens[index]], index, index, text, name, found)
+            # A token that is a whole term and starts no longer one: only its first occurrence
+            # can explain anything, and list.index finds it in C.
+            leaves = starters & self._leaves
+            for token in leaves:
+                index = tokens.index(token)
+                self._follow(memo[token], index, index, text, name, found)
+            if len(leaves) < len(starters):
+                for index in [i for i, token in enumerate(tokens) if token in starters and token not in leaves]:
+                    self._follow(memo[tokens[index]], index, index, text, name, found)
         for index, joined_words in text.joins.items():
             for joined, last in joined_words:
                 nodes = memo[joined] if joined in memo else self._first(joined)
@@ -794,20 +833,61 @@ class Matcher:
         nodes = self._memo[token] = self._trie.step(token)
         if nodes:
             self._starters.add(token)
+            if not any(node.inner for node in nodes):
+                self._leaves.add(token)
         return nodes
 
     def _follow(self, nodes: list[_Node], first: int, last: int, text: _Text, name: str, found: Found) -> None:
         for node in nodes:
             for probe in node.ends:
-                where = found.setdefault(probe, {})
+                where = found.get(probe)
+                if where is None:
+                    found[probe] = {name: (first, last)}
+                    continue
                 earlier = where.get(name)
                 if not isinstance(earlier, tuple) or earlier[0] > first:  # the first occurrence explains the match
                     where[name] = (first, last)
             after = last + 1
             if node.inner and after < len(text.tokens):
-                self._follow(node.step(text.tokens[after]), first, after, text, name, found)
+                if following := node.step(text.tokens[after]):
+                    self._follow(following, first, after, text, name, found)
                 for joined, end in text.joins.get(after, ()):
-                    self._follow(node.step(joined), first, end, text, name, found)
+                    if following := node.step(joined):
+                        self._follow(following, first, end, text, name, found)
+
+
+def _automaton(trie: _Node) -> ahocorasick.Automaton | None:
+    """An Aho-Corasick automaton of the trie's first steps (each with its length and whether it
+    must end a word); None if there are none."""
+    if not trie.exact and not trie.prefixes:
+        return None
+    automaton = ahocorasick.Automaton()
+    for key in trie.exact:
+        automaton.add_word(key, (len(key), key not in trie.prefixes))
+    for key in trie.prefixes:
+        automaton.add_word(key, (len(key), False))
+    automaton.make_automaton()
+    return automaton
+
+
+def _may_start(automaton: ahocorasick.Automaton, folded: str) -> bool:
+    """Whether a token or hyphen-joined word of ``folded`` can be a first step of the trie.
+
+    Each of those is, in the text without its hyphens, a run that starts where a word starts
+    or a hyphen was, and (unless a wildcard's) ends where a word ends or a hyphen was: a
+    necessary condition, checked in one C pass over the text."""
+    text, cuts = folded, frozenset[int]()
+    if "-" in folded:
+        pieces = folded.split("-")
+        text, cuts = "".join(pieces), frozenset(accumulate(map(len, pieces[:-1])))
+    for end, (length, whole) in automaton.iter(text):
+        start = end - length + 1
+        if start > 0 and text[start - 1].isalnum() and start not in cuts:
+            continue
+        if whole and end + 1 < len(text) and text[end + 1].isalnum() and end + 1 not in cuts:
+            continue
+        return True
+    return False
 
 
 def _search(regex: re.Pattern[str], text: str) -> re.Match[str] | None:
@@ -831,12 +911,73 @@ def _field_text(paper: Paper, name: str) -> str:
     return paper.organization or ""
 
 
-def _explain(reader: str, rules: list[_Rule], paper_id: str, found: Found, texts: dict[str, _Text]) -> Match:
-    hits: dict[Hit, None] = {}  # an ordered set: a term two rules share is one hit per rule
-    for rule in rules:
-        for term in rule.why(found):
-            for name, where in found.get(term.probe, {}).items():
-                if name in term.fields:
-                    text = where if isinstance(where, str) else texts[name].words(*where)
-                    hits[Hit(rule.name, term.label, name, text)] = None
-    return Match(reader, paper_id, tuple(rule.name for rule in rules), tuple(hits))
+_Shown = tuple[int, frozenset[str], str]  # a term's probe, its fields, its label
+# A rule flattened for the hot loop: min upvotes, all (probe, fields), exclude (probe, fields),
+# any (probe, fields), the terms its why shows, and those its query adds when it holds.
+_Plan = tuple[int, tuple[tuple[int, frozenset[str]], ...], tuple[tuple[int, frozenset[str]], ...],
+              tuple[tuple[int, frozenset[str]], ...], tuple[_Shown, ...], tuple[_Shown, ...]]
+
+
+def _plan(rule: _Rule) -> _Plan:
+    def pairs(terms: Iterable[_Term]) -> tuple[tuple[int, frozenset[str]], ...]:
+        return tuple((t.probe, t.fields) for t in terms)
+
+    def shown(terms: Iterable[_Term]) -> tuple[_Shown, ...]:
+        return tuple((t.probe, t.fields, t.label) for t in terms)
+
+    positive = () if rule.query is None else shown(rule.query_terms[t] for t in q.positive_terms(rule.query))
+    return (rule.min_upvotes, pairs(rule.all_of), pairs(rule.none_of), pairs(rule.any_of),
+            shown((*rule.any_of, *rule.all_of)), positive)
+
+
+def _explained(plan: _Plan, rule: _Rule, found: Found, upvotes: int) -> tuple[_Shown, ...] | None:
+    """What ``rule.explained`` says, on the flattened rule: the terms its why shows, or None."""
+    least, all_of, none_of, any_of, shown, positive = plan
+    if upvotes < least:
+        return None
+    for probe, fields in all_of:
+        where = found.get(probe)
+        if where is None or fields.isdisjoint(where):
+            return None
+    for probe, fields in none_of:
+        where = found.get(probe)
+        if where is not None and not fields.isdisjoint(where):
+            return None
+    if rule.query is not None and rule._query_holds(found):
+        return shown + positive
+    for probe, fields in any_of:
+        where = found.get(probe)
+        if where is not None and not fields.isdisjoint(where):
+            return shown
+    return None
+
+
+def _explain(reader: str, rules: list[tuple[str, tuple[_Shown, ...]]], paper_id: str, found: Found,
+             texts: dict[str, _Text]) -> Match:
+    # An ordered set of (rule, term, field, text): a term two rules share is one hit per rule.
+    # Only terms with a hit are looked at, and each text is cut once per paper (``_Text.words``).
+    hits: dict[tuple[str, str, str, str], None] = {}
+    for rule, terms in rules:
+        for probe, fields, label in terms:
+            where = found.get(probe)
+            if where is None:
+                continue
+            for name, spot in where.items():
+                if name in fields:
+                    text = spot if isinstance(spot, str) else texts[name].words(*spot)
+                    hits[rule, label, name, text] = None
+    return Match(reader, paper_id, tuple(rule for rule, _ in rules), tuple(map(_hit, hits)))
+
+
+_HITS: dict[tuple[str, str, str, str], Hit] = {}
+_HITS_LIMIT = 20_000
+
+
+def _hit(key: tuple[str, str, str, str]) -> Hit:
+    """The Hit record for ``key``, shared: the same rule finds the same words in paper after paper."""
+    hit = _HITS.get(key)
+    if hit is None:
+        if len(_HITS) >= _HITS_LIMIT:
+            _HITS.clear()
+        hit = _HITS[key] = Hit(*key)
+    return hit
