@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from paperwatch import __version__
-from paperwatch.config import Config, Reader, find_config_file, inspect_config, load_config
+from paperwatch.check import inspect_config
+from paperwatch.config import Config, Reader, find_config_file, load_config
 from paperwatch.daemon import Schedule, schedule_state, serve
 from paperwatch.delivery import SEARCH, compose, deliver_due, prepare, queue_digests, with_search_hits, write_preview
 from paperwatch.errors import ConfigError, PaperwatchError
