@@ -98,7 +98,7 @@ from paperwatch.models import Paper
 from paperwatch.store import Store
 from paperwatch.timespec import parse_duration
 from smtpserver import Certificates, Received, Recorder, free_port
-from test_delivery import ids
+from support import ids
 
 ADMIN = "ops@example.org"
 USERNAME = "paperwatch-soak"

@@ -21,7 +21,7 @@ from paperwatch.delivery import compose, prepare
 from paperwatch.fetch import Fetcher
 from paperwatch.pipeline import fetch_days
 from paperwatch.store import Store
-from test_cli import paperwatch
+from support import paperwatch
 
 DAYS = [dt.date(2025, 3, 5), dt.date(2025, 3, 6), dt.date(2025, 3, 7)]
 
