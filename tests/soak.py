@@ -91,10 +91,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from fakehf import MISSING, FakeHF, Fault
 from paperwatch.config import load_config
-from paperwatch.daemon import LAST_POLL_AT, LAST_POLL_SUMMARY
 from paperwatch.delivery import compile_rules, deliver_due, prepare
 from paperwatch.errors import ConfigError
 from paperwatch.models import Paper
+from paperwatch.runtime import LAST_POLL_AT, LAST_POLL_SUMMARY
 from paperwatch.store import Store
 from paperwatch.timespec import parse_duration
 from smtpserver import Certificates, Received, Recorder, free_port

@@ -119,7 +119,7 @@ async def scenario(daemon: Daemon, hf: FakeHF, recorder: Recorder, path: Path, s
 
 async def test_the_operator_hears_once_when_polls_keep_failing_and_once_when_they_recover(tmp_path: Path) -> None:
     from paperwatch.daemon import Daemon as InProcess
-    from paperwatch.daemon import Loaded
+    from paperwatch.runtime import Loaded
     from paperwatch.store import Store
 
     async with FakeHF() as hf:

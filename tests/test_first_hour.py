@@ -16,10 +16,10 @@ from conftest import write_config
 from fakehf import FakeHF
 from paperwatch.cli import main
 from paperwatch.config import load_config
-from paperwatch.daemon import LAST_POLL_AT
 from paperwatch.delivery import compose, prepare
 from paperwatch.fetch import Fetcher
 from paperwatch.pipeline import fetch_days
+from paperwatch.runtime import LAST_POLL_AT
 from paperwatch.store import Store
 from support import paperwatch
 

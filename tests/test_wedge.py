@@ -19,11 +19,11 @@ from fakehf import FakeHF, Fault
 from paperwatch.cli import main
 from paperwatch.config import MailConfig, SmtpConfig, load_config
 from paperwatch.daemon import Daemon as InProcess
-from paperwatch.daemon import Loaded
 from paperwatch.delivery import Outcome, prepare, queue_digests
 from paperwatch.errors import ConfigError, ParseError, StoreError
 from paperwatch.mail import unsafe_config_file
 from paperwatch.parse import parse_daily_page
+from paperwatch.runtime import Loaded
 from paperwatch.store import Store, utcnow
 from smtpserver import Recorder, SmtpServer
 from support import (
