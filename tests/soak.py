@@ -90,14 +90,15 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from fakehf import MISSING, FakeHF, Fault
-from paperwatch.config import load_config, parse_duration
-from paperwatch.daemon import LAST_POLL_AT, LAST_POLL_SUMMARY
+from paperwatch.config import load_config
 from paperwatch.delivery import compile_rules, deliver_due, prepare
 from paperwatch.errors import ConfigError
 from paperwatch.models import Paper
+from paperwatch.runtime import LAST_POLL_AT, LAST_POLL_SUMMARY
 from paperwatch.store import Store
+from paperwatch.timespec import parse_duration
 from smtpserver import Certificates, Received, Recorder, free_port
-from test_delivery import ids
+from support import ids
 
 ADMIN = "ops@example.org"
 USERNAME = "paperwatch-soak"

@@ -11,7 +11,7 @@ import pytest
 from paperwatch.address import parse_mailbox
 from paperwatch.config import load_config
 from paperwatch.errors import ConfigError
-from test_cli import paperwatch
+from support import paperwatch
 
 
 def toml_value(text: str) -> str:

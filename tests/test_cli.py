@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import io
 import json
-import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ from conftest import write_config
 from fakehf import FakeHF, Fault
 from paperwatch.cli import Progress
 from paperwatch.pipeline import DayReport
+from support import paperwatch
 
 pytestmark = pytest.mark.e2e
 
@@ -25,14 +23,6 @@ START = dt.date(2025, 2, 3)  # a Monday
 WEEKS = 3
 
 
-async def paperwatch(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "paperwatch", *args, cwd=cwd, env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def expected_json(item: dict[str, Any], day: dt.date) -> dict[str, Any]:

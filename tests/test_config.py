@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from paperwatch.config import find_config_file, inspect_config, load_config, parse_duration
+from paperwatch.check import inspect_config
+from paperwatch.config import find_config_file, load_config
 from paperwatch.errors import ConfigError
+from paperwatch.timespec import parse_duration
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 import signal
-import socket
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,93 +16,32 @@ import pytest
 from fakehf import FakeHF, Fault
 from paperwatch.config import load_config
 from smtpserver import Recorder, SmtpServer
-from test_delivery import LINEAR, YESTERDAY, expected, ids, stored_papers, write_config
+from support import (
+    BROKEN,
+    COSMOLOGY,
+    FAST,
+    LINEAR,
+    YESTERDAY,
+    Daemon,
+    Notifications,
+    delivered,
+    expected,
+    maildir_messages,
+    stored_papers,
+    until,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 
-FAST = """
-[[readers]]
-name = "alice"
-email = "alice@example.org"
-schedule = "3s"
-[[readers.rules]]
-name = "linear attention"
-keywords = ["linear transformer", "linear attention"]
-
-[[readers]]
-name = "bob"
-email = "bob@example.org"
-schedule = "3s"
-[[readers.rules]]
-name = "deep learning"
-keywords = ["deep learning"]
-"""
-COSMOLOGY = FAST.replace('keywords = ["linear transformer", "linear attention"]',
-                         'keywords = ["linear transformer", "linear attention", "cosmology"]')
-BROKEN = COSMOLOGY.replace('"cosmology"]', '"cosmology", "re:(unclosed", "brain*"]')
 
 
-class Notifications:
-    """The NOTIFY_SOCKET end: every datagram the daemon sends."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setblocking(False)
-        self.seen: list[str] = []
-
-    async def collect(self) -> None:
-        while True:
-            self.drain()
-            await asyncio.sleep(0.05)
-
-    def drain(self) -> list[str]:
-        while True:
-            try:
-                self.seen += self.sock.recv(4096).decode().split("\n")
-            except BlockingIOError:
-                return self.seen
 
 
-class Daemon:
-    def __init__(self, config: Path, notify: Notifications, log: Path, env: dict[str, str] | None = None) -> None:
-        self.config, self.notify, self.log = config, notify, log
-        self.env = env or {}
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "WATCHDOG_USEC": "600000", **self.env}
-        env.pop("WATCHDOG_PID", None)
-        with open(self.log, "ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "paperwatch", "-v", "-c", str(self.config), "run", env=env,
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
-        await until(lambda: "READY=1" in self.notify.drain(), 20, "READY=1")
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-
-    async def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        return await asyncio.wait_for(self.proc.wait(), timeout)
 
 
-async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
-def delivered(recorder: Recorder, reader: str) -> Counter[str]:
-    return Counter(p for m in recorder.messages_to(f"{reader}@example.org") for p in ids(m))
 
 
 async def test_the_daemon_end_to_end(tmp_path: Path) -> None:
@@ -180,18 +115,11 @@ async def scenario(daemon: Daemon, hf: FakeHF, recorder: Recorder, path: Path, s
     assert await daemon.wait(25) == 0
 
 
-def maildir_messages(root: Path) -> list[Any]:
-    import email
-    import email.policy
-
-    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
-            for p in sorted((root / "new").glob("*"), key=lambda p: p.stat().st_mtime_ns)] \
-        if (root / "new").is_dir() else []  # in delivery order: names start with the second only
 
 
 async def test_the_operator_hears_once_when_polls_keep_failing_and_once_when_they_recover(tmp_path: Path) -> None:
     from paperwatch.daemon import Daemon as InProcess
-    from paperwatch.daemon import Loaded
+    from paperwatch.runtime import Loaded
     from paperwatch.store import Store
 
     async with FakeHF() as hf:

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from fakehf import FakeHF
-from test_daemon import BROKEN, COSMOLOGY, FAST, Daemon, Notifications, maildir_messages, until
-from test_delivery import YESTERDAY, write_config
+from support import BROKEN, COSMOLOGY, FAST, YESTERDAY, Daemon, Notifications, maildir_messages, until, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -17,85 +17,39 @@ from typing import Any
 
 import pytest
 
-from conftest import FAST_SOURCE, toml_value
 from fakehf import FakeHF
-from paperwatch.config import Config, load_config
+from paperwatch.config import load_config
 from paperwatch.delivery import compile_rules, compose, deliver_due, queue_digests
 from paperwatch.digest import Templates
 from paperwatch.store import Store
 from smtpserver import PASSWORD, Certificates, Recorder, SmtpServer
-from test_cli import paperwatch
+from support import (
+    LINEAR,
+    READERS,
+    TODAY,
+    YESTERDAY,
+    expected,
+    ids,
+    paperwatch,
+    serve_samples,
+    stored_papers,
+    write_config,
+    write_smtp_login,
+)
 
-TODAY = dt.datetime.now(dt.UTC).date()
-YESTERDAY = TODAY - dt.timedelta(days=1)
 HEADERS = {"From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe", "Auto-Submitted",
            "MIME-Version", "Content-Type"}
-LINEAR = {"2503.63197", "2503.20711", "2503.71116"}  # the samples' linear transformer/attention titles
-
-READERS = """
-[[readers]]
-name = "alice"
-email = "alice@example.org"
-[[readers.rules]]
-name = "linear attention"
-keywords = ["linear transformer", "linear attention"]
-[[readers.rules]]
-name = "brains"
-keywords = ["brain*"]
-
-[[readers]]
-name = "bob"
-email = "bob@example.org"
-[[readers.rules]]
-name = "deep learning"
-keywords = ["deep learning"]
-
-[[readers]]
-name = "carol"
-email = "carol@example.org"
-[[readers.rules]]
-name = "gravity"
-keywords = ["quantum gravity"]
-"""
 
 
-def write_config(tmp_path: Path, hf: FakeHF, *, smtp: SmtpServer | None = None, readers: str = READERS,
-                 mail: dict[str, Any] | None = None) -> Path:
-    source = {**FAST_SOURCE, "base_url": hf.base_url, "lookback_days": 2}
-    lines = ["[paperwatch]", 'database = "paperwatch.db"', 'admin = "ops@example.org"', "", "[source]"]
-    lines += [f"{key} = {toml_value(value)}" for key, value in source.items()]
-    lines += ["", "[mail]", 'from = "paperwatch <pw@example.org>"', 'give_up = "1h"']
-    lines += [f"{key} = {toml_value(value)}" for key, value in (mail or {}).items()]
-    if smtp is not None:
-        lines += ["", "[mail.smtp]", 'host = "127.0.0.1"', f"port = {smtp.port}", 'security = "none"', "timeout = 5"]
-    path = tmp_path / "paperwatch.toml"
-    path.write_text("\n".join(lines) + "\n" + readers)
-    return path
 
 
-def serve_samples(hf: FakeHF, count: int = 26) -> list[dict[str, Any]]:
-    items = FakeHF.sample_items()[:count]
-    hf.days[YESTERDAY] = items
-    return items
 
 
-def ids(message: EmailMessage) -> list[str]:
-    """The arXiv ids a digest links to, once per paper (its huggingface.co page link)."""
-    text = message.get_body(("plain",))
-    assert text is not None
-    return re.findall(r"huggingface\.co/papers/(\d{4}\.\d{4,5})\b(?!\S*\.pdf)", text.get_content())
 
 
-def expected(config: Config, papers: list[Any]) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
-    for match in compile_rules(config).match_all(papers):
-        found.setdefault(match.reader, set()).add(match.paper_id)
-    return found
 
 
-async def stored_papers(config: Config) -> list[Any]:
-    async with await Store.open(config.database) as store:
-        return await store.papers()
+
 
 
 @pytest.mark.e2e
@@ -249,15 +203,6 @@ async def test_digest_preview_writes_files_and_changes_nothing(tmp_path: Path) -
     assert code == 0 and "alice: queued" in out and "bob: queued" in out
 
 
-def write_smtp_login(path: Path, certificates: Certificates, *, security: str = "starttls") -> Path:
-    """Make the config's [mail.smtp] log in, over ``security``, trusting the test's CA; the password in a file."""
-    secret = path.parent / "smtp-password"
-    secret.write_text(PASSWORD + "\n")
-    secret.chmod(0o600)
-    login = [f'security = "{security}"', 'username = "alerts"', f'password_file = "{secret}"',
-             f'ca_file = "{certificates.ca_file}"']
-    path.write_text(path.read_text().replace('security = "none"', "\n".join(login)))
-    return path
 
 
 @pytest.mark.e2e

@@ -16,12 +16,12 @@ from conftest import write_config
 from fakehf import FakeHF
 from paperwatch.cli import main
 from paperwatch.config import load_config
-from paperwatch.daemon import LAST_POLL_AT
 from paperwatch.delivery import compose, prepare
 from paperwatch.fetch import Fetcher
 from paperwatch.pipeline import fetch_days
+from paperwatch.runtime import LAST_POLL_AT
 from paperwatch.store import Store
-from test_cli import paperwatch
+from support import paperwatch
 
 DAYS = [dt.date(2025, 3, 5), dt.date(2025, 3, 6), dt.date(2025, 3, 7)]
 

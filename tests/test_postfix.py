@@ -33,8 +33,7 @@ from paperwatch.delivery import OPERATOR, compile_rules, deliver_due, queue_dige
 from paperwatch.digest import Templates
 from paperwatch.store import Store
 from smtpserver import PASSWORD, Certificates, free_port
-from test_cli import paperwatch
-from test_delivery import serve_samples, write_config, write_smtp_login
+from support import paperwatch, serve_samples, write_config, write_smtp_login
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

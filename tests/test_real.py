@@ -32,9 +32,8 @@ from paperwatch.pipeline import DayReport, fetch_days, fetch_searches, today_utc
 from paperwatch.store import MIGRATIONS, DayFetch, Store
 from reference import reference_digest
 from smtpserver import Recorder, SmtpServer
-from test_cli import paperwatch
-from test_delivery import ids
-from test_delivery import write_config as delivery_config
+from support import ids, paperwatch
+from support import write_config as delivery_config
 
 # file → the day it lists
 CAPTURES = {

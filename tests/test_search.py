@@ -18,8 +18,7 @@ import pytest
 from fakehf import FakeHF, Fault
 from paperwatch.config import load_config
 from smtpserver import Recorder, SmtpServer
-from test_cli import paperwatch
-from test_delivery import YESTERDAY, ids, write_config
+from support import YESTERDAY, ids, paperwatch, write_config
 
 QUERY = "deep networks"
 RESULTS = FakeHF.sample_items("api-papers-search-q-deep-networks.json")

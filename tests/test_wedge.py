@@ -19,16 +19,25 @@ from fakehf import FakeHF, Fault
 from paperwatch.cli import main
 from paperwatch.config import MailConfig, SmtpConfig, load_config
 from paperwatch.daemon import Daemon as InProcess
-from paperwatch.daemon import Loaded
 from paperwatch.delivery import Outcome, prepare, queue_digests
 from paperwatch.errors import ConfigError, ParseError, StoreError
 from paperwatch.mail import unsafe_config_file
 from paperwatch.parse import parse_daily_page
+from paperwatch.runtime import Loaded
 from paperwatch.store import Store, utcnow
 from smtpserver import Recorder, SmtpServer
-from test_cli import paperwatch
-from test_daemon import Daemon, Notifications, delivered, maildir_messages, until
-from test_delivery import YESTERDAY, ids, serve_samples, write_config
+from support import (
+    YESTERDAY,
+    Daemon,
+    Notifications,
+    delivered,
+    ids,
+    maildir_messages,
+    paperwatch,
+    serve_samples,
+    until,
+    write_config,
+)
 
 NESTED = b"<!doctype html><html><body>" + b"<div>" * 200_000  # 1 MB, 200,000 elements open at once
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")

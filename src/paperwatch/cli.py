@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from paperwatch import __version__
-from paperwatch.config import Config, Reader, find_config_file, inspect_config, load_config
-from paperwatch.daemon import Schedule, schedule_state, serve
+from paperwatch.check import inspect_config
+from paperwatch.config import Config, Reader, find_config_file, load_config
+from paperwatch.daemon import serve
 from paperwatch.delivery import (
     SEARCH,
     compose,
@@ -42,13 +43,13 @@ from paperwatch.pipeline import (
     DayReport,
     day_range,
     fetch_days,
-    fetch_searches,
     is_settled,
     recent_days,
     saved_queries,
     saved_searches,
     today_utc,
 )
+from paperwatch.runtime import Loaded, Runtime, Schedule, schedule_state
 from paperwatch.store import FetchRecord, OutboxMessage, SearchState, Store, sqlite_cause
 
 log = logging.getLogger(__name__)
@@ -395,20 +396,18 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     _say_if_no_reader(config)
     if not args.once:
         return await serve(config)
-    matcher, templates = prepare(config)
-    base = config.source.base_url
-    async with await Store.open(config.database) as store, Fetcher(config.source) as fetcher:
-        days = await fetch_days(fetcher, store, base, recent_days(config.source.lookback_days))
-        await store.watch_searches(saved_searches(config))
-        searches = await fetch_searches(fetcher, store, base, saved_queries(config))
-        for line in [r.line() for r in days] + [r.line() for r in searches]:
+    # The daemon's own operations, once: the days missed since the last poll are fetched too,
+    # old records pruned, and the operator told if the source keeps failing.
+    async with Runtime.open(Loaded.of(config)) as runtime:
+        await runtime.record_readers()
+        polled = await runtime.poll()
+        for line in [r.line() for r in polled.days] + [r.line() for r in polled.searches]:
             print(line)
-        queued = await queue_digests(store, config, matcher, templates, config.readers)
-        sent = await deliver_due(store, config)
-    for outcome in [*queued, *sent]:
+        outcomes = await runtime.queue(config.readers)
+        outcomes += await runtime.deliver()
+    for outcome in outcomes:
         print(f"{outcome.reader}: {outcome.text}")
-    failed = any(r.failed for r in days) or any(r.failed for r in searches)
-    return 1 if failed or not all(o.ok for o in [*queued, *sent]) else 0
+    return 1 if polled.failed or not all(o.ok for o in outcomes) else 0
 
 
 async def _match(args: argparse.Namespace, config: Config) -> int:

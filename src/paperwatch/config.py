@@ -17,7 +17,7 @@ import re
 import stat
 import tomllib
 import zoneinfo
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,30 +34,12 @@ from pydantic import (
 
 from paperwatch.address import parse_mailbox
 from paperwatch.errors import ConfigError
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(text: str | float) -> float:
-    """Seconds in ``"90s"``, ``"30m"``, ``"6h"``, ``"1d"``, ``"1.5s"`` or a bare number of seconds."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        found = _DURATION.match(str(text))
-        if not found:
-            raise ValueError(f"{text!r} is not a duration like 90s, 30m, 6h or 1d")
-        seconds = float(found.group(1)) * _UNITS[found.group(2)]
-    if seconds <= 0:
-        raise ValueError("must be more than zero")
-    return seconds
+from paperwatch.timespec import check, is_duration, parse_duration
 
 
 def _schedule(text: str) -> str:
     """An interval (``"30m"``) or a 5-field cron expression, read as crontab(5) reads it."""
-    from paperwatch.schedule import check  # schedule imports this module
-
-    if not _DURATION.match(text) and len(text.split()) != 5:
+    if not is_duration(text) and len(text.split()) != 5:
         raise ValueError(f"{text!r} is neither an interval like 30m nor a 5-field cron expression")
     check(text)
     return text
@@ -117,7 +99,7 @@ class PaperwatchSection(_Section):
 
 def _poll(text: str) -> str:
     """A poll schedule no more often than the floor: every poll costs the site requests and the log lines."""
-    if _DURATION.match(text) and parse_duration(text) < poll_floor():
+    if is_duration(text) and parse_duration(text) < poll_floor():
         raise ValueError(f"polling every {text} is too often: at least {poll_floor():g} s apart (say 1m)")
     return text
 
@@ -728,138 +710,3 @@ def _idle_reader_warnings(data: dict[str, Any]) -> list[Finding]:
                     warning=True, on_value=False)
             for i, reader in _entries(data, "readers")
             if not reader.get("rules") and not reader.get("searches")]
-
-
-# --- check: everything at once ------------------------------------------------------------------
-
-
-@dataclass
-class Inspection:
-    """What ``check`` reports: the config if it loads, every error and every warning, as lines."""
-
-    config: Config | None
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
-def inspect_config(path: Path | None, *, credentials: Path | None = None) -> Inspection:
-    """Every mistake in one pass: TOML, structure, cross-field rules, the readers' rules, the
-    templates and the SMTP password (from ``credentials``, a systemd credentials folder, if
-    given); and warnings. Raises ConfigError only when the file cannot be read or parsed."""
-    text, data = _read(path)
-    config, findings = _validated(path, data, text)
-    findings += _rule_findings(data)
-    if config is not None:
-        config = _resolved(config)
-        findings += _mail_findings(config, credentials)
-    findings += _address_warnings(data) + _idle_reader_warnings(data)
-    errors = [f for f in findings if not f.warning]
-    return Inspection(config if not errors else None, _rendered(path, text, data, errors),
-                      _rendered(path, text, data, [f for f in findings if f.warning]))
-
-
-_RULE_LISTS = ("keywords", "all", "exclude", "authors", "organizations", "fields")
-
-
-def _rule_findings(data: dict[str, Any]) -> list[Finding]:
-    """The readers' rules compiled from the file's data, so that a rule's mistakes are found in the
-    same pass as a wrong section elsewhere; a key of the wrong type is left to the structural check."""
-    from paperwatch.match import rule_problems  # match is above config in the layers
-
-    specs, where, misspelt = [], {}, set()
-    for r, reader in _entries(data, "readers"):
-        for n, rule in _entries(reader, "rules"):
-            spec = _lenient_spec(r, n, rule)
-            if spec is None:
-                continue
-            prefix = f"readers.{spec.reader}.rules.{spec.name}"
-            where[prefix] = ("readers", r, "rules", n)
-            specs.append(spec)
-            if set(rule) - {*_RULE_LISTS, "name", "query", "min_upvotes"}:
-                misspelt.add(prefix)  # "empty" may only mean a misspelt key, reported already
-    findings = []
-    for problem in rule_problems(specs):
-        head, _, message = problem.partition(": ")
-        found = next((p for p in where if head == p or head.startswith(p + ".")), None)
-        if found is None or (found in misspelt and head == found and message.startswith("empty rule")):
-            continue
-        findings.append(Finding((*where[found], *_loc_of(head[len(found) + 1:])), message, on_value=head != found))
-    return findings
-
-
-def _lenient_spec(r: int, n: int, rule: dict[str, Any]) -> Any:
-    """A RuleSpec of the rule's data under names that cannot clash, or None if a key has the wrong type."""
-    from paperwatch.match import RuleSpec
-
-    lists = {key: rule.get(key, []) for key in _RULE_LISTS}
-    query, upvotes = rule.get("query"), rule.get("min_upvotes", 0)
-    if not all(isinstance(v, list) and all(isinstance(t, str) for t in v) for v in lists.values()) \
-            or not isinstance(query, (str, type(None))) or type(upvotes) is not int:
-        return None
-    return RuleSpec(reader=f"\x01{r}", name=f"\x01{n}", query=query, min_upvotes=max(upvotes, 0),
-                    **{key: tuple(value) for key, value in lists.items()})
-
-
-def _loc_of(text: str) -> tuple[str | int, ...]:
-    """``keywords[0]`` → ("keywords", 0)."""
-    found = re.fullmatch(r"(\w+)(?:\[(\d+)\])?", text)
-    if not found:
-        return ()
-    return (found.group(1), int(found.group(2))) if found.group(2) else (found.group(1),)
-
-
-def _mail_findings(config: Config, credentials: Path | None) -> list[Finding]:
-    """The templates, the file's safety for an SMTP login, and the password."""
-    from paperwatch.digest import Templates
-    from paperwatch.errors import TemplateError
-    from paperwatch.mail import unsafe_config_file
-
-    out = []
-    try:
-        Templates.load(config.mail.templates)
-    except TemplateError as exc:
-        out.append(Finding(("mail", "templates"), str(exc)))
-    if (unsafe := unsafe_config_file(config.path, config.mail)) is not None:
-        out.append(Finding(("mail", "smtp", "username"), unsafe))
-    return out + _password_findings(config, credentials)
-
-
-def _password_findings(config: Config, credentials: Path | None) -> list[Finding]:
-    """The SMTP password as the service will read it. Outside the service a systemd credential
-    cannot be read: that is a warning, so that ``check && systemctl reload`` works, unless
-    ``credentials`` names the folder holding it."""
-    from paperwatch.mail import CREDENTIAL_NAME, read_password
-
-    smtp = config.mail.smtp
-    if smtp is None or smtp.username is None:
-        return []
-    folder = credentials or (Path(os.environ["CREDENTIALS_DIRECTORY"])
-                             if os.environ.get("CREDENTIALS_DIRECTORY") else None)
-    uses_credential = smtp.password_file is None and smtp.password_env is None
-    if uses_credential and folder is None:
-        return [Finding(("mail", "smtp", "username"),
-                        f"no password to check here: it comes from the systemd credential {CREDENTIAL_NAME}, "
-                        "which only the service can read; `check --credentials DIR` reads it from DIR",
-                        warning=True, on_value=False)]
-    if uses_credential and folder is not None and not (folder / CREDENTIAL_NAME).is_file():
-        return [Finding(("mail", "smtp", "username"), f"a username needs a password: {folder} has no "
-                                                      f"credential {CREDENTIAL_NAME}", on_value=False)]
-    saved = os.environ.get("CREDENTIALS_DIRECTORY")
-    try:
-        if folder is not None:
-            os.environ["CREDENTIALS_DIRECTORY"] = str(folder)
-        read_password(smtp)
-    except ConfigError as exc:
-        return [Finding(("mail", "smtp", _smtp_key(p)), p.partition(": ")[2] or p, on_value=False)
-                for p in exc.problems]
-    finally:
-        if saved is None:
-            os.environ.pop("CREDENTIALS_DIRECTORY", None)
-        else:
-            os.environ["CREDENTIALS_DIRECTORY"] = saved
-    return []
-
-
-def _smtp_key(problem: str) -> str:
-    head = problem.partition(":")[0]
-    return head.removeprefix("mail.smtp.") if head.startswith("mail.smtp.") else "username"

@@ -1,9 +1,9 @@
 """``paperwatch run``: the long-running process that polls, matches and delivers on schedule.
 
-The scheduler only calls into the pipeline (fetch → store) and the outbox (queue → deliver).
-What must survive a restart is in SQLite: the last successful poll (so the days missed
-while down are fetched), each reader's last digest (so a missed digest is sent once, on
-start, covering the whole gap), the outbox itself, and the operator alert state.
+The operations themselves (poll, queue, deliver, retry) are the runtime's, the same ones every
+command calls; the daemon adds only the schedules, signals, reloads, the clock watch and the
+watchdog. A digest whose time fell while paperwatch was not running is sent once on start,
+covering the whole gap.
 """
 
 from __future__ import annotations
@@ -11,85 +11,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import functools
 import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from paperwatch.config import Config, Reader, load_config
-from paperwatch.delivery import (
-    CLAIM,
-    OPERATOR,
-    RETRY_LONGEST,
-    Outcome,
-    deliver_due,
-    prepare,
-    queue_digests,
-    queue_notice,
-)
-from paperwatch.digest import Templates
+from paperwatch.config import Config, Reader
 from paperwatch.errors import ConfigError, PaperwatchError
-from paperwatch.fetch import Fetcher
-from paperwatch.mail import read_password
-from paperwatch.match import Matcher
-from paperwatch.models import PageSource
 from paperwatch.notify import Notifier, watchdog_interval
-from paperwatch.pipeline import (
-    DayReport,
-    SearchReport,
-    day_range,
-    fetch_days,
-    fetch_searches,
-    recent_days,
-    saved_queries,
-    saved_searches,
-    today_utc,
-)
-from paperwatch.schedule import Job, Scheduler, next_time
-from paperwatch.store import DatabaseLock, Store, utcnow
+from paperwatch.runtime import Loaded, Runtime, count, log_outcomes, next_digest
+from paperwatch.schedule import Job, Scheduler
+from paperwatch.store import DatabaseLock, utcnow
 
 log = logging.getLogger(__name__)
 
 STOP_DEADLINE = 20.0  # seconds in-flight work gets on SIGTERM; the units' TimeoutStopSec is longer
 CONFIG_CHECK = 2.0  # seconds between looks at the config file's modification time
 CLOCK_CHECK = 5.0  # seconds between looks at the wall clock (a suspended laptop's timers lag, a clock steps)
-KEEP = dt.timedelta(days=90)  # how long sent mail's bytes and the fetch log are kept
 RETRY_SCHEDULE = "60s"  # how often due retries in the outbox are attempted
-# A retry further ahead than the longest backoff (or a claim) was planned by a clock running ahead.
-RETRY_HORIZON = max(RETRY_LONGEST, CLAIM)
-MAX_CATCH_UP_DAYS = 60
-ALERT_AFTER = 3  # polls in a row with a failing day before the operator hears of it
-# Keys of the daemon's state kept in the database (``status`` reads them too).
-LAST_POLL = "last_poll"            # the earliest day the next poll must fetch again
-LAST_POLL_AT = "last_poll_at"      # when the last poll finished
-LAST_POLL_SUMMARY = "last_poll_summary"
-POLL_FAILURES = "poll_failures"    # polls in a row with a failing day
-ALERTED = "source_alerted"         # "yes" while the operator has been told the source fails
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    """A config with its compiled rules and templates: what a reload swaps in one piece."""
-
-    config: Config
-    matcher: Matcher
-    templates: Templates
-
-    @classmethod
-    def load(cls, path: Path | None) -> Loaded:
-        return cls.of(load_config(path))
-
-    @classmethod
-    def of(cls, config: Config) -> Loaded:
-        """Everything checked at start-up: rules, templates, the SMTP password; ConfigError if not."""
-        matcher, templates = prepare(config)
-        if config.mail.smtp is not None:
-            read_password(config.mail.smtp)
-        return cls(config, matcher, templates)
 
 
 class Daemon:
@@ -100,11 +41,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._spawned: set[asyncio.Future[None]] = set()
-        self._poll_lock = asyncio.Lock()
-        self._mail_lock = asyncio.Lock()
         self._reload_lock = asyncio.Lock()  # reloads take turns: the last to start reads the newest file
-        self._store: Store | None = None
-        self._fetcher: Fetcher | None = None
+        self._runtime: Runtime | None = None
         self._config_stamp: tuple[int, int] | None = None
         self._watched: tuple[tuple[int, int] | None, bool] = (None, False)  # last stamp reloaded, by the watcher
 
@@ -126,13 +64,9 @@ class Daemon:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn("reload", lambda: self.reload("SIGHUP")))
         try:
-            async with await Store.open(self.config.database) as store:
-                self._store = store
-                try:
-                    await self._serve()
-                finally:
-                    if self._fetcher is not None:
-                        await self._fetcher.close()
+            async with Runtime.open(self.loaded) as runtime:
+                self._runtime = runtime
+                await self._serve()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
@@ -141,8 +75,7 @@ class Daemon:
         return 0
 
     async def _serve(self) -> None:
-        self._fetcher = await Fetcher(self.config.source).__aenter__()
-        await self._record_readers()
+        await self.runtime.record_readers()
         missed = [r.name for r in self.config.readers if await self._missed_digest(r)]
         self.scheduler.start()
         self.scheduler.replace(self._jobs())
@@ -171,7 +104,7 @@ class Daemon:
             for task in late:
                 task.cancel()
             if late:
-                log.warning("cancelled %s still running after %.0f s", _count(len(late), "job"), STOP_DEADLINE)
+                log.warning("cancelled %s still running after %.0f s", count(len(late), "job"), STOP_DEADLINE)
                 await asyncio.wait(late)
         await asyncio.sleep(0)  # let cancelled helpers unwind before the store closes
 
@@ -198,8 +131,7 @@ class Daemon:
 
     async def _missed_digest(self, reader: Reader) -> bool:
         """Whether a scheduled digest fell while paperwatch was not running: then send one now."""
-        assert self._store is not None
-        due = await next_digest(self._store, self.config, reader)
+        due = await next_digest(self.runtime.store, self.config, reader)
         return due is not None and due <= utcnow()
 
     def _guarded(self, name: str, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -229,106 +161,36 @@ class Daemon:
         self._spawned.add(task)  # held until done: the loop keeps only weak references
         task.add_done_callback(self._spawned.discard)
 
+    @property
+    def runtime(self) -> Runtime:
+        assert self._runtime is not None, "the runtime is open while the daemon runs"
+        return self._runtime
+
     async def poll(self) -> None:
         """Fetch the recent days (and any missed since the last good poll) and store them."""
-        assert self._store is not None and self._fetcher is not None
-        async with self._poll_lock:
-            config, store = self.config, self._store
-            today = today_utc()
-            days = set(recent_days(config.source.lookback_days, today))
-            last = await store.get_state(LAST_POLL)
-            if last is not None:
-                since = max(dt.date.fromisoformat(last), today - dt.timedelta(days=MAX_CATCH_UP_DAYS))
-                days.update(day_range(since, today))
-            reports = await fetch_days(self._fetcher, store, config.source.base_url, sorted(days))
-            searched = await fetch_searches(self._fetcher, store, config.source.base_url, saved_queries(config))
-            failed = [r for r in reports if r.failed]
-            # Days that failed are fetched again next time, however long ago they were.
-            await store.set_state(LAST_POLL, min([r.day for r in failed], default=today).isoformat())
-            for line in [r.line() for r in failed] + [r.line() for r in searched if r.failed]:
-                log.error("poll: %s", line)
-            summary = (f"poll: {_count(len(reports), 'day')}, {_count(sum(r.papers for r in reports), 'paper')}, "
-                       f"{sum(r.new for r in reports)} new, {len(failed)} failed")
-            if searched:
-                summary += (f"; {_count(len(searched), 'search', 'searches')}, "
-                            f"{_count(sum(r.new for r in searched), 'new result')}, "
-                            f"{sum(r.failed for r in searched)} failed")
-            log.info("%s", summary)
-            await store.set_state(LAST_POLL_AT, utcnow().isoformat())
-            await store.prune(before=utcnow() - KEEP)
-            await store.set_state(LAST_POLL_SUMMARY, summary)
-            self.notifier.status(summary)
-            await self._source_health(reports, searched)
+        result = await self.runtime.poll()
+        for line in result.failures():
+            log.error("poll: %s", line)
+        log.info("%s", result.summary)
+        self.notifier.status(result.summary)
 
     async def digest(self, name: str) -> None:
         """Queue the reader's digest of everything matched since their last one, then deliver."""
-        assert self._store is not None
-        loaded = self.loaded
-        reader = next((r for r in loaded.config.readers if r.name == name), None)
+        reader = next((r for r in self.config.readers if r.name == name), None)
         if reader is None:  # removed by a reload while this run was waiting
             return
-        async with self._poll_lock:
+        runtime = self.runtime
+        async with runtime.poll_lock:
             pass  # a poll under way (waking from a suspend, say) finishes first: its papers belong in this digest
-        async with self._mail_lock:
+        async with runtime.mail_lock:
             # logged as they happen: "queued" before "sent"
-            _log_outcomes(await self._queue_off_loop(loaded, reader))
-            _log_outcomes(await deliver_due(self._store, loaded.config, reader=reader.name))
-
-    async def _queue_off_loop(self, loaded: Loaded, reader: Reader) -> list[Outcome]:
-        """Compose and queue a digest in a worker thread, on a connection of its own.
-
-        Matching every paper against a reader's rules is CPU work: off the loop, the watchdog,
-        the signals and the other jobs go on meanwhile. Each regex runs in linear time (RE2), so
-        the work is bounded by the papers' length; digests take turns (the mail lock), so the
-        matcher's caches are never used by two threads at once."""
-        database = self.config.database
-
-        async def work() -> list[Outcome]:
-            async with await Store.open(database) as store:
-                return await queue_digests(store, loaded.config, loaded.matcher, loaded.templates, [reader])
-
-        return await asyncio.to_thread(asyncio.run, work())
+            log_outcomes(await runtime.queue([reader], off_loop=True))
+            log_outcomes(await runtime.deliver(reader.name))
 
     async def retry(self) -> None:
         """Deliver whatever in the outbox is due again (temporary failures, operator notes)."""
-        assert self._store is not None
-        async with self._mail_lock:
-            now = utcnow()
-            # A retry planned while the clock ran ahead would wait for that date: due now instead.
-            await self._store.pull_forward(beyond=now + RETRY_HORIZON, now=now)
-            _log_outcomes(await deliver_due(self._store, self.config))
-
-    async def _source_health(self, days: list[DayReport], searches: list[SearchReport]) -> None:
-        """Tell the operator once when polls keep failing or the page changed shape, once when fixed."""
-        assert self._store is not None
-        store, config = self._store, self.config
-        failed = [r.line() for r in days if r.failed] + [r.line() for r in searches if r.failed]
-        # A page read from the cards or the API still delivers papers, but the parser needs work.
-        reshaped = ([r.line() for r in days if r.source in (PageSource.CARDS, PageSource.API)
-                     or "changed shape" in (r.detail or "")]
-                    + [r.line() for r in searches if "changed shape" in (r.error or "")])
-        count = int(await store.get_state(POLL_FAILURES) or 0) + 1 if failed else 0
-        await store.set_state(POLL_FAILURES, str(count))
-        alerted = await store.get_state(ALERTED) == "yes"
-        if not alerted and (reshaped or count >= ALERT_AFTER):
-            why = "the page changed shape" if reshaped else f"{count} polls in a row had failing days"
-            text = "\n".join([f"paperwatch cannot read {config.source.base_url} as it should: {why}.", "",
-                              *dict.fromkeys(failed + reshaped), "", "You will hear once more when it recovers."])
-            await self._tell_operator(f"paperwatch: source failing ({why})", text, alerted=True)
-            log.warning("source failing (%s): operator told", why)
-        elif alerted and not failed and not reshaped:
-            await self._tell_operator("paperwatch: source recovered",
-                                      f"paperwatch reads {config.source.base_url} again: the last poll had no failures.",
-                                      alerted=False)
-            log.info("source recovered: operator told")
-
-    async def _tell_operator(self, subject: str, text: str, *, alerted: bool) -> None:
-        """Queue the note, remember that the operator knows, and send it now rather than at the next retry."""
-        assert self._store is not None
-        await queue_notice(self._store, self.config, subject, text)
-        await self._store.set_state(ALERTED, "yes" if alerted else "no")
-        async with self._mail_lock:
-            _log_outcomes(await deliver_due(self._store, self.config, reader=OPERATOR))
+        async with self.runtime.mail_lock:
+            log_outcomes(await self.runtime.retry())
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -357,20 +219,15 @@ class Daemon:
         try:
             loaded = await asyncio.to_thread(Loaded.load, self.config.path)
         except ConfigError as exc:
-            count = _count(len(exc.problems), "problem")
-            log.error("config not reloaded (%s), the running config stays: %s", why, count)
+            problems = count(len(exc.problems), "problem")
+            log.error("config not reloaded (%s), the running config stays: %s", why, problems)
             for problem in exc.problems:
                 log.error("%s", problem)
-            return f"config rejected: {count}; running the previous one"
+            return f"config rejected: {problems}; running the previous one"
         if loaded.config.database != self.config.database:
             log.warning("paperwatch.database changed: that takes a restart; keeping %s", self.config.database)
-        if loaded.config.source != self.config.source:
-            async with self._poll_lock:  # never swap the HTTP session under a running poll
-                old, self._fetcher = self._fetcher, await Fetcher(loaded.config.source).__aenter__()
-                if old is not None:
-                    await old.close()
+        await self.runtime.replace(loaded)
         self.loaded = loaded
-        await self._record_readers()
         self.scheduler.replace(self._jobs())
         log.info("config reloaded (%s): %s", why, self._summary())
         return self._summary()
@@ -418,59 +275,11 @@ class Daemon:
         jobs = self._jobs()
         self.scheduler.replace([dataclasses.replace(job, now=job.name == "poll") for job in jobs])
 
-    async def _record_readers(self) -> None:
-        """A reader's digests start from the day paperwatch first served them, never from history."""
-        assert self._store is not None
-        for reader in self.config.readers:
-            await self._store.reader_state(reader.name)
-        await self._store.watch_searches(saved_searches(self.config))
-
     def _summary(self) -> str:
         rules = sum(len(r.rules) for r in self.config.readers)
-        return (f"{_count(len(self.config.readers), 'reader')}, {_count(rules, 'rule')}, "
+        return (f"{count(len(self.config.readers), 'reader')}, {count(rules, 'rule')}, "
                 f"polling {self.config.source.base_url} "
                 f"every {self.config.source.poll}")
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """The daemon's schedule as the database shows it, for ``status`` (which runs apart from it)."""
-
-    last_poll: dt.datetime | None
-    last_poll_summary: str | None
-    next_poll: dt.datetime | None
-    failing_polls: int
-    operator_alerted: bool
-    next_digests: dict[str, dt.datetime | None]
-
-
-async def schedule_state(store: Store, config: Config) -> Schedule:
-    """When the poll and each reader's digest run next, judged from their last runs."""
-    zone = config.paperwatch.timezone
-    stamp = await store.get_state(LAST_POLL_AT)
-    last_poll = dt.datetime.fromisoformat(stamp) if stamp else None
-    digests = {reader.name: await next_digest(store, config, reader) for reader in config.readers}
-    return Schedule(
-        last_poll=last_poll, last_poll_summary=await store.get_state(LAST_POLL_SUMMARY),
-        next_poll=next_time(config.source.poll, zone, last_poll) if last_poll else None,
-        failing_polls=int(await store.get_state(POLL_FAILURES) or 0),
-        operator_alerted=await store.get_state(ALERTED) == "yes", next_digests=digests)
-
-
-async def next_digest(store: Store, config: Config, reader: Reader) -> dt.datetime | None:
-    """When the reader's schedule next falls after their last digest (or their start)."""
-    state = await store.reader_state(reader.name, record=False)
-    return next_time(reader.schedule, reader.timezone or config.paperwatch.timezone,
-                     state.last_digest_at or state.started_at)
-
-
-def _count(number: int, word: str, plural: str | None = None) -> str:
-    return f"{number} {word if number == 1 else plural or word + 's'}"
-
-
-def _log_outcomes(outcomes: list[Outcome]) -> None:
-    for outcome in outcomes:
-        (log.info if outcome.ok else log.warning)("%s: %s", outcome.reader, outcome.text)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

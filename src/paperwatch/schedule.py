@@ -25,29 +25,13 @@ from dataclasses import dataclass
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from paperwatch.config import parse_duration
+from paperwatch.timespec import WallClockCron, is_cron, parse_duration
 
 log = logging.getLogger(__name__)
 # APScheduler says "Running job ..." at INFO on every run: our jobs log what matters themselves.
 logging.getLogger("apscheduler").setLevel(logging.WARNING)
-
-_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab numbering: 0 (and 7) is Sunday
-_ONE_SECOND = dt.timedelta(seconds=1)
-
-
-def is_cron(spec: str) -> bool:
-    return len(spec.split()) == 5
-
-
-def check(spec: str) -> None:
-    """Raise ValueError, saying what is wrong, unless ``spec`` is an interval or a cron expression."""
-    if is_cron(spec):
-        WallClockCron(spec, dt.UTC)
-    else:
-        parse_duration(spec)
 
 
 def trigger(spec: str, timezone: str, *, start: dt.datetime | None = None) -> BaseTrigger:
@@ -65,79 +49,6 @@ def next_time(spec: str, timezone: str, after: dt.datetime) -> dt.datetime | Non
     if when is not None and when <= after:  # an interval's first fire time is its start
         when = made.get_next_fire_time(when, after + dt.timedelta(microseconds=1))
     return when
-
-
-class WallClockCron(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 ships no type hints
-    """A crontab(5) expression on ``zone``'s wall clock, each wall-clock time firing once."""
-
-    __slots__ = ("_parts", "_zone", "spec")
-
-    def __init__(self, spec: str, zone: dt.tzinfo) -> None:
-        minute, hour, day, month, weekday = spec.split()
-        weekdays = _weekdays(weekday)
-        try:
-            if day.startswith("*") or weekday.startswith("*"):
-                parts = [CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=weekdays,
-                                     timezone=dt.UTC)]
-            else:  # both restricted: crontab runs on a day that satisfies either
-                parts = [CronTrigger(minute=minute, hour=hour, day=day, month=month, timezone=dt.UTC),
-                         CronTrigger(minute=minute, hour=hour, month=month, day_of_week=weekdays, timezone=dt.UTC)]
-        except ValueError as exc:
-            raise ValueError(f"{spec!r} is not a valid cron expression: {exc}") from None
-        self.spec, self._zone, self._parts = spec, zone, parts
-
-    def get_next_fire_time(self, previous_fire_time: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
-        start = now if previous_fire_time is None else min(now, previous_fire_time + dt.timedelta(microseconds=1))
-        # Wall-clock times written as UTC: a calendar without gaps or repeats to search in.
-        wall = start.astimezone(self._zone).replace(tzinfo=dt.UTC)
-        while True:
-            times: list[dt.datetime] = [t for t in (p.get_next_fire_time(None, wall) for p in self._parts) if t]
-            if not times:
-                return None
-            found = min(times)
-            # fold=0: a skipped time lands after the gap, a repeated time means its first occurrence.
-            instant = found.replace(tzinfo=self._zone)
-            if instant >= start and (previous_fire_time is None or instant > previous_fire_time):
-                return instant.astimezone(self._zone)
-            wall = found + _ONE_SECOND  # that wall-clock time already passed (or fired): the next one
-
-    def __str__(self) -> str:
-        return f"cron[{self.spec}]"
-
-    def __repr__(self) -> str:
-        return f"<WallClockCron {self.spec!r} {self._zone}>"
-
-
-def _weekdays(field: str) -> str:
-    """A crontab day-of-week field (0-7, names, ranges, steps) in APScheduler's terms."""
-    if field.startswith("*") and "/" not in field:
-        return "*"
-    days: set[int] = set()
-    for part in field.lower().split(","):
-        span, _, step_text = part.partition("/")
-        if (step_text and not step_text.isdigit()) or step_text == "0":
-            raise ValueError(f"day of week {field!r}: {step_text!r} is not a step")
-        step = int(step_text or 1)
-        if span == "*":
-            low, high = 0, 6
-        elif "-" in span:
-            low, high = (_weekday(end, field) for end in span.split("-", 1))
-        else:
-            low = _weekday(span, field)
-            high = 7 if step_text else low
-        if high < low:
-            raise ValueError(f"day of week {field!r}: the range {span!r} runs backwards")
-        days.update(n % 7 for n in range(low, high + 1, step))
-    # APScheduler's names, in its Monday-first order
-    return ",".join(_CRON_DAYS[n] for n in sorted(days, key=lambda n: (n - 1) % 7))
-
-
-def _weekday(text: str, field: str) -> int:
-    if text.isdigit() and int(text) <= 7:
-        return int(text)
-    if text in _CRON_DAYS:
-        return _CRON_DAYS.index(text)
-    raise ValueError(f"day of week {field!r}: {text!r} is neither 0-7 nor a day name like mon")
 
 
 @dataclass(frozen=True, slots=True)
