@@ -590,8 +590,7 @@ async def test_a_paper_known_only_from_the_cards_waits_for_its_abstract(tmp_path
 
     config = load_config(path)
     async with await Store.open(config.database) as store:
-        from paperwatch.models import DayPage, PageSource, Paper
-        from paperwatch.store import DayFetch
+        from paperwatch.models import DayFetch, DayPage, PageSource, Paper
 
         day = YESTERDAY  # a day the polls still fetch
         cards_only = Paper(id="2503.99999", title="Linear attention from the cards", daily_date=day, complete=False)

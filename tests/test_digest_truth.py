@@ -30,8 +30,7 @@ from paperwatch.digest import (
     make_message_id,
     more_links,
 )
-from paperwatch.models import Paper
-from paperwatch.store import SearchHit
+from paperwatch.models import Paper, SearchHit
 from reference import render_reference
 
 DAY = dt.date(2025, 3, 5)

@@ -26,10 +26,11 @@ from fakehf import REAL, FakeHF, Fault
 from paperwatch.config import Config
 from paperwatch.digest import Templates
 from paperwatch.fetch import Fetcher
-from paperwatch.models import PageSource, Paper
+from paperwatch.models import DayFetch, PageSource, Paper
 from paperwatch.parse import parse_daily_api
 from paperwatch.pipeline import DayReport, fetch_days, fetch_searches, today_utc
-from paperwatch.store import MIGRATIONS, DayFetch, Store
+from paperwatch.schema import MIGRATIONS
+from paperwatch.store import Store
 from reference import reference_digest
 from smtpserver import Recorder, SmtpServer
 from support import ids, paperwatch

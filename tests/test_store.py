@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from paperwatch.errors import StoreError
-from paperwatch.models import DayPage, PageSource, Paper, Validators
-from paperwatch.store import MIGRATIONS, DayFetch, QueuedPaper, Store, merge
+from paperwatch.models import DayFetch, DayPage, PageSource, Paper, QueuedPaper, Validators
+from paperwatch.schema import MIGRATIONS
+from paperwatch.store import Store, merge
 
 DAY = dt.date(2025, 3, 5)
 

@@ -38,7 +38,7 @@ from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.fetch import Fetcher
 from paperwatch.mail import describe, mail_warnings, probe, utf8_addresses
 from paperwatch.match import Match, Matcher
-from paperwatch.models import Paper
+from paperwatch.models import FetchRecord, OutboxMessage, Paper, SearchState
 from paperwatch.pipeline import (
     DayReport,
     day_range,
@@ -50,7 +50,7 @@ from paperwatch.pipeline import (
     today_utc,
 )
 from paperwatch.runtime import Loaded, Runtime, Schedule, schedule_state
-from paperwatch.store import FetchRecord, OutboxMessage, SearchState, Store, sqlite_cause
+from paperwatch.store import Store, sqlite_cause
 
 log = logging.getLogger(__name__)
 

@@ -44,8 +44,8 @@ from paperwatch.mail import (
     unsafe_config_file,
 )
 from paperwatch.match import Hit, Match, Matcher, RuleSpec
-from paperwatch.models import Paper
-from paperwatch.store import OutboxMessage, QueuedPaper, SearchHit, Store, utcnow
+from paperwatch.models import OutboxMessage, Paper, QueuedPaper, SearchHit
+from paperwatch.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 

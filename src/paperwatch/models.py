@@ -103,3 +103,133 @@ class Response:
     @property
     def not_modified(self) -> bool:
         return self.status == 304
+
+
+# -- what the stages hand the store, and what it hands back ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DayFetch:
+    """The outcome of fetching one day, as the pipeline hands it over to be recorded.
+
+    Exactly one of ``page`` (read and parsed), ``not_modified`` (304) or ``error`` is set.
+    ``validators`` are stored only with a page read from that URL.
+    """
+
+    day: dt.date
+    url: str
+    status: int | None
+    page: DayPage | None = None
+    not_modified: bool = False
+    error: str | None = None
+    validators: Validators | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DayState:
+    """What the store knows of one day: its last outcome and when it last fetched cleanly."""
+
+    day: dt.date
+    outcome: str
+    papers: int
+    detail: str | None
+    checked_at: dt.datetime
+    ok_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRecord:
+    """One row of the fetch log."""
+
+    at: dt.datetime
+    day: dt.date | None
+    url: str
+    status: int | None
+    outcome: str
+    source: str | None
+    papers_seen: int
+    papers_new: int
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Counts for ``status``."""
+
+    papers: int
+    days_ok: int
+    days_empty: int
+    days_failed: int
+    first_day: dt.date | None
+    last_day: dt.date | None
+    last_fetch: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedPaper:
+    """A paper going into a reader's digest, and the rules that matched it."""
+
+    paper_id: str
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A rendered digest waiting in (or done with) the outbox."""
+
+    id: int
+    reader: str
+    recipient: str
+    sender: str
+    message_id: str
+    data: bytes
+    papers: int
+    status: str
+    created_at: dt.datetime
+    attempts: int
+    next_attempt_at: dt.datetime
+    last_error: str | None
+    done_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderState:
+    """When paperwatch first served a reader, and when it last queued them a digest."""
+
+    name: str
+    started_at: dt.datetime
+    last_digest_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFetch:
+    """The outcome of running one saved search: its results (ranked), or an error."""
+
+    query: str
+    url: str
+    status: int | None
+    papers: tuple[Paper, ...] = ()
+    source: str | None = None  # "api" | "page"
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchState:
+    """What the store knows of one search query, for ``status``."""
+
+    query: str
+    outcome: str
+    source: str | None
+    results: int
+    detail: str | None
+    checked_at: dt.datetime
+    ok_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A paper a saved search found (at ``found_at``) after the reader saved it."""
+
+    paper: Paper
+    query: str
+    found_at: dt.datetime

@@ -25,7 +25,7 @@ from yarl import URL
 from paperwatch.config import Config
 from paperwatch.errors import FetchError, ParseError
 from paperwatch.fetch import Fetcher, api_url, day_url, paper_api_url, search_api_url, search_page_url
-from paperwatch.models import DayPage, PageSource, Paper, Validators
+from paperwatch.models import DayFetch, DayPage, DayState, PageSource, Paper, SearchFetch, Validators
 from paperwatch.parse import (
     parse_daily_api_page,
     parse_daily_page,
@@ -33,7 +33,7 @@ from paperwatch.parse import (
     parse_search_api,
     parse_search_page,
 )
-from paperwatch.store import DayFetch, DayState, SearchFetch, Store, merge
+from paperwatch.store import Store, merge
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""SQLite storage: the schema, its migrations, and the only SQL in the project.
+"""SQLite storage: the only SQL in the project (the schema and its migrations are in ``schema``).
 
 Durability first: WAL, ``synchronous=FULL``, a busy timeout, and every write inside one
 ``BEGIN IMMEDIATE`` transaction, one per day fetched, so a crash or a failing day never leaves
@@ -19,7 +19,7 @@ import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -27,7 +27,21 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from paperwatch.errors import StoreError
-from paperwatch.models import DayPage, Paper, Validators
+from paperwatch.models import (
+    DayFetch,
+    DayState,
+    FetchRecord,
+    OutboxMessage,
+    Paper,
+    QueuedPaper,
+    ReaderState,
+    SearchFetch,
+    SearchHit,
+    SearchState,
+    Summary,
+    Validators,
+)
+from paperwatch.schema import ADDED_COLUMNS, MIGRATIONS
 
 log = logging.getLogger(__name__)
 
@@ -35,288 +49,10 @@ _T = TypeVar("_T")
 
 BUSY_TIMEOUT_MS = 30_000
 
-# Each entry moves the schema from version i to i+1; never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE papers (
-        id TEXT PRIMARY KEY,
-        title TEXT NOT NULL,
-        summary TEXT,
-        published_at TEXT,
-        daily_date TEXT,
-        upvotes INTEGER,
-        comments INTEGER,
-        github_repo TEXT,
-        github_stars INTEGER,
-        project_page TEXT,
-        organization TEXT,
-        ai_keywords TEXT NOT NULL DEFAULT '[]',
-        complete INTEGER NOT NULL,
-        first_seen TEXT NOT NULL,
-        last_seen TEXT NOT NULL
-    );
-    CREATE INDEX papers_daily_date ON papers(daily_date);
-    CREATE TABLE authors (
-        paper_id TEXT NOT NULL REFERENCES papers(id),
-        position INTEGER NOT NULL,
-        name TEXT NOT NULL,
-        PRIMARY KEY (paper_id, position)
-    ) WITHOUT ROWID;
-    CREATE INDEX authors_name ON authors(name COLLATE NOCASE);
-    CREATE TABLE features (
-        paper_id TEXT NOT NULL REFERENCES papers(id),
-        day TEXT NOT NULL,
-        PRIMARY KEY (paper_id, day)
-    ) WITHOUT ROWID;
-    CREATE INDEX features_day ON features(day);
-    CREATE VIRTUAL TABLE papers_fts USING fts5(
-        id UNINDEXED, title, summary, authors, tokenize = 'unicode61 remove_diacritics 2'
-    );
-    CREATE TABLE days (
-        day TEXT PRIMARY KEY,
-        outcome TEXT NOT NULL,
-        papers INTEGER NOT NULL DEFAULT 0,
-        source TEXT,
-        detail TEXT,
-        checked_at TEXT NOT NULL,
-        ok_at TEXT
-    );
-    CREATE TABLE fetches (
-        id INTEGER PRIMARY KEY,
-        at TEXT NOT NULL,
-        day TEXT,
-        url TEXT NOT NULL,
-        status INTEGER,
-        outcome TEXT NOT NULL,
-        source TEXT,
-        papers_seen INTEGER NOT NULL DEFAULT 0,
-        papers_new INTEGER NOT NULL DEFAULT 0,
-        error TEXT
-    );
-    CREATE INDEX fetches_day ON fetches(day, at);
-    CREATE TABLE validators (
-        url TEXT PRIMARY KEY,
-        etag TEXT,
-        last_modified TEXT
-    );
-    """,
-    """
-    CREATE TABLE readers (
-        name TEXT PRIMARY KEY,
-        started_at TEXT NOT NULL,
-        last_digest_at TEXT
-    );
-    CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY,
-        reader TEXT NOT NULL,
-        recipient TEXT NOT NULL,
-        sender TEXT NOT NULL,
-        message_id TEXT NOT NULL UNIQUE,
-        data BLOB NOT NULL,
-        papers INTEGER NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed')),
-        created_at TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at TEXT NOT NULL,
-        last_error TEXT,
-        done_at TEXT
-    );
-    CREATE INDEX outbox_pending ON outbox(status, next_attempt_at);
-    CREATE TABLE delivered (
-        reader TEXT NOT NULL,
-        paper_id TEXT NOT NULL REFERENCES papers(id),
-        outbox_id INTEGER NOT NULL REFERENCES outbox(id),
-        rules TEXT NOT NULL,
-        PRIMARY KEY (reader, paper_id)
-    ) WITHOUT ROWID;
-    """,
-    """
-    CREATE TABLE state (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    ) WITHOUT ROWID;
-    """,
-    """
-    CREATE TABLE searches (
-        query TEXT PRIMARY KEY,
-        outcome TEXT NOT NULL,
-        source TEXT,
-        results INTEGER NOT NULL DEFAULT 0,
-        detail TEXT,
-        checked_at TEXT NOT NULL,
-        ok_at TEXT
-    ) WITHOUT ROWID;
-    CREATE TABLE search_results (
-        query TEXT NOT NULL,
-        paper_id TEXT NOT NULL REFERENCES papers(id),
-        first_seen TEXT NOT NULL,
-        last_seen TEXT NOT NULL,
-        PRIMARY KEY (query, paper_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX papers_first_seen ON papers(first_seen);
-    ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
-    CREATE TABLE reader_searches (
-        reader TEXT NOT NULL,
-        query TEXT NOT NULL,
-        started_at TEXT,
-        PRIMARY KEY (reader, query)
-    ) WITHOUT ROWID;
-    """,
-    # The full-text rows were keyed by an UNINDEXED arXiv id: replacing one scanned the whole
-    # index. Now each paper has a stable integer key (a column of its own: VACUUM may renumber
-    # the implicit rowid) and its full-text row is the FTS table's rowid, found by the B-tree.
-    # Nothing queried authors by name.
-    """
-    ALTER TABLE papers ADD COLUMN fts_key INTEGER;
-    UPDATE papers SET fts_key = rowid;
-    CREATE UNIQUE INDEX papers_fts_key ON papers(fts_key);
-    CREATE VIRTUAL TABLE papers_fts_keyed USING fts5(
-        title, summary, authors, tokenize = 'unicode61 remove_diacritics 2'
-    );
-    INSERT INTO papers_fts_keyed (rowid, title, summary, authors)
-        SELECT p.fts_key, f.title, f.summary, f.authors FROM papers_fts f JOIN papers p ON p.id = f.id;
-    DROP TABLE papers_fts;
-    ALTER TABLE papers_fts_keyed RENAME TO papers_fts;
-    DROP INDEX authors_name;
-    """,
-)
-
 _PAPER_COLUMNS = (
     "id, title, summary, published_at, daily_date, upvotes, comments, github_repo, "
     "github_stars, project_page, organization, ai_keywords, complete, ai_summary"
 )
-# Columns added in place when missing, whatever the schema version: no migration number to
-# collide with, and an existing database keeps every row.
-_ADDED_COLUMNS = (("papers", "ai_summary", "TEXT"),)
-
-
-@dataclass(frozen=True, slots=True)
-class DayFetch:
-    """The outcome of fetching one day, as the pipeline hands it over to be recorded.
-
-    Exactly one of ``page`` (read and parsed), ``not_modified`` (304) or ``error`` is set.
-    ``validators`` are stored only with a page read from that URL.
-    """
-
-    day: dt.date
-    url: str
-    status: int | None
-    page: DayPage | None = None
-    not_modified: bool = False
-    error: str | None = None
-    validators: Validators | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DayState:
-    """What the store knows of one day: its last outcome and when it last fetched cleanly."""
-
-    day: dt.date
-    outcome: str
-    papers: int
-    detail: str | None
-    checked_at: dt.datetime
-    ok_at: dt.datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class FetchRecord:
-    """One row of the fetch log."""
-
-    at: dt.datetime
-    day: dt.date | None
-    url: str
-    status: int | None
-    outcome: str
-    source: str | None
-    papers_seen: int
-    papers_new: int
-    error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """Counts for ``status``."""
-
-    papers: int
-    days_ok: int
-    days_empty: int
-    days_failed: int
-    first_day: dt.date | None
-    last_day: dt.date | None
-    last_fetch: dt.datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedPaper:
-    """A paper going into a reader's digest, and the rules that matched it."""
-
-    paper_id: str
-    rules: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxMessage:
-    """A rendered digest waiting in (or done with) the outbox."""
-
-    id: int
-    reader: str
-    recipient: str
-    sender: str
-    message_id: str
-    data: bytes
-    papers: int
-    status: str
-    created_at: dt.datetime
-    attempts: int
-    next_attempt_at: dt.datetime
-    last_error: str | None
-    done_at: dt.datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class ReaderState:
-    """When paperwatch first served a reader, and when it last queued them a digest."""
-
-    name: str
-    started_at: dt.datetime
-    last_digest_at: dt.datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class SearchFetch:
-    """The outcome of running one saved search: its results (ranked), or an error."""
-
-    query: str
-    url: str
-    status: int | None
-    papers: tuple[Paper, ...] = ()
-    source: str | None = None  # "api" | "page"
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SearchState:
-    """What the store knows of one search query, for ``status``."""
-
-    query: str
-    outcome: str
-    source: str | None
-    results: int
-    detail: str | None
-    checked_at: dt.datetime
-    ok_at: dt.datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class SearchHit:
-    """A paper a saved search found (at ``found_at``) after the reader saved it."""
-
-    paper: Paper
-    query: str
-    found_at: dt.datetime
-
-
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -388,7 +124,7 @@ class Store:
             log.info("%s: schema migrated to version %d", self.path, number + 1)
 
     async def _add_columns(self) -> None:
-        for table, column, kind in _ADDED_COLUMNS:
+        for table, column, kind in ADDED_COLUMNS:
             present = {row[1] for row in await self._db.execute_fetchall(f"PRAGMA table_info({table})")}
             if column in present:
                 continue
