@@ -157,6 +157,16 @@ def _parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=text, description=text, parents=[_common()],
                                    epilog=EPILOG, formatter_class=fmt)
 
+    for add in (_setup_commands, _fetch_commands, _reading_commands, _mail_commands):
+        add(command)
+    return parser
+
+
+_Adder = Callable[[str, str], argparse.ArgumentParser]  # adds a subcommand: name, help text
+
+
+def _setup_commands(command: _Adder) -> None:
+    """init and check: writing and validating the config."""
     check = command("check", "validate the config, every rule, the templates and the password; print a summary")
     check.add_argument("--credentials", type=Path, metavar="DIR",
                        help="read the systemd credential smtp-password from DIR (default: $CREDENTIALS_DIRECTORY)")
@@ -172,6 +182,9 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--timezone", metavar="ZONE", help="when the 08:00 digest goes out (default: UTC)")
     init.set_defaults(command=_init)
 
+
+def _fetch_commands(command: _Adder) -> None:
+    """fetch and backfill: reading the site into the store."""
     fetch = command("fetch", "fetch and store days (default: the last lookback_days days, UTC, today included)")
     fetch.add_argument("dates", nargs="*", type=_date, metavar="DATE", help="days as YYYY-MM-DD")
     fetch.set_defaults(command=_fetch)
@@ -181,6 +194,9 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--until", type=_date, metavar="DATE", help="last day, YYYY-MM-DD (default: today, UTC)")
     backfill.set_defaults(command=_backfill)
 
+
+def _reading_commands(command: _Adder) -> None:
+    """papers and match: what is stored, and what each reader's rules make of it."""
     papers = command("papers", "list stored papers, newest first")
     papers.add_argument("--date", type=_date, metavar="DATE", help="featured on that day (YYYY-MM-DD)")
     papers.add_argument("--since", type=_date, metavar="DATE", help="featured on that day (YYYY-MM-DD) or later")
@@ -197,6 +213,9 @@ def _parser() -> argparse.ArgumentParser:
     match.add_argument("--json", action="store_true", help="print a JSON array, one object per reader and paper")
     match.set_defaults(command=_match)
 
+
+def _mail_commands(command: _Adder) -> None:
+    """digest, run and status: delivering, the daemon, and how it all went."""
     digest = command("digest", "deliver each reader's pending digest now")
     digest.add_argument("--reader", metavar="NAME", help="only this reader (default: every reader)")
     digest.add_argument("--since", type=_date, metavar="DATE",
@@ -215,7 +234,6 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--check", action="store_true",
                         help="for monitoring: exit 1 when polls are stale or failing or deliveries are failing")
     status.set_defaults(command=_status)
-    return parser
 
 
 PAPERS_SHOWN = 20
