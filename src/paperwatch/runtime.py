@@ -194,7 +194,7 @@ class Runtime:
         await queue_notice(self.store, self.config, subject, text)
         await self.store.set_state(ALERTED, "yes" if alerted else "no")
         async with self.mail_lock:
-            log_outcomes(await deliver_due(self.store, self.config, reader=OPERATOR))
+            _log_outcomes(await deliver_due(self.store, self.config, reader=OPERATOR))
 
     # -- mail -----------------------------------------------------------------------------
 
@@ -241,7 +241,7 @@ def count(number: int, word: str, plural: str | None = None) -> str:
     return f"{number} {word if number == 1 else plural or word + 's'}"
 
 
-def log_outcomes(outcomes: list[Outcome]) -> None:
+def _log_outcomes(outcomes: list[Outcome]) -> None:
     for outcome in outcomes:
         (log.info if outcome.ok else log.warning)("%s: %s", outcome.reader, outcome.text)
 
