@@ -308,3 +308,20 @@ def test_a_password_from_a_systemd_credential_is_a_warning_outside_the_service(
     assert (found.errors, found.warnings) == ([], [])
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     assert inspect_config(path).warnings == []
+
+
+def test_a_rule_named_like_a_key_path_is_found_in_the_file(tmp_path: Path) -> None:
+    """Both the one-pass check and the daemon's start-up find a rule's mistake at its line,
+    whatever the rule is called."""
+    from paperwatch.delivery import prepare
+    from paperwatch.errors import ConfigError
+
+    path = tmp_path / "paperwatch.toml"
+    path.write_text('[[readers]]\nname = "bob"\nemail = "bob@example.org"\n\n[[readers.rules]]\n'
+                    'name = "a.b: c"\nkeywords = ["fine", "re:("]\n')
+    found = inspect_config(path)
+    assert len(found.errors) == 1 and found.errors[0].startswith(f"{path}:7:"), found.errors
+    assert "readers.bob.rules.a.b: c.keywords[1]: invalid regular expression" in found.errors[0]
+    with pytest.raises(ConfigError) as caught:
+        prepare(load_config(path))
+    assert caught.value.problems[0].startswith(f"{path}:7"), caught.value.problems

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from fakehf import SAMPLES
 from paperwatch import match
-from paperwatch.errors import ConfigError
+from paperwatch.errors import ConfigError, RuleError
 from paperwatch.match import Hit, Matcher, RuleSpec, required_text, rule_problems
 from paperwatch.models import Paper
 
@@ -451,7 +451,7 @@ def test_every_mistake_is_named_once_with_its_key() -> None:
         RuleSpec("bob", "upvotes", keywords=("grokking",)),
     ]
     where = "readers.bob.rules"
-    assert rule_problems(rules) == [
+    assert [str(problem) for problem in rule_problems(rules)] == [
         f"{where}.regexes.keywords[0]: invalid regular expression '(unclosed': missing ), unterminated subpattern "
         "at position 0",
         f"{where}.regexes.keywords[1]: regular expression '\\\\b' matches empty text, so it would match every paper",
@@ -494,7 +494,7 @@ def test_compile_raises_one_config_error_with_every_problem() -> None:
     rules = [RuleSpec("bob", "a", keywords=("re:(",)), RuleSpec("carol", "b", fields=("titel",), keywords=("x",))]
     with pytest.raises(ConfigError) as caught:
         Matcher.compile(rules)
-    assert caught.value.problems == rule_problems(rules)
+    assert caught.value.problems == [str(problem) for problem in rule_problems(rules)]
     assert len(caught.value.problems) == 2
 
 
@@ -686,3 +686,14 @@ def test_skipping_fields_without_a_first_word_changes_no_result(
     with monkeypatch.context() as patch:
         patch.setattr(match, "_may_start", lambda automaton, folded: True)
         assert Matcher.compile(rules).match(paper) == filtered
+
+
+def test_a_rule_problem_says_where_it_is_without_being_read() -> None:
+    """The config finds a mistake in the file from the problem's fields, never by parsing its text:
+    a rule named like a key path (``a.b:c``) is found all the same."""
+    rules = [RuleSpec("bob", "a.b:c", keywords=("ok", "re:(")), RuleSpec("bob", "q", query="x AND (")]
+    with pytest.raises(RuleError) as caught:
+        Matcher.compile(rules)
+    assert [(p.reader, p.rule, p.key) for p in caught.value.rules] == [("bob", "a.b:c", ("keywords", 1)),
+                                                                       ("bob", "q", ("query",))]
+    assert caught.value.problems[0].startswith("readers.bob.rules.a.b:c.keywords[1]: invalid regular expression")

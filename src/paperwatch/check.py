@@ -8,7 +8,6 @@ so that the config module depends on none of them.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,18 +66,16 @@ def _rule_findings(data: dict[str, Any]) -> list[Finding]:
             spec = _lenient_spec(r, n, rule)
             if spec is None:
                 continue
-            prefix = f"readers.{spec.reader}.rules.{spec.name}"
-            where[prefix] = ("readers", r, "rules", n)
+            where[spec.reader, spec.name] = ("readers", r, "rules", n)
             specs.append(spec)
             if set(rule) - {*_RULE_LISTS, "name", "query", "min_upvotes"}:
-                misspelt.add(prefix)  # "empty" may only mean a misspelt key, reported already
+                misspelt.add((spec.reader, spec.name))  # "empty" may only mean a misspelt key, reported already
     findings = []
     for problem in rule_problems(specs):
-        head, _, message = problem.partition(": ")
-        found = next((p for p in where if head == p or head.startswith(p + ".")), None)
-        if found is None or (found in misspelt and head == found and message.startswith("empty rule")):
+        which = (problem.reader, problem.rule)
+        if which not in where or (which in misspelt and not problem.key and problem.message.startswith("empty rule")):
             continue
-        findings.append(Finding((*where[found], *_loc_of(head[len(found) + 1:])), message, on_value=head != found))
+        findings.append(Finding((*where[which], *problem.key), problem.message, on_value=bool(problem.key)))
     return findings
 
 
@@ -91,14 +88,6 @@ def _lenient_spec(r: int, n: int, rule: dict[str, Any]) -> Any:
         return None
     return RuleSpec(reader=f"\x01{r}", name=f"\x01{n}", query=query, min_upvotes=max(upvotes, 0),
                     **{key: tuple(value) for key, value in lists.items()})
-
-
-def _loc_of(text: str) -> tuple[str | int, ...]:
-    """``keywords[0]`` → ("keywords", 0)."""
-    found = re.fullmatch(r"(\w+)(?:\[(\d+)\])?", text)
-    if not found:
-        return ()
-    return (found.group(1), int(found.group(2))) if found.group(2) else (found.group(1),)
 
 
 def _mail_findings(config: Config, credentials: Path | None) -> list[Finding]:

@@ -33,7 +33,7 @@ from paperwatch.digest import (
     make_message_id,
     message_domain,
 )
-from paperwatch.errors import ConfigError, MailError, TemplateError
+from paperwatch.errors import ConfigError, MailError, RuleError, RuleProblem, TemplateError
 from paperwatch.mail import (
     AuthError,
     Envelope,
@@ -115,8 +115,8 @@ def compile_rules(config: Config) -> Matcher:
     """Every reader's rules compiled; a ConfigError names each mistake with its file line."""
     try:
         return Matcher.compile(rule_specs(config.readers))
-    except ConfigError as exc:
-        raise ConfigError([_locate(config, problem) for problem in exc.problems]) from None
+    except RuleError as exc:
+        raise ConfigError([_locate(config, problem) for problem in exc.rules]) from None
 
 
 def prepare(config: Config) -> tuple[Matcher, Templates]:
@@ -139,14 +139,13 @@ def prepare(config: Config) -> tuple[Matcher, Templates]:
     return matcher, templates
 
 
-def _locate(config: Config, problem: str) -> str:
+def _locate(config: Config, problem: RuleProblem) -> str:
+    """The problem's line, prefixed with where its rule is in the config file."""
     for r, reader in enumerate(config.readers):
         for n, rule in enumerate(reader.rules):
-            prefix = f"readers.{reader.name}.rules.{rule.name}"
-            if problem.startswith(prefix + ".") or problem.startswith(prefix + ":"):
-                key = problem[len(prefix) + 1:].partition(":")[0].partition("[")[0]
-                return located(config, ("readers", r, "rules", n, *([key] if key else [])), problem)
-    return located(config, (), problem)
+            if (reader.name, rule.name) == (problem.reader, problem.rule):
+                return located(config, ("readers", r, "rules", n, *problem.key[:1]), str(problem))
+    return located(config, (), str(problem))
 
 
 async def compose(store: Store, config: Config, matcher: Matcher, templates: Templates, reader: Reader,

@@ -2,6 +2,7 @@
 
     PaperwatchError
      ├── ConfigError      the config file is wrong (exit 78); carries every problem found
+     │    └── RuleError   mistakes in readers' rules, each a RuleProblem saying where it is
      ├── FetchError       a URL could not be fetched (after retries), or was refused
      ├── ParseError       a page or API answer did not have the shape we know
      ├── StoreError       the database could not be opened or written
@@ -15,6 +16,7 @@ and says what happened.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 class PaperwatchError(Exception):
@@ -31,6 +33,31 @@ class ConfigError(PaperwatchError):
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class RuleProblem:
+    """One mistake in a reader's rule: whose, which rule, where in it, and what is wrong.
+
+    ``key`` is the path inside the rule (``("keywords", 0)``; ``()`` for the rule as a whole),
+    so the config can find the mistake in the file without reading the message."""
+
+    reader: str
+    rule: str
+    key: tuple[str | int, ...]
+    message: str
+
+    def __str__(self) -> str:
+        path = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in self.key)
+        return f"readers.{self.reader}.rules.{self.rule}{path}: {self.message}"
+
+
+class RuleError(ConfigError):
+    """Mistakes in readers' rules; ``rules`` holds them with where each one is."""
+
+    def __init__(self, problems: Sequence[RuleProblem]) -> None:
+        self.rules = list(problems)
+        super().__init__([str(problem) for problem in self.rules])
 
 
 class FetchError(PaperwatchError):

@@ -53,13 +53,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import ahocorasick
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
 from paperwatch import query as q
-from paperwatch.errors import ConfigError
+from paperwatch.errors import RuleError, RuleProblem
 from paperwatch.models import Paper
 
 log = logging.getLogger(__name__)
@@ -460,6 +460,12 @@ class _Rule:
         return self.query is not None and q.evaluate(self.query, lambda _term: False)
 
 
+class _Report(Protocol):
+    """Records one mistake in the rule being compiled, at ``key`` inside it."""
+
+    def __call__(self, *key: str | int, message: str) -> None: ...
+
+
 @dataclass
 class _Builder:
     """Collects probes (distinct things to look for) shared by all rules, and the problems found."""
@@ -471,7 +477,7 @@ class _Builder:
     author_probes: dict[str, int] = field(default_factory=dict)
     organizations: dict[str, int] = field(default_factory=dict)
     count: int = 0
-    problems: list[str] = field(default_factory=list)
+    problems: list[RuleProblem] = field(default_factory=list)
 
     def _new(self) -> int:
         self.count += 1
@@ -544,9 +550,11 @@ class _Builder:
         return _Term(text, self.organizations[key], frozenset({"organization"}))
 
     def rule(self, spec: RuleSpec) -> _Rule | None:
-        where = f"readers.{spec.reader}.rules.{spec.name}"
+        def problem(*key: str | int, message: str) -> None:
+            self.problems.append(RuleProblem(spec.reader, spec.name, key, message))
+
         before = len(self.problems)
-        fields = self._fields(spec, where)
+        fields = self._fields(spec, problem)
 
         def terms(key: str, texts: tuple[str, ...], make: Callable[[str], _Term]) -> tuple[_Term, ...]:
             made = []
@@ -554,7 +562,7 @@ class _Builder:
                 try:
                     made.append(make(text))
                 except ValueError as exc:
-                    self.problems.append(f"{where}.{key}[{index}]: {exc}")
+                    problem(key, index, message=str(exc))
             return tuple(made)
 
         def keyword(text: str) -> _Term:
@@ -563,31 +571,32 @@ class _Builder:
         any_of = (terms("keywords", spec.keywords, keyword) + terms("authors", spec.authors, self.author)
                   + terms("organizations", spec.organizations, self.organization))
         all_of, none_of = terms("all", spec.all, keyword), terms("exclude", spec.exclude, keyword)
-        parsed, query_terms = self._query(spec, where, fields)
+        parsed, query_terms = self._query(spec, problem, fields)
         if not (spec.keywords or spec.authors or spec.organizations or spec.query):
-            self.problems.append(f"{where}: empty rule: give keywords, authors, organizations or a query")
+            problem(message="empty rule: give keywords, authors, organizations or a query")
         if spec.min_upvotes < 0:
-            self.problems.append(f"{where}.min_upvotes: must be at least 0, got {spec.min_upvotes}")
+            problem("min_upvotes", message=f"must be at least 0, got {spec.min_upvotes}")
         if len(self.problems) > before:
             return None
         return _Rule(spec.reader, spec.name, any_of, all_of, none_of, parsed, query_terms, spec.min_upvotes)
 
-    def _fields(self, spec: RuleSpec, where: str) -> frozenset[str]:
+    def _fields(self, spec: RuleSpec, problem: _Report) -> frozenset[str]:
         for index, name in enumerate(spec.fields):
             if name not in FIELDS:
                 close = difflib.get_close_matches(name, FIELDS, n=1)
                 hint = f", did you mean {close[0]}?" if close else f" (known: {', '.join(FIELDS)})"
-                self.problems.append(f"{where}.fields[{index}]: unknown field {name!r}{hint}")
+                problem("fields", index, message=f"unknown field {name!r}{hint}")
         return frozenset(spec.fields or DEFAULT_FIELDS) & frozenset(FIELDS)
 
-    def _query(self, spec: RuleSpec, where: str, fields: frozenset[str]) -> tuple[q.Node | None, dict[q.Term, _Term]]:
+    def _query(self, spec: RuleSpec, problem: _Report,
+               fields: frozenset[str]) -> tuple[q.Node | None, dict[q.Term, _Term]]:
         if spec.query is None:
             return None, {}
         try:
             parsed = q.parse(spec.query)
             made = {term: self._query_term(term, fields) for term in q.terms(parsed)}
         except q.QueryError as exc:
-            self.problems.append(f"{where}.query: {exc}")
+            problem("query", message=str(exc))
             return None, {}
         return parsed, made
 
@@ -663,8 +672,8 @@ def _shown(text: str, limit: int = 30) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit])[:-1] + "...'"
 
 
-def rule_problems(rules: Iterable[RuleSpec]) -> list[str]:
-    """Every mistake in ``rules``, one line each (``readers.R.rules.N.key: message``); [] if none."""
+def rule_problems(rules: Iterable[RuleSpec]) -> list[RuleProblem]:
+    """Every mistake in ``rules``, each saying where it is (``str`` of one is the line to show); [] if none."""
     builder = _Builder()
     _compile_rules(builder, rules)
     return builder.problems
@@ -674,7 +683,7 @@ def _compile_rules(builder: _Builder, rules: Iterable[RuleSpec]) -> list[_Rule]:
     compiled, seen = [], set()
     for spec in rules:
         if (spec.reader, spec.name) in seen:
-            builder.problems.append(f"readers.{spec.reader}.rules.{spec.name}: two rules of one reader have this name")
+            builder.problems.append(RuleProblem(spec.reader, spec.name, (), "two rules of one reader have this name"))
         seen.add((spec.reader, spec.name))
         rule = builder.rule(spec)
         if rule is not None:
@@ -738,7 +747,7 @@ class Matcher:
         builder = _Builder()
         compiled = _compile_rules(builder, rules)
         if builder.problems:
-            raise ConfigError(builder.problems)
+            raise RuleError(builder.problems)
         return cls(compiled, builder)
 
     def match(self, paper: Paper, *, reader: str | None = None) -> list[Match]:
