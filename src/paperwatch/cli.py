@@ -15,7 +15,6 @@ import os
 import re
 import sqlite3
 import sys
-import zoneinfo
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,18 +37,17 @@ from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.fetch import Fetcher
 from paperwatch.mail import describe, mail_warnings, probe, utf8_addresses
 from paperwatch.match import Match, Matcher
-from paperwatch.models import FetchRecord, OutboxMessage, Paper, SearchState
+from paperwatch.models import Paper
 from paperwatch.pipeline import (
     DayReport,
     day_range,
     fetch_days,
     is_settled,
     recent_days,
-    saved_queries,
-    saved_searches,
     today_utc,
 )
-from paperwatch.runtime import Loaded, Runtime, Schedule, schedule_state
+from paperwatch.runtime import Loaded, Runtime, plural
+from paperwatch.status import status_report
 from paperwatch.store import Store, sqlite_cause
 
 log = logging.getLogger(__name__)
@@ -237,11 +235,6 @@ def _mail_commands(command: _Adder) -> None:
 
 
 PAPERS_SHOWN = 20
-
-
-def plural(number: int, word: str, many: str | None = None) -> str:
-    """``1 rule``, ``2 rules``, ``1 saved search``, ``2 saved searches``."""
-    return f"{number} {word if number == 1 else many or word + 's'}"
 
 
 def _configure_logging(verbose: int) -> None:
@@ -611,144 +604,17 @@ async def _papers(args: argparse.Namespace, config: Config) -> int:
 
 async def _status(args: argparse.Namespace, config: Config) -> int:
     async with await Store.open(config.database) as store:
-        summary = await store.summary()
-        failed = await store.failed_days()
-        fetches = await store.recent_fetches(10)
-        pending = await store.messages(status="pending")
-        failed_mail = await store.messages(status="failed", limit=10)
-        sent = await store.last_sent()
-        schedule = await schedule_state(store, config)
-        searches = {state.query: state for state in await store.search_states()}
+        report = await status_report(store, config)
     if args.json:
-        saved = saved_searches(config)
-        out = {
-            "database": str(config.database),
-            "papers": summary.papers,
-            "first_day": _iso(summary.first_day),
-            "last_day": _iso(summary.last_day),
-            "days": {"ok": summary.days_ok, "empty": summary.days_empty, "failed": summary.days_failed},
-            "last_fetch": _iso(summary.last_fetch),
-            "failed_days": [{"day": s.day.isoformat(), "error": s.detail, "checked_at": s.checked_at.isoformat()}
-                            for s in failed],
-            "recent_fetches": [{"at": f.at.isoformat(), "day": _iso(f.day), "url": f.url, "status": f.status,
-                                "outcome": f.outcome, "source": f.source, "papers_seen": f.papers_seen,
-                                "papers_new": f.papers_new, "error": f.error} for f in fetches],
-            "deliveries": {
-                "pending": [_message_json(m) for m in pending],
-                "failed": [_message_json(m) for m in failed_mail],
-            },
-            "poll": {"last": _iso(schedule.last_poll), "summary": schedule.last_poll_summary,
-                     "next": _iso(schedule.next_poll), "failing_in_a_row": schedule.failing_polls,
-                     "operator_alerted": schedule.operator_alerted},
-            "searches": [_search_json(query, searches.get(query), [r for r, q in saved if q == query])
-                         for query in saved_queries(config)],
-            "readers": {r.name: {"last_digest": _iso(sent.get(r.name)), "timezone": r.timezone or
-                                 config.paperwatch.timezone,
-                                 "next_digest": _iso(schedule.next_digests.get(r.name))} for r in config.readers},
-        }
-        json.dump(out, sys.stdout, indent=2)
+        json.dump(report.as_json(), sys.stdout, indent=2)
         print()
-        return _health(config, schedule, pending, failed_mail) if args.check else 0
-    _print_status(config, summary, failed, fetches, pending, failed_mail, sent, schedule, searches)
-    return _health(config, schedule, pending, failed_mail) if args.check else 0
-
-
-def _print_status(config: Config, summary: Any, failed: list[Any], fetches: list[FetchRecord],
-                  pending: list[OutboxMessage], failed_mail: list[OutboxMessage], sent: dict[str, dt.datetime],
-                  schedule: Schedule, searches: dict[str, SearchState]) -> None:
-    zone = config.paperwatch.timezone
-    span = f", featured {summary.first_day} .. {summary.last_day}" if summary.first_day else ""
-    print(f"database: {config.database}")
-    print(f"papers: {summary.papers}{span}")
-    print(f"days: {summary.days_ok} with papers, {summary.days_empty} without, {summary.days_failed} failing")
-    print(f"last fetch: {_when(summary.last_fetch, zone)}")
-    if schedule.last_poll is not None:
-        print(f"daemon: last poll {_when(schedule.last_poll, zone)} ({schedule.last_poll_summary}), "
-              f"next {_when(schedule.next_poll, zone)}")
-    if schedule.failing_polls:
-        alerted = ", operator told" if schedule.operator_alerted else ""
-        print(f"  the last {plural(schedule.failing_polls, 'poll')} had failing days{alerted}")
-    for state in failed:
-        print(f"  failing {state.day} (last tried {_when(state.checked_at, zone)}): {state.detail}")
-    if fetches:
-        print("recent fetches:")
-    for f in fetches:
-        counts = f"{plural(f.papers_seen, 'paper')}, {f.papers_new} new" if f.outcome == "ok" else (f.error or "")
-        print(f"  {_when(f.at, zone)}  {f.day or 'search'!s:<10}  {f.outcome:<12} {counts}")
-    saved = saved_searches(config)
-    for query in saved_queries(config):
-        print(_search_line(query, searches.get(query), [r for r, q in saved if q == query], zone))
-    print(f"deliveries: {len(pending)} pending, {len(failed_mail)} failed")
-    for m in [*pending, *failed_mail]:
-        print(f"  {m.status:<8} {m.reader} <{m.recipient}> queued {_when(m.created_at, zone)}, "
-              f"{plural(m.attempts, 'try', 'tries')}" + (f": {m.last_error}" if m.last_error else ""))
-    for reader in config.readers:
-        own = reader.timezone or zone
-        print(f"reader {reader.name}: last digest sent {_when(sent.get(reader.name), own)}, "
-              f"next {_when(schedule.next_digests.get(reader.name), own)}")
-
-
-def _health(config: Config, schedule: Schedule, pending: list[OutboxMessage], failed_mail: list[OutboxMessage],
-            now: dt.datetime | None = None) -> int:
-    """``status --check``: 1 (with one line each on stderr) when polls are stale or failing, or
-    deliveries are failing; 0 when all is well."""
-    now = now or dt.datetime.now(dt.UTC)
-    problems = []
-    if schedule.last_poll is None:
-        problems.append("no poll recorded: is `paperwatch run` running?")
-    elif schedule.next_poll is not None:
-        late = now - schedule.next_poll
-        if late > max(STALE_GRACE, schedule.next_poll - schedule.last_poll):
-            problems.append(f"polls are stale: the last was {_when(schedule.last_poll, 'UTC')}, the next was due "
-                            f"{_when(schedule.next_poll, 'UTC')}")
-    if schedule.failing_polls:
-        problems.append(f"the last {plural(schedule.failing_polls, 'poll')} had failing days")
-    retrying = [m for m in pending if m.attempts > 0]
-    recent = [m for m in failed_mail if m.done_at is None or now - m.done_at < FAILED_RECENTLY]
-    if retrying or recent:
-        problems.append(f"deliveries failing: {len(retrying)} being retried, {len(recent)} failed in the last day")
-    for problem in problems:
+    else:
+        print("\n".join(report.lines()))
+    if not args.check:
+        return 0
+    for problem in report.problems():
         print(f"paperwatch: {problem}", file=sys.stderr)
-    return 1 if problems else 0
-
-
-STALE_GRACE = dt.timedelta(minutes=15)
-FAILED_RECENTLY = dt.timedelta(days=1)
-
-
-def _search_json(query: str, state: SearchState | None, readers: list[str]) -> dict[str, object]:
-    return {"query": query, "readers": readers, "outcome": state.outcome if state else None,
-            "results": state.results if state else None, "source": state.source if state else None,
-            "error": state.detail if state else None, "checked_at": _iso(state.checked_at) if state else None,
-            "ok_at": _iso(state.ok_at) if state else None}
-
-
-def _search_line(query: str, state: SearchState | None, readers: list[str], zone: str = "UTC") -> str:
-    head = f"search {query!r} (for {', '.join(readers)}): "
-    if state is None:
-        return head + "not run yet"
-    if state.outcome == "failed":
-        return head + f"failing since {_when(state.checked_at, zone)}: {state.detail}"
-    return head + f"{plural(state.results, 'result')} at {_when(state.ok_at, zone)}"
-
-
-def _message_json(m: OutboxMessage) -> dict[str, object]:
-    return {"reader": m.reader, "recipient": m.recipient, "message_id": m.message_id, "papers": m.papers,
-            "queued_at": m.created_at.isoformat(), "attempts": m.attempts, "last_error": m.last_error,
-            "next_attempt_at": m.next_attempt_at.isoformat() if m.status == "pending" else None}
-
-
-def _iso(value: dt.date | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _when(value: dt.datetime | None, zone: str) -> str:
-    """``2025-03-07 08:00 Europe/Berlin``: a time with the zone it is read in."""
-    if value is None:
-        return "never"
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return f"{value.astimezone(zoneinfo.ZoneInfo(zone)):%Y-%m-%d %H:%M} {zone}"
+    return 1 if report.problems() else 0
 
 
 class Progress:

@@ -22,7 +22,7 @@ from paperwatch.config import Config, Reader
 from paperwatch.delivery import Outcome
 from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.notify import Notifier, watchdog_interval
-from paperwatch.runtime import Loaded, Runtime, count, next_digest
+from paperwatch.runtime import Loaded, Runtime, next_digest, plural
 from paperwatch.schedule import Job, Scheduler
 from paperwatch.store import DatabaseLock, utcnow
 
@@ -105,7 +105,7 @@ class Daemon:
             for task in late:
                 task.cancel()
             if late:
-                log.warning("cancelled %s still running after %.0f s", count(len(late), "job"), STOP_DEADLINE)
+                log.warning("cancelled %s still running after %.0f s", plural(len(late), "job"), STOP_DEADLINE)
                 await asyncio.wait(late)
         await asyncio.sleep(0)  # let cancelled helpers unwind before the store closes
 
@@ -220,7 +220,7 @@ class Daemon:
         try:
             loaded = await asyncio.to_thread(Loaded.load, self.config.path)
         except ConfigError as exc:
-            problems = count(len(exc.problems), "problem")
+            problems = plural(len(exc.problems), "problem")
             log.error("config not reloaded (%s), the running config stays: %s", why, problems)
             for problem in exc.problems:
                 log.error("%s", problem)
@@ -278,7 +278,7 @@ class Daemon:
 
     def _summary(self) -> str:
         rules = sum(len(r.rules) for r in self.config.readers)
-        return (f"{count(len(self.config.readers), 'reader')}, {count(rules, 'rule')}, "
+        return (f"{plural(len(self.config.readers), 'reader')}, {plural(rules, 'rule')}, "
                 f"polling {self.config.source.base_url} "
                 f"every {self.config.source.poll}")
 

@@ -228,17 +228,18 @@ class Runtime:
 
 def _summary(days: list[DayReport], searches: list[SearchReport]) -> str:
     failed = sum(r.failed for r in days)
-    summary = (f"poll: {count(len(days), 'day')}, {count(sum(r.papers for r in days), 'paper')}, "
+    summary = (f"poll: {plural(len(days), 'day')}, {plural(sum(r.papers for r in days), 'paper')}, "
                f"{sum(r.new for r in days)} new, {failed} failed")
     if searches:
-        summary += (f"; {count(len(searches), 'search', 'searches')}, "
-                    f"{count(sum(r.new for r in searches), 'new result')}, "
+        summary += (f"; {plural(len(searches), 'search', 'searches')}, "
+                    f"{plural(sum(r.new for r in searches), 'new result')}, "
                     f"{sum(r.failed for r in searches)} failed")
     return summary
 
 
-def count(number: int, word: str, plural: str | None = None) -> str:
-    return f"{number} {word if number == 1 else plural or word + 's'}"
+def plural(number: int, word: str, many: str | None = None) -> str:
+    """``1 rule``, ``2 rules``, ``1 saved search``, ``2 saved searches``."""
+    return f"{number} {word if number == 1 else many or word + 's'}"
 
 
 def _log_outcomes(outcomes: list[Outcome]) -> None:
