@@ -38,7 +38,6 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -907,18 +906,15 @@ _ADDRESS_HEADERS = frozenset({"From", "To"})
 _PLAIN_LINE = 78  # the policy's max_line_length: a longer line is folded
 
 
-def _plain_head(headers: Mapping[str, str]) -> bytes | None:
-    """The header block as the email package's SMTP policy writes it, made directly; None when
-    a value needs its folding or encoding."""
-    lines = []
-    for name, value in headers.items():
-        if (len(name) + 2 + len(value) > _PLAIN_LINE or not _PLAIN_VALUE.fullmatch(value) or "=?" in value
-                or "(" in value or '"' in value or "\\" in value):
-            return None
-        if name in _ADDRESS_HEADERS and not _plain_address(value):
-            return None
-        lines.append(f"{name}: {value}\r\n")
-    return "".join(lines).encode("ascii")
+def _plain_line(name: str, value: str) -> bytes | None:
+    """The header as the email package's SMTP policy writes it, made directly; None when the
+    value needs its folding or encoding."""
+    if (len(name) + 2 + len(value) > _PLAIN_LINE or not _PLAIN_VALUE.fullmatch(value) or "=?" in value
+            or "(" in value or '"' in value or "\\" in value):
+        return None
+    if name in _ADDRESS_HEADERS and not _plain_address(value):
+        return None
+    return f"{name}: {value}\r\n".encode("ascii")
 
 
 def _plain_address(value: str) -> bool:
@@ -945,14 +941,16 @@ def build_message(rendered: Rendered, *, sender: str, to: str, message_id: str, 
         "List-Id": _header(list_id), "List-Unsubscribe": _angle(_unsubscribe_url(_header(unsubscribe))),
         "Auto-Submitted": "auto-generated", "MIME-Version": "1.0",
     }
-    head = _plain_head(headers)
-    if head is None:
-        policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
-        message = EmailMessage(policy=policy)
-        for name, value in headers.items():
-            message[name] = value
-        headers["Message-ID"] = message["Message-ID"]
-        head = b"".join(policy.fold_binary(name, value) for name, value in message.items())
+    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    lines = []
+    for name, value in headers.items():
+        line = _plain_line(name, value)
+        if line is None:  # as EmailMessage stores and writes it: each header is folded on its own
+            name, parsed = policy.header_store_parse(name, value)
+            headers[name] = str(parsed)
+            line = policy.fold_binary(name, parsed)
+        lines.append(line)
+    head = b"".join(lines)
     boundary = "=_" + hashlib.sha256(headers["Message-ID"].encode()).hexdigest()[:30]
     parts = [head, f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode()]
     # The line end before a boundary belongs to the boundary, so each part's own last one stays.
