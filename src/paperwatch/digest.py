@@ -236,9 +236,12 @@ class Templates:
         entries: list[Entry] = []
         cards: dict[int, str] = {}
         total, rule = base, None
+        # One context for every card: a card sees what is around it and its own ``e``.
+        context = self._html.new_context(dict(around))
         for item in merged:
             entry = _entry(item)
-            card = self._card(around, entry)
+            context.vars["e"] = entry
+            card = self._card(context)
             heading = 0 if entry.rules[0] == rule else HEADING_ALLOWANCE + 3 * len(entry.rules[0].encode())
             size = heading + encoded_size_at_most(card)
             if entries and total + size > HTML_BUDGET:
@@ -252,8 +255,7 @@ class Templates:
                 return len(entries), html, entries
             entries.pop()
 
-    def _card(self, around: Mapping[str, Any], entry: Entry) -> str:
-        context = self._html.new_context({**around, "e": entry})
+    def _card(self, context: Any) -> str:
         return self._generate(self._html, context, self._html.blocks["card"])
 
     def _page(self, around: Mapping[str, Any], entries: Sequence[Entry], cards: Mapping[int, str]) -> str:
