@@ -17,26 +17,12 @@ import sqlite3
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from paperwatch import __version__
-from paperwatch.check import inspect_config
 from paperwatch.config import Config, Reader, find_config_file, load_config
-from paperwatch.daemon import serve
-from paperwatch.delivery import (
-    SEARCH,
-    compose,
-    deliver_due,
-    prepare,
-    queue_digests,
-    rule_specs,
-    with_search_hits,
-    write_preview,
-)
 from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.fetch import Fetcher
-from paperwatch.mail import describe, mail_warnings, probe, utf8_addresses
-from paperwatch.match import Match, Matcher
 from paperwatch.models import Paper
 from paperwatch.pipeline import (
     DayReport,
@@ -46,9 +32,14 @@ from paperwatch.pipeline import (
     recent_days,
     today_utc,
 )
-from paperwatch.runtime import Loaded, Runtime, plural
-from paperwatch.status import status_report
 from paperwatch.store import Store, sqlite_cause
+from paperwatch.words import plural
+
+# Matching, digests, mail and the daemon are imported by the commands that use them: a
+# backfill or a listing does not pay for jinja2, the matcher's engines or the scheduler.
+# (`paperwatch run` imports them all at start, before its first poll or digest.)
+if TYPE_CHECKING:
+    from paperwatch.match import Match
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +264,9 @@ def _readers(config: Config, name: str | None) -> tuple[Reader, ...]:
 
 def _check(args: argparse.Namespace) -> int:
     """Every mistake and warning in one pass, then (if there is no mistake) a summary."""
+    from paperwatch.check import inspect_config
+    from paperwatch.mail import mail_warnings, probe, utf8_addresses
+
     path = find_config_file(args.config)
     found = inspect_config(path, credentials=args.credentials)
     for line in found.errors + found.warnings:
@@ -292,6 +286,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _summary(config: Config) -> None:
+    from paperwatch.mail import describe
+
     where = config.path or "no config file: embedded defaults"
     rules = sum(len(r.rules) for r in config.readers)
     print(f"config: {where}")
@@ -404,6 +400,9 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _run(args: argparse.Namespace, config: Config) -> int:
+    from paperwatch.daemon import serve
+    from paperwatch.runtime import Loaded, Runtime
+
     _say_if_no_reader(config)
     if not args.once:
         return await serve(config)
@@ -422,6 +421,9 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _match(args: argparse.Namespace, config: Config) -> int:
+    from paperwatch.delivery import prepare, rule_specs
+    from paperwatch.match import Matcher
+
     matcher, _ = prepare(config)
     chosen = _readers(config, args.reader)
     readers = {r.name for r in chosen}
@@ -448,6 +450,8 @@ async def _match(args: argparse.Namespace, config: Config) -> int:
 
 
 def _print_matches(reader: Reader, matches: list[Match], titles: dict[str, str]) -> None:
+    from paperwatch.delivery import SEARCH
+
     print(f"{reader.name} <{reader.email}>: {plural(len(matches), 'paper')}")
     for m in matches:
         print(f"  {m.paper_id}  {titles[m.paper_id]}")
@@ -495,6 +499,8 @@ async def _with_search_hits(store: Store, config: Config, matches: list[Match], 
                             since: dt.date | None) -> tuple[list[Match], list[Paper]]:
     """The matches with each reader's saved-search results folded in (a paper once per reader),
     and the papers only a search found."""
+    from paperwatch.delivery import with_search_hits
+
     folded: list[Match] = []
     found: dict[str, Paper] = {}
     by_reader: dict[str, dict[str, Match]] = {}
@@ -514,6 +520,8 @@ async def _with_search_hits(store: Store, config: Config, matches: list[Match], 
 
 
 async def _digest(args: argparse.Namespace, config: Config) -> int:
+    from paperwatch.delivery import compose, deliver_due, prepare, queue_digests, write_preview
+
     _say_if_no_reader(config)
     matcher, templates = prepare(config)
     readers = _readers(config, args.reader)
@@ -603,6 +611,8 @@ async def _papers(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _status(args: argparse.Namespace, config: Config) -> int:
+    from paperwatch.status import status_report
+
     async with await Store.open(config.database) as store:
         report = await status_report(store, config)
     if args.json:

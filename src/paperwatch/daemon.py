@@ -22,9 +22,10 @@ from paperwatch.config import Config, Reader
 from paperwatch.delivery import Outcome
 from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.notify import Notifier, watchdog_interval
-from paperwatch.runtime import Loaded, Runtime, next_digest, plural
+from paperwatch.runtime import Loaded, Runtime, next_digest
 from paperwatch.schedule import Job, Scheduler
 from paperwatch.store import DatabaseLock, utcnow
+from paperwatch.words import plural
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from paperwatch.mail import (
     unsafe_config_file,
 )
 from paperwatch.match import Hit, Match, Matcher, RuleSpec
-from paperwatch.models import OutboxMessage, Paper, QueuedPaper, SearchHit
+from paperwatch.models import FeaturedPaper, OutboxMessage, Paper, QueuedPaper, SearchHit
 from paperwatch.store import Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -88,17 +88,46 @@ class MatchMemo:
     """Each paper matched once for every reader: one run composes many readers' digests of
     mostly the same fresh papers. Lives for one run; a paper whose text changed is matched again."""
 
-    __slots__ = ("_found", "_matcher")
+    __slots__ = ("_featured", "_found", "_matcher", "_papers")
 
     def __init__(self, matcher: Matcher) -> None:
         self._matcher = matcher
         self._found: dict[str, tuple[Paper, dict[str, Match]]] = {}
+        # The store's answers that are the same for every reader, loaded once per run: the papers
+        # featured since a window, fresh since the earliest last digest asked for yet, and each
+        # reader's narrowed to theirs. A paper stored meanwhile waits for the next digest:
+        # FRESH_MARGIN reaches back for it.
+        self._papers: dict[tuple[dt.date, bool], tuple[tuple[dt.datetime, dt.date] | None, list[FeaturedPaper]]] = {}
+        self._featured: dict[tuple[dt.date, dt.date], tuple[tuple[dt.date, ...], int]] = {}
+
+    async def undelivered(self, store: Store, reader: str, *, featured_since: dt.date,
+                          fresh: tuple[dt.datetime, dt.date] | None) -> list[Paper]:
+        """``store.undelivered``, from the papers loaded once for every reader."""
+        key = (featured_since, fresh is None)
+        loaded = self._papers.get(key)
+        if loaded is None or not _covers(loaded[0], fresh):
+            bound = fresh if loaded is None or fresh is None or loaded[0] is None else (
+                min(fresh[0], loaded[0][0]), min(fresh[1], loaded[0][1]))
+            loaded = self._papers[key] = (bound, await store.featured_papers(featured_since=featured_since, fresh=bound))
+        candidates = [f.paper for f in loaded[1] if fresh is None or f.fresh(fresh)]
+        had = await store.delivered_among(reader, [paper.id for paper in candidates])
+        return [paper for paper in candidates if paper.id not in had]
+
+    async def featured_between(self, store: Store, first: dt.date, last: dt.date) -> tuple[tuple[dt.date, ...], int]:
+        if (first, last) not in self._featured:
+            self._featured[first, last] = await store.featured_between(first, last)
+        return self._featured[first, last]
 
     def match(self, paper: Paper, reader: str) -> Match | None:
         known = self._found.get(paper.id)
         if known is None or (known[0] is not paper and known[0] != paper):
             known = self._found[paper.id] = (paper, {m.reader: m for m in self._matcher.match(paper)})
         return known[1].get(reader)
+
+
+def _covers(bound: tuple[dt.datetime, dt.date] | None, fresh: tuple[dt.datetime, dt.date] | None) -> bool:
+    """Whether papers loaded fresh since ``bound`` hold all those fresh since ``fresh``."""
+    return bound is None or (fresh is not None and bound[0] <= fresh[0] and bound[1] <= fresh[1])
 
 
 def rule_specs(readers: Iterable[Reader]) -> list[RuleSpec]:
@@ -169,7 +198,10 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
     fresh = None
     if since is None and state.last_digest_at is not None:
         fresh = (state.last_digest_at - FRESH_MARGIN, state.last_digest_at.date() - lookback)
-    papers = await store.undelivered(reader.name, featured_since=window, fresh=fresh)
+    if memo is None:
+        papers = await store.undelivered(reader.name, featured_since=window, fresh=fresh)
+    else:
+        papers = await memo.undelivered(store, reader.name, featured_since=window, fresh=fresh)
     # A paper read from the cards alone has no abstract yet: an `exclude` could not see it.
     # It waits while the polls may still complete it, and goes as it is after that.
     papers = [p for p in papers if p.complete or not p.daily_date or p.daily_date <= now.date() - lookback]
@@ -184,7 +216,7 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
     # (A search result can be years old: the period is that of the days the polls read.)
     polled = {paper.id for paper in papers}
     start = min([start, end, *(i.paper.daily_date for i in items if i.paper.daily_date and i.paper.id in polled)])
-    days, seen = await store.featured_between(start, end)
+    days, seen = await (memo.featured_between(store, start, end) if memo else store.featured_between(start, end))
     info = DigestInfo(reader=reader.name, email=reader.email, days=days, papers_seen=seen,
                       period_start=start, period_end=end)
     rendered = templates.render(info, items)

@@ -38,7 +38,6 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -237,9 +236,12 @@ class Templates:
         entries: list[Entry] = []
         cards: dict[int, str] = {}
         total, rule = base, None
+        # One context for every card: a card sees what is around it and its own ``e``.
+        context = self._html.new_context(dict(around))
         for item in merged:
             entry = _entry(item)
-            card = self._card(around, entry)
+            context.vars["e"] = entry
+            card = self._card(context)
             heading = 0 if entry.rules[0] == rule else HEADING_ALLOWANCE + 3 * len(entry.rules[0].encode())
             size = heading + encoded_size_at_most(card)
             if entries and total + size > HTML_BUDGET:
@@ -253,8 +255,7 @@ class Templates:
                 return len(entries), html, entries
             entries.pop()
 
-    def _card(self, around: Mapping[str, Any], entry: Entry) -> str:
-        context = self._html.new_context({**around, "e": entry})
+    def _card(self, context: Any) -> str:
         return self._generate(self._html, context, self._html.blocks["card"])
 
     def _page(self, around: Mapping[str, Any], entries: Sequence[Entry], cards: Mapping[int, str]) -> str:
@@ -896,6 +897,39 @@ def encoded_size_at_most(text: str) -> int:
     return size
 
 
+# Header values the email package writes back exactly as given, on one line: printable ASCII
+# words between single spaces, nothing that reads as an encoded word, a comment or a quoted
+# string; addresses as ``user@domain`` or ``Plain Words <user@domain>``. Anything else takes
+# the email package's way (folding, RFC 2047, SMTPUTF8), which cost more than the rendering.
+_PLAIN_VALUE = re.compile(r"[!-~]+(?: [!-~]+)*")
+_PLAIN_ADDRESS = re.compile(r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)* )?"
+                            r"<?[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+>?")
+_ADDRESS_HEADERS = frozenset({"From", "To"})
+_PLAIN_LINE = 78  # the policy's max_line_length: a longer line is folded
+
+
+def _plain_line(name: str, value: str) -> bytes | None:
+    """The header as the email package's SMTP policy writes it, made directly; None when the
+    value needs its folding or encoding."""
+    if (len(name) + 2 + len(value) > _PLAIN_LINE or not _PLAIN_VALUE.fullmatch(value) or "=?" in value
+            or "(" in value or '"' in value or "\\" in value):
+        return None
+    if name in _ADDRESS_HEADERS and not _plain_address(value):
+        return None
+    return f"{name}: {value}\r\n".encode("ascii")
+
+
+def _plain_address(value: str) -> bool:
+    if not _PLAIN_ADDRESS.fullmatch(value) or value.count("@") != 1 or (value.count("<") != value.count(">")):
+        return False
+    address = value[value.index("<") + 1:-1] if "<" in value else value
+    if ("<" in value and not value.endswith(">")) or ("<" not in value and " " in value):
+        return False
+    local, _, domain = address.partition("@")
+    # Dots only between atoms: ".." or an edge dot makes the email package quote or flag it.
+    return all(local.split(".")) and all(domain.split("."))
+
+
 def build_message(rendered: Rendered, *, sender: str, to: str, message_id: str, date: dt.datetime,
                   list_id: str, unsubscribe: str, utf8: bool = False) -> bytes:
     """A multipart/alternative message (text, then HTML) with exactly the headers paperwatch
@@ -903,19 +937,23 @@ def build_message(rendered: Rendered, *, sender: str, to: str, message_id: str, 
     cost more than the rendering); the boundary holds "=_", which quoted-printable never does.
     ``utf8``: an address is not ASCII before the @, so the headers are written as UTF-8 (the
     message travels by SMTPUTF8), never as RFC 2047 words, which are not allowed in an address."""
+    headers = {
+        "From": _header(sender), "To": _header(to), "Subject": _header(rendered.subject, SUBJECT_LIMIT),
+        "Date": email.utils.format_datetime(date), "Message-ID": _angle(_header(message_id).replace(" ", "")),
+        "List-Id": _header(list_id), "List-Unsubscribe": _angle(_unsubscribe_url(_header(unsubscribe))),
+        "Auto-Submitted": "auto-generated", "MIME-Version": "1.0",
+    }
     policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
-    message = EmailMessage(policy=policy)
-    message["From"] = _header(sender)
-    message["To"] = _header(to)
-    message["Subject"] = _header(rendered.subject, SUBJECT_LIMIT)
-    message["Date"] = email.utils.format_datetime(date)
-    message["Message-ID"] = _angle(_header(message_id).replace(" ", ""))
-    message["List-Id"] = _header(list_id)
-    message["List-Unsubscribe"] = _angle(_unsubscribe_url(_header(unsubscribe)))
-    message["Auto-Submitted"] = "auto-generated"
-    message["MIME-Version"] = "1.0"
-    boundary = "=_" + hashlib.sha256(message["Message-ID"].encode()).hexdigest()[:30]
-    head = b"".join(policy.fold_binary(name, value) for name, value in message.items())
+    lines = []
+    for name, value in headers.items():
+        line = _plain_line(name, value)
+        if line is None:  # as EmailMessage stores and writes it: each header is folded on its own
+            name, parsed = policy.header_store_parse(name, value)
+            headers[name] = str(parsed)
+            line = policy.fold_binary(name, parsed)
+        lines.append(line)
+    head = b"".join(lines)
+    boundary = "=_" + hashlib.sha256(headers["Message-ID"].encode()).hexdigest()[:30]
     parts = [head, f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode()]
     # The line end before a boundary belongs to the boundary, so each part's own last one stays.
     for subtype, body in (("plain", rendered.text), ("html", rendered.html)):

@@ -233,3 +233,16 @@ class SearchHit:
     paper: Paper
     query: str
     found_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturedPaper:
+    """A paper with when it was first stored and the last day it was featured (ISO text, as stored)."""
+
+    paper: Paper
+    first_seen: str
+    last_featured: str
+
+    def fresh(self, fresh: tuple[dt.datetime, dt.date]) -> bool:
+        """Whether ``undelivered`` with this ``fresh`` would consider the paper."""
+        return self.first_seen > fresh[0].isoformat() or self.last_featured >= fresh[1].isoformat()

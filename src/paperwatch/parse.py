@@ -54,13 +54,22 @@ def clean_text(value: object) -> str | None:
     Bidi embeddings, overrides and isolates are dropped and lone surrogates become U+FFFD, so
     the result is one line that prints, encodes and stores as it reads.
     """
-    if not isinstance(value, str):
-        return None
+    if value.__class__ is not str:
+        return _clean_other(value)
     # Fast path for the common shapes (a clean name; an abstract with arXiv's hard line breaks):
     # a few C-level scans instead of splitting a long text into words.
-    text = value.replace("\n", " ") if "\n" in value else value
-    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+    printable = value.isprintable()
+    text = value if printable else value.replace("\n", " ")
+    if "  " not in text and text[:1] != " " and text[-1:] != " " and (printable or text.isprintable()):
         return text or None
+    return _clean_slow(text)
+
+
+def _clean_other(value: object) -> str | None:
+    return _clean_slow(value) if isinstance(value, str) else None
+
+
+def _clean_slow(text: str) -> str | None:
     # str.split() handles every Unicode space in C; the regexes are for the rare other characters.
     text = " ".join(text.split())
     if not text.isprintable():

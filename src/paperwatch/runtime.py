@@ -47,6 +47,7 @@ from paperwatch.pipeline import (
 )
 from paperwatch.schedule import next_time
 from paperwatch.store import Store, utcnow
+from paperwatch.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -235,11 +236,6 @@ def _summary(days: list[DayReport], searches: list[SearchReport]) -> str:
                     f"{plural(sum(r.new for r in searches), 'new result')}, "
                     f"{sum(r.failed for r in searches)} failed")
     return summary
-
-
-def plural(number: int, word: str, many: str | None = None) -> str:
-    """``1 rule``, ``2 rules``, ``1 saved search``, ``2 saved searches``."""
-    return f"{number} {word if number == 1 else many or word + 's'}"
 
 
 def _log_outcomes(outcomes: list[Outcome]) -> None:

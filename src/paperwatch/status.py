@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from paperwatch.config import Config
 from paperwatch.models import DayState, FetchRecord, OutboxMessage, SearchState, Summary
 from paperwatch.pipeline import saved_queries, saved_searches
-from paperwatch.runtime import Schedule, plural, schedule_state
+from paperwatch.runtime import Schedule, schedule_state
 from paperwatch.store import Store
+from paperwatch.words import plural
 
 STALE_GRACE = dt.timedelta(minutes=15)
 FAILED_RECENTLY = dt.timedelta(days=1)

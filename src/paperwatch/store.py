@@ -30,6 +30,7 @@ from paperwatch.errors import StoreError
 from paperwatch.models import (
     DayFetch,
     DayState,
+    FeaturedPaper,
     FetchRecord,
     OutboxMessage,
     Paper,
@@ -315,6 +316,35 @@ class Store:
             params = [fresh[0].isoformat(), fresh[1].isoformat(), featured_since.isoformat(), reader]
         rows = await self._db.execute_fetchall(sql + " ORDER BY p.daily_date DESC, p.upvotes DESC, p.id", params)
         return await self._with_authors(list(rows))
+
+    async def featured_papers(self, *, featured_since: dt.date,
+                              fresh: tuple[dt.datetime, dt.date] | None = None) -> list[FeaturedPaper]:
+        """``undelivered`` for any reader: the papers featured since ``featured_since`` (with
+        ``fresh``: only the fresh ones), in the same order, whoever had them already, each with
+        what ``fresh`` tests. A run composing many readers' digests loads them once, narrows
+        them to each reader's ``fresh`` and asks ``delivered_among``."""
+        featured = "EXISTS (SELECT 1 FROM features f WHERE f.paper_id = p.id AND f.day >= ?)"
+        columns = f"{_PAPER_COLUMNS}, p.first_seen, (SELECT max(day) FROM features f WHERE f.paper_id = p.id)"
+        if fresh is None:
+            sql = f"SELECT {columns} FROM papers p WHERE {featured}"
+            params: list[str] = [featured_since.isoformat()]
+        else:
+            sql = (f"SELECT {columns} FROM papers p WHERE p.id IN "
+                   "(SELECT id FROM papers WHERE first_seen > ? UNION SELECT paper_id FROM features WHERE day >= ?) "
+                   f"AND {featured}")
+            params = [fresh[0].isoformat(), fresh[1].isoformat(), featured_since.isoformat()]
+        rows = list(await self._db.execute_fetchall(sql + " ORDER BY p.daily_date DESC, p.upvotes DESC, p.id", params))
+        papers = await self._with_authors(rows)
+        return [FeaturedPaper(paper, row[-2], row[-1]) for paper, row in zip(papers, rows, strict=True)]
+
+    async def delivered_among(self, reader: str, ids: Sequence[str]) -> set[str]:
+        """Those of ``ids`` that went into one of the reader's digests (queued or sent)."""
+        found: set[str] = set()
+        for chunk in _chunks(list(ids), 500):
+            rows = await self._db.execute_fetchall(
+                f"SELECT paper_id FROM delivered WHERE reader = ? AND paper_id IN ({_marks(chunk)})", [reader, *chunk])
+            found.update(row[0] for row in rows)
+        return found
 
     async def featured_between(self, first: dt.date, last: dt.date) -> tuple[tuple[dt.date, ...], int]:
         """The days from ``first`` to ``last`` with papers, and how many distinct papers they featured."""

@@ -1,0 +1,33 @@
+"""What each command loads: a backfill or a listing does not pay for digests, mail, the matcher
+or the scheduler; the daemon loads all of them at start, so its first digest pays nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+HEAVY = ["jinja2", "css_inline", "aiosmtplib", "ahocorasick", "re2", "apscheduler.schedulers",
+         "paperwatch.digest", "paperwatch.delivery", "paperwatch.match", "paperwatch.mail", "paperwatch.daemon"]
+
+
+def loaded_after(statement: str) -> dict[str, bool]:
+    code = f"import json, sys\n{statement}\nprint(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(SRC)})
+    return dict(json.loads(out.stdout))
+
+
+def test_the_command_line_alone_loads_none_of_the_digest_and_mail_machinery() -> None:
+    assert loaded_after("import paperwatch.cli, paperwatch.pipeline") == dict.fromkeys(HEAVY, False)
+
+
+def test_the_daemon_loads_everything_a_digest_needs_at_start() -> None:
+    assert loaded_after("import paperwatch.daemon") == dict.fromkeys(HEAVY, True)
