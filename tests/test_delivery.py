@@ -651,3 +651,19 @@ async def test_a_reader_with_a_non_ascii_address_gets_it_by_smtputf8(tmp_path: P
     assert "\r\nTo: José <josé@xn--bcher-kva.example>\r\n".encode() in raw, raw[:400]
     parsed = email.message_from_string(raw.decode(), policy=email.policy.default)
     assert parsed["To"].addresses[0].addr_spec == "josé@xn--bcher-kva.example" and message is not None
+
+
+def test_an_operator_note_is_built_like_a_digest_and_reads_back_whole(tmp_path: Path) -> None:
+    """Notes to the operator go through the same message builder as digests: the same header
+    rules, quoted-printable text, a non-ASCII address as UTF-8, and the text as written."""
+    from paperwatch.message import build_notice
+
+    text = "paperwatch cannot read https://huggingface.co as it should: the page changed shape.\n\n" \
+           "    2025-03-07: read from the API — «changed shape»\n" + "x" * 200 + "\n"
+    raw = build_notice("paperwatch: source failing", text, sender="paperwatch <pw@example.org>",
+                       to="José <josé@example.org>", message_id="<n@example.org>",
+                       date=dt.datetime(2025, 3, 7, 8, tzinfo=dt.UTC), utf8=True)
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78 and b"=?" not in raw
+    note = email.message_from_bytes(raw, policy=email.policy.SMTPUTF8)
+    assert note["To"] == "José <josé@example.org>" and note["Auto-Submitted"] == "auto-generated"
+    assert note.get_content().replace("\r\n", "\n") == text

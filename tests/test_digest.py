@@ -20,15 +20,13 @@ from paperwatch.digest import (
     Highlight,
     Rendered,
     Templates,
-    build_message,
     empty_reason,
     listing_url,
-    make_message_id,
-    message_domain,
     safe_url,
     shorten,
 )
 from paperwatch.errors import TemplateError
+from paperwatch.message import build_message, make_message_id, message_domain
 from paperwatch.models import Paper
 from paperwatch.parse import parse_daily_api
 from reference import HTML as REFERENCE_HTML

@@ -24,12 +24,10 @@ from paperwatch.digest import (
     Highlight,
     Rendered,
     Templates,
-    build_message,
-    encoded_size,
     latex_text,
-    make_message_id,
     more_links,
 )
+from paperwatch.message import build_message, encoded_size, make_message_id
 from paperwatch.models import Paper, SearchHit
 from reference import render_reference
 

@@ -11,7 +11,8 @@ from email.message import EmailMessage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paperwatch.digest import Rendered, build_message, make_message_id
+from paperwatch.digest import Rendered
+from paperwatch.message import build_message, make_message_id
 
 DATE = dt.datetime(2025, 3, 5, 8, tzinfo=dt.UTC)
 RENDERED = Rendered(subject="x", text="Hello.\n", html="<p>Hello.</p>\n", omitted=0)

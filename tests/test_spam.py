@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_system
-from paperwatch.delivery import list_id
-from paperwatch.digest import build_message, make_message_id
+from paperwatch.message import build_message, list_id, make_message_id
 from reference import READER, render_reference
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120)]

@@ -11,14 +11,11 @@ nothing else can repeat, and nothing committed is lost.
 from __future__ import annotations
 
 import datetime as dt
-import email.policy
-import email.utils
 import hashlib
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from email.message import EmailMessage
 from pathlib import Path
 
 from paperwatch.address import parse_mailbox
@@ -29,9 +26,6 @@ from paperwatch.digest import (
     Highlight,
     Rendered,
     Templates,
-    build_message,
-    make_message_id,
-    message_domain,
 )
 from paperwatch.errors import ConfigError, MailError, RuleError, RuleProblem, TemplateError
 from paperwatch.mail import (
@@ -44,6 +38,7 @@ from paperwatch.mail import (
     unsafe_config_file,
 )
 from paperwatch.match import Hit, Match, Matcher, RuleSpec
+from paperwatch.message import build_message, build_notice, list_id, make_message_id, message_domain
 from paperwatch.models import FeaturedPaper, OutboxMessage, Paper, QueuedPaper, SearchHit
 from paperwatch.store import Store, utcnow
 
@@ -230,18 +225,6 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
         utf8=sender.needs_smtputf8 or to.needs_smtputf8,
     )
     return Composed(reader, rendered, message, message_id, tuple(kept))
-
-
-def list_id(reader: str, domain: str) -> str:
-    """``paperwatch digest for NAME <LABEL.digest.DOMAIN>``: LABEL is the name when it is one word
-    (letters, digits, ``-``, ``_``), else a slug of it and a short hash, so that no two readers share one."""
-    if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", reader):
-        label = reader
-    else:
-        label = re.sub(r"[^a-z0-9]+", "-", reader.lower()).strip("-")[:40].strip("-") or "reader"
-        label += "-" + hashlib.sha256(reader.encode()).hexdigest()[:8]
-    name = re.sub(r'[<>"\\()]', "", reader)  # the phrase must not look like the id or a comment
-    return f"paperwatch digest for {name} <{label}.digest.{domain}>"
 
 
 def digest_items(reader: Reader, papers: Sequence[Paper], matcher: Matcher,
@@ -481,12 +464,6 @@ async def _failed(store: Store, config: Config, message: OutboxMessage, exc: Mai
     return Outcome(message.reader, False, f"will retry in {wait}: {reason}")
 
 
-def _as_sent(message: EmailMessage, utf8: bool) -> bytes:
-    """The message's bytes; an address that is not ASCII before the @ is written as UTF-8 (it
-    travels by SMTPUTF8), never as RFC 2047 words, which are not allowed inside an address."""
-    return message.as_bytes(policy=email.policy.SMTPUTF8) if utf8 else bytes(message)
-
-
 async def queue_notice(store: Store, config: Config, subject: str, text: str,
                        *, now: dt.datetime | None = None) -> None:
     """A plain note to the operator (``paperwatch.admin``), through the outbox like any digest."""
@@ -494,15 +471,12 @@ async def queue_notice(store: Store, config: Config, subject: str, text: str,
     if admin is None:
         return
     now = now or utcnow()
-    message = EmailMessage(policy=email.policy.SMTP)
     message_id = make_message_id("operator", now.isoformat(), domain=message_domain(config.mail.from_))
     sender, to = parse_mailbox(config.mail.from_), parse_mailbox(admin)
-    message["From"], message["To"], message["Subject"] = sender.header(), to.header(), subject
-    message["Date"], message["Message-ID"] = email.utils.format_datetime(now), message_id
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(text)
+    data = build_notice(subject, text, sender=sender.header(), to=to.header(), message_id=message_id, date=now,
+                        utf8=sender.needs_smtputf8 or to.needs_smtputf8)
     await store.queue_digest(reader=OPERATOR, recipient=to.address, sender=sender.address, message_id=message_id,
-                             data=_as_sent(message, sender.needs_smtputf8 or to.needs_smtputf8), papers=[], now=now)
+                             data=data, papers=[], now=now)
 
 
 def write_preview(directory: Path, composed: Composed) -> list[Path]:

@@ -26,11 +26,9 @@ and its CSS inlined once, at load.
 
 from __future__ import annotations
 
-import binascii
 import datetime as dt
 import email.policy
 import email.utils
-import hashlib
 import importlib.resources
 import re
 import textwrap
@@ -57,6 +55,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
 from paperwatch.errors import TemplateError
+from paperwatch.message import SUBJECT_LIMIT, encoded_size, encoded_size_at_most, header_text, one_line, qp_page
 from paperwatch.models import HF_SITE, Paper
 
 HTML_TEMPLATE, TEXT_TEMPLATE, SUBJECT_TEMPLATE = "digest.html.j2", "digest.txt.j2", "subject.txt.j2"
@@ -68,22 +67,14 @@ HEADING_ALLOWANCE = 300
 HIGHLIGHT_STYLE = "background-color:#fff1a8;color:inherit"  # dark mode overrides .hl in the template's CSS
 MORE_LINKS = 7  # links to the pages of the papers left out, at most (by day, then week, then month)
 ABSTRACT_LIMIT = 600
-SUBJECT_LIMIT = 200
-HEADER_LIMIT = 250
 URL_LIMIT = 2000
 KEYWORDS_SHOWN = 8
 FIELDS = ("title", "abstract", "authors", "ai_keywords", "organization")
 # English month names whatever the process locale, which %b would follow.
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
-# Control characters that are not whitespace, zero-width characters and bidi overrides:
-# whitespace (including U+2028/2029 line separators) is folded to spaces separately.
-_INVISIBLE = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u200b\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
-_SPACE = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9$\\(\[\"'])")
 _URL_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f\"'<>\\`]")
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
-_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _HIGHLIGHT = Markup(f'<span class="hl" style="{HIGHLIGHT_STYLE}">%s</span>')
 # Remote and local stylesheets are never fetched: the template's own <style> is all there is.
 _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
@@ -224,7 +215,7 @@ class Templates:
             shown, html = self._fit(info, merged, entries)
             entries = entries[:shown]
         context = _context(info, merged, entries)
-        subject = _header(self._run(self._subject, context), SUBJECT_LIMIT)
+        subject = header_text(self._run(self._subject, context), SUBJECT_LIMIT)
         return Rendered(subject, self._run(self._text, context), html, len(merged) - shown)
 
     def _fit_cards(self, info: DigestInfo, merged: Sequence[DigestItem]) -> tuple[int, str, list[Entry]]:
@@ -251,7 +242,7 @@ class Templates:
             cards[id(entry)] = card
         while True:  # the allowances are generous: this runs once but for a rule name of odd characters
             html = self._page(_context(info, merged, entries), entries, cards)
-            if len(entries) <= 1 or len(_qp_page(html)) <= HTML_BUDGET:
+            if len(entries) <= 1 or len(qp_page(html)) <= HTML_BUDGET:
                 return len(entries), html, entries
             entries.pop()
 
@@ -614,7 +605,7 @@ def _clean(text: str) -> str:
 
 def _fold(text: str) -> str:
     """``_clean`` without its cache, for abstracts: thousands of them would stay in memory."""
-    return _SPACE.sub(" ", _INVISIBLE.sub("", text)).strip()
+    return one_line(text)
 
 
 _folded = lru_cache(maxsize=512)(_fold)  # the abstract shortened for each reader with other marks
@@ -817,147 +808,3 @@ def safe_url(url: str | None) -> str | None:
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
         return None
     return url
-
-
-def _header(value: str, limit: int = HEADER_LIMIT) -> str:
-    """A header value cut to ``limit`` characters at a space, with no way to start a new header."""
-    text = _clean(value)
-    if len(text) <= limit:
-        return text
-    cut = text.rfind(" ", 0, limit - 1)
-    return text[:cut if cut > limit // 2 else limit - 1] + "…"
-
-
-def _angle(value: str) -> str:
-    return value if value.startswith("<") and value.endswith(">") else f"<{value.strip('<>')}>"
-
-
-def make_message_id(reader: str, key: str, domain: str = "paperwatch.invalid") -> str:
-    """A Message-ID that is the same for the same reader and digest key, so a retry keeps its id."""
-    if not _DOMAIN.fullmatch(domain):
-        raise ValueError(f"{domain!r} is not a domain name for a Message-ID")
-    digest = hashlib.sha256(f"{reader}\0{key}".encode()).hexdigest()[:32]
-    return f"<paperwatch.{digest}@{domain}>"
-
-
-def message_domain(address: str) -> str:
-    """The domain of ``address`` (``Name <user@domain>`` too) for Message-IDs, in ASCII; else ``localhost``."""
-    _, at, domain = (email.utils.parseaddr(address)[1] or address).rpartition("@")
-    if not at:
-        return "localhost"
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return "localhost"
-    return domain if _DOMAIN.fullmatch(domain) else "localhost"
-
-
-def _unsubscribe_url(value: str) -> str:
-    """A URL as given (``mailto:op@example.org?subject=stop``), or ``mailto:`` and the address of
-    ``op@example.org`` or ``Operator <op@example.org>``."""
-    value = value.strip().strip("<>")
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>]+$", value):
-        return value
-    return f"mailto:{email.utils.parseaddr(value)[1] or value.replace(' ', '')}"
-
-
-def qp_encode(text: str) -> bytes:
-    """``text`` as UTF-8 in quoted-printable with CRLF line ends, by the C encoder: lines of at
-    most 76 characters, 7-bit clean, whatever the SMTP server offers."""
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not text.endswith("\n"):
-        text += "\n"
-    # Given LF line ends the encoder writes LF for its soft breaks too; a raw LF is then only ever one.
-    return binascii.b2a_qp(text.encode(), istext=True).replace(b"\n", b"\r\n")
-
-
-@lru_cache(maxsize=2)  # the page checked against the budget is the one then sent
-def _qp_page(html: str) -> bytes:
-    return qp_encode(html)
-
-
-def encoded_size(html: str) -> int:
-    """The size of an HTML part as sent: what Gmail's clip counts."""
-    return len(qp_encode(html))
-
-
-# What quoted-printable writes as =XX: control characters but the tab, "=", DEL and non-ASCII.
-_ESCAPES = bytes([*range(9), *range(10, 32), ord("="), *range(127, 256)])
-
-
-def encoded_size_at_most(text: str) -> int:
-    """No less than ``encoded_size(text)``, estimated several times faster than encoding it
-    (the C encoder goes byte by byte): three bytes for each byte it escapes and for a space
-    ending a line or a lone dot, CRLF line ends, and a soft line break every 72 characters of a long line, and one more."""
-    size = 0
-    for line in text.encode().split(b"\n"):
-        length = 3 * len(line) - 2 * len(line.translate(None, _ESCAPES)) + (2 if line[-1:] in (b" ", b"\t") or line == b"." else 0)
-        size += length + 2 + (3 * -(-length // 72) if length > 75 else 0)
-    return size
-
-
-# Header values the email package writes back exactly as given, on one line: printable ASCII
-# words between single spaces, nothing that reads as an encoded word, a comment or a quoted
-# string; addresses as ``user@domain`` or ``Plain Words <user@domain>``. Anything else takes
-# the email package's way (folding, RFC 2047, SMTPUTF8), which cost more than the rendering.
-_PLAIN_VALUE = re.compile(r"[!-~]+(?: [!-~]+)*")
-_PLAIN_ADDRESS = re.compile(r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)* )?"
-                            r"<?[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+>?")
-_ADDRESS_HEADERS = frozenset({"From", "To"})
-_PLAIN_LINE = 78  # the policy's max_line_length: a longer line is folded
-
-
-def _plain_line(name: str, value: str) -> bytes | None:
-    """The header as the email package's SMTP policy writes it, made directly; None when the
-    value needs its folding or encoding."""
-    if (len(name) + 2 + len(value) > _PLAIN_LINE or not _PLAIN_VALUE.fullmatch(value) or "=?" in value
-            or "(" in value or '"' in value or "\\" in value):
-        return None
-    if name in _ADDRESS_HEADERS and not _plain_address(value):
-        return None
-    return f"{name}: {value}\r\n".encode("ascii")
-
-
-def _plain_address(value: str) -> bool:
-    if not _PLAIN_ADDRESS.fullmatch(value) or value.count("@") != 1 or (value.count("<") != value.count(">")):
-        return False
-    address = value[value.index("<") + 1:-1] if "<" in value else value
-    if ("<" in value and not value.endswith(">")) or ("<" not in value and " " in value):
-        return False
-    local, _, domain = address.partition("@")
-    # Dots only between atoms: ".." or an edge dot makes the email package quote or flag it.
-    return all(local.split(".")) and all(domain.split("."))
-
-
-def build_message(rendered: Rendered, *, sender: str, to: str, message_id: str, date: dt.datetime,
-                  list_id: str, unsubscribe: str, utf8: bool = False) -> bytes:
-    """A multipart/alternative message (text, then HTML) with exactly the headers paperwatch
-    sets. The parts are encoded here (the email package's quoted-printable is pure Python and
-    cost more than the rendering); the boundary holds "=_", which quoted-printable never does.
-    ``utf8``: an address is not ASCII before the @, so the headers are written as UTF-8 (the
-    message travels by SMTPUTF8), never as RFC 2047 words, which are not allowed in an address."""
-    headers = {
-        "From": _header(sender), "To": _header(to), "Subject": _header(rendered.subject, SUBJECT_LIMIT),
-        "Date": email.utils.format_datetime(date), "Message-ID": _angle(_header(message_id).replace(" ", "")),
-        "List-Id": _header(list_id), "List-Unsubscribe": _angle(_unsubscribe_url(_header(unsubscribe))),
-        "Auto-Submitted": "auto-generated", "MIME-Version": "1.0",
-    }
-    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
-    lines = []
-    for name, value in headers.items():
-        line = _plain_line(name, value)
-        if line is None:  # as EmailMessage stores and writes it: each header is folded on its own
-            name, parsed = policy.header_store_parse(name, value)
-            headers[name] = str(parsed)
-            line = policy.fold_binary(name, parsed)
-        lines.append(line)
-    head = b"".join(lines)
-    boundary = "=_" + hashlib.sha256(headers["Message-ID"].encode()).hexdigest()[:30]
-    parts = [head, f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode()]
-    # The line end before a boundary belongs to the boundary, so each part's own last one stays.
-    for subtype, body in (("plain", rendered.text), ("html", rendered.html)):
-        parts += [f"--{boundary}\r\nContent-Type: text/{subtype}; charset=\"utf-8\"\r\n"
-                  f"Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode(), _qp_page(body), b"\r\n"]
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts)
