@@ -319,9 +319,9 @@ async def _parse(parse: Callable[..., _Parsed], body: bytes, **where: Any) -> _P
 
 
 class _ParseThread:
-    """A daemon thread that runs one parse at a time and then waits for the next: starting a
-    thread per page cost more than most pages' parse. A thread whose parse overran is
-    abandoned: it finishes (or not) on its own and is never handed another page."""
+    """A daemon thread that runs one parse at a time and then waits for the next, so a backfill
+    of 600 days no longer starts 600 threads. A thread whose parse overran is abandoned: it
+    finishes (or not) on its own and is never handed another page."""
 
     KEEP = 4  # idle threads kept; more pages at once than that start threads of their own
     _idle: ClassVar[list[_ParseThread]] = []
