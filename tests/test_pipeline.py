@@ -255,3 +255,43 @@ async def test_an_etag_we_cannot_send_back_is_dropped_and_the_page_stored(run: H
     sent = [r.headers for r in fake_hf.requests if r.path == f"/papers/date/{WED}"]
     assert not [h for h in sent if "If-None-Match" in h or "If-Modified-Since" in h]
     assert "dropping a ETag header we can't use" in caplog.text
+
+
+async def test_a_stuck_parse_never_holds_up_later_pages_and_threads_serve_page_after_page(
+        run: Harness, fake_hf: FakeHF, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import paperwatch.pipeline
+
+    release = threading.Event()
+    parsed: list[tuple[dt.date, threading.Thread]] = []
+    real = paperwatch.pipeline.parse_daily_page
+
+    def parse(body: bytes, *, day: dt.date, url: str) -> object:
+        parsed.append((day, threading.current_thread()))
+        if day == THU:
+            release.wait(60)  # stuck until the test ends
+        return real(body, day=day, url=url)
+
+    monkeypatch.setattr(paperwatch.pipeline, "PARSE_TIMEOUT", 0.2)
+    monkeypatch.setattr(paperwatch.pipeline, "parse_daily_page", parse)
+    fake_hf.fail(f"/api/daily_papers?date={THU}", *[Fault.status(503)] * 10)
+    keep = paperwatch.pipeline._ParseThread.KEEP
+    try:
+        reports = await run.fetch(WED, THU, FRI)
+        assert reports[THU].failed and "reading it took over 0.2 s" in (reports[THU].detail or "")
+        assert not reports[WED].failed and not reports[FRI].failed
+        stuck = next(thread for day, thread in parsed if day == THU)
+        before = len(parsed)
+        more = [FRI + dt.timedelta(days=n) for n in range(1, 4 * keep + 5)]
+        for day in more:
+            fake_hf.days[day] = [FakeHF.make_item(day, n) for n in range(3)]
+        for pair in zip(more[::2], more[1::2], strict=True):
+            assert all(r.outcome == "ok" for r in (await run.fetch(*pair)).values())
+        assert len(parsed) - before == len(more)
+        later = {id(thread) for _day, thread in parsed[before:]}
+        assert id(stuck) not in later and stuck.is_alive()
+        assert len(later) <= keep, "a thread was started for each page"
+        assert THU not in {p.daily_date for p in await run.store.papers()}
+    finally:
+        release.set()

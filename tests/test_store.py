@@ -11,7 +11,7 @@ import pytest
 from paperwatch.errors import StoreError
 from paperwatch.models import DayFetch, DayPage, PageSource, Paper, QueuedPaper, Validators
 from paperwatch.schema import MIGRATIONS
-from paperwatch.store import Store, merge
+from paperwatch.store import FTS_AUTOMERGE, Store, merge
 
 DAY = dt.date(2025, 3, 5)
 
@@ -374,3 +374,23 @@ async def test_a_page_listing_a_paper_twice_stores_it_once(store: Store) -> None
     assert await store.record_day(ok(DAY, paper(upvotes=1), paper(upvotes=2))) == 1
     (p,) = await store.papers()
     assert p.upvotes == 2 and _fts_rows(store.path) == 1
+
+
+async def test_full_text_search_finds_every_paper_after_many_daily_segments_merged(store: Store) -> None:
+    # A day per commit leaves an index segment each; 40 of them go through several merges.
+    for n in range(40):
+        day = DAY + dt.timedelta(days=n)
+        await store.record_day(ok(day, paper(f"2503.{n:05d}", title=f"Study topic{n}", daily_date=day)))
+    assert {p.id for p in await store.papers(search="study")} == {f"2503.{n:05d}" for n in range(40)}
+    assert {p.id for p in await store.papers(search="topic17")} == {"2503.00017"}
+
+
+async def test_an_existing_database_gets_the_full_text_merge_setting_once(tmp_path: Path) -> None:
+    path = tmp_path / "paperwatch.db"
+    path.write_bytes(OLD_RELEASE.read_bytes())
+    for _ in range(2):
+        async with await Store.open(path) as store:
+            assert {p.id for p in await store.papers(search="muller")} == {"2503.00002"}
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT v FROM papers_fts_config WHERE k = 'automerge'").fetchall() == [(FTS_AUTOMERGE,)]
+    db.close()

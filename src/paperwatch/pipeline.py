@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from yarl import URL
 
@@ -295,8 +296,8 @@ async def _parse(parse: Callable[..., _Parsed], body: bytes, **where: Any) -> _P
 
     A real page parses in milliseconds; the parser refuses markup nested deep enough to take
     it long (see ``check_nesting``). Should another shape still take it long, the day fails
-    at the timeout, and the parse runs on in a daemon thread of its own: it never occupies the
-    shared pool, and never holds up the process's exit."""
+    at the timeout, and the parse runs on in its daemon thread, which is dropped from the
+    reusable ones: it never holds up a later parse, nor the process's exit."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[_Parsed] = loop.create_future()
 
@@ -308,11 +309,51 @@ async def _parse(parse: Callable[..., _Parsed], body: bytes, **where: Any) -> _P
         else:
             _settle(loop, done, result, None)
 
-    threading.Thread(target=work, name="paperwatch-parse", daemon=True).start()
+    worker = _ParseThread.take()
+    worker.run(work)
     try:
         return await asyncio.wait_for(done, PARSE_TIMEOUT)
     except TimeoutError:
+        worker.abandon()
         raise ParseError(where["url"], f"page has changed shape: reading it took over {PARSE_TIMEOUT:g} s") from None
+
+
+class _ParseThread:
+    """A daemon thread that runs one parse at a time and then waits for the next, so a backfill
+    of 600 days no longer starts 600 threads. A thread whose parse overran is abandoned: it
+    finishes (or not) on its own and is never handed another page."""
+
+    KEEP = 4  # idle threads kept; more pages at once than that start threads of their own
+    _idle: ClassVar[list[_ParseThread]] = []
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._abandoned = False
+        threading.Thread(target=self._loop, name="paperwatch-parse", daemon=True).start()
+
+    @classmethod
+    def take(cls) -> _ParseThread:
+        with cls._lock:
+            if cls._idle:
+                return cls._idle.pop()
+        return cls()
+
+    def run(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+
+    def abandon(self) -> None:
+        with self._lock:
+            if self not in self._idle:  # it finished meanwhile, and may serve again
+                self._abandoned = True
+
+    def _loop(self) -> None:
+        while True:
+            self._jobs.get()()
+            with self._lock:
+                if self._abandoned or len(self._idle) >= self.KEEP:
+                    return
+                self._idle.append(self)
 
 
 def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[_Parsed], result: _Parsed | None,
