@@ -45,14 +45,15 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import logging
 import re
 import unicodedata
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any, cast
 
 import ahocorasick
@@ -92,6 +93,9 @@ _ESCAPE_SPAN = re.compile(r"\\(?:x[0-9a-fA-F]{0,2}|u[0-9a-fA-F]{0,4}|U[0-9a-fA-F
 _REPEAT = re.compile(r"\{\d*(?:,\d*)?\}")
 _EMPTY_PROBES = ("", "a", "a b", "ab-cd. 12")  # a regex that matches empty text in these does so everywhere
 _STRAY_STAR = re.compile(r"(?<![^\W_])\*|\*(?=[^\W_*])|\*\*")
+# The string encoder json.dumps(..., ensure_ascii=False) uses: the fast path of ``match --json``
+# writes what that would write.
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 _PARTICLES = frozenset("al bin da das de del della der di do dos du el ibn la le st ten ter van von zu".split())
 
 
@@ -696,6 +700,10 @@ class Matcher:
         self._memo: dict[str, list[_Node]] = {}  # first trie step per token: most tokens repeat
         self._starters: set[str] = set()  # the tokens of the memo that start a trie path
         self._leaves: set[str] = set()  # the starters that are whole terms and start no longer one
+        # Of the other starters: each with a token that can come next (as a pair), and those a
+        # wildcard may continue: a later occurrence followed by none of these explains nothing.
+        self._pairs: set[tuple[str, str]] = set()
+        self._wild: set[str] = set()
         triggers: dict[int, list[int]] = {}
         for index, rule in enumerate(rules):
             for term in rule.triggers():
@@ -704,6 +712,7 @@ class Matcher:
         self._triggers = triggers
         self._always = frozenset(i for i, rule in enumerate(rules) if rule.holds_without_hits())
         self._plans = [_plan(rule) for rule in rules]
+        self._json: list[tuple[str, _Heads]] | None = None  # each rule's JSON, made when first asked for
         self._firsts = _automaton(builder.trie)
         # The same, one reader's rules at a time: a digest asks for its reader's matches only.
         self._by_reader: dict[str, frozenset[int]] = {}
@@ -755,7 +764,7 @@ class Matcher:
         upvotes = paper.upvotes or 0
         for index in sorted(candidates):
             rule = self._rules[index]
-            shown = _explained(self._plans[index], rule, found, upvotes)
+            shown = _explained(self._plans[index], found, upvotes)
             if shown is not None:
                 by_reader.setdefault(rule.reader, []).append((rule.name, shown))
         return [_explain(reader, rules, paper.id, found, texts) for reader, rules in by_reader.items()]
@@ -763,6 +772,45 @@ class Matcher:
     def match_all(self, papers: Iterable[Paper]) -> list[Match]:
         """The matches of every paper, in paper order."""
         return [found for paper in papers for found in self.match(paper)]
+
+    def encoded(self, papers: Iterable[Paper], readers: Collection[str] | None = None) -> dict[str, list[str]]:
+        """What ``Match.as_json`` and the paper's title give for each match of ``papers`` (of
+        ``readers`` only, if given), encoded as JSON, by reader in paper order.
+
+        The same objects ``match`` describes, without a Match or Hit per result: each hit's
+        text is encoded once per paper for every reader, each rule's terms once per process."""
+        out: dict[str, list[str]] = {}
+        if self._json is None:
+            self._json = [_rule_json(rule, plan) for rule, plan in zip(self._rules, self._plans, strict=True)]
+        for paper in papers:
+            self._encode_paper(paper, readers, out)
+        return out
+
+    def _encode_paper(self, paper: Paper, readers: Collection[str] | None, out: dict[str, list[str]]) -> None:
+        texts, found = self._scanned(paper)
+        candidates = {index for probe in found for index in self._triggers.get(probe, ())} | self._always
+        upvotes, rules, plans, encoded = paper.upvotes or 0, self._rules, self._plans, self._json or []
+        shown_texts: dict[tuple[int, str], str] = {}  # (probe, field) → its text encoded, for every reader
+        by_reader: dict[str, tuple[list[str], list[str]]] = {}
+        for index in sorted(candidates):
+            reader = rules[index].reader
+            if readers is not None and reader not in readers:
+                continue
+            shown = _explained(plans[index], found, upvotes)
+            if shown is None:
+                continue
+            name, heads = encoded[index]
+            names, whys = by_reader.setdefault(reader, ([], []))
+            names.append(name)
+            if why := _why_json(shown, heads, found, texts, shown_texts):
+                whys.append(why)
+        if by_reader:
+            paper_id = ', "paper": ' + _encode_string(paper.id) + ', "rules": ['
+            title = '], "title": ' + _encode_string(paper.title) + "}"
+            for reader, (names, whys) in by_reader.items():
+                out.setdefault(reader, []).append(
+                    '{"reader": ' + _encode_string(reader) + paper_id + ", ".join(names) + '], "why": ['
+                    + ", ".join(whys) + title)
 
     def _scanned(self, paper: Paper) -> tuple[dict[str, _Text], Found]:
         """The paper's fields tokenized and what they hold; remembered for the last papers seen."""
@@ -808,6 +856,8 @@ class Matcher:
             memo.clear()
             self._starters.clear()
             self._leaves.clear()
+            self._pairs.clear()
+            self._wild.clear()
             new = list(distinct)
         for token in new:
             self._first(token)
@@ -817,10 +867,9 @@ class Matcher:
             # can explain anything, and list.index finds it in C.
             leaves = starters & self._leaves
             for token in leaves:
-                index = tokens.index(token)
-                self._follow(memo[token], index, index, text, name, found)
+                _record(memo[token], tokens.index(token), name, found)
             if len(leaves) < len(starters):
-                for index in [i for i, token in enumerate(tokens) if token in starters and token not in leaves]:
+                for index in self._phrase_starts(text, starters - leaves):
                     self._follow(memo[tokens[index]], index, index, text, name, found)
         for index, joined_words in text.joins.items():
             for joined, last in joined_words:
@@ -835,7 +884,25 @@ class Matcher:
             self._starters.add(token)
             if not any(node.inner for node in nodes):
                 self._leaves.add(token)
+            for node in nodes:
+                self._pairs.update((token, second) for second in node.exact)
+                if node.prefixes:
+                    self._wild.add(token)
         return nodes
+
+    def _phrase_starts(self, text: _Text, inner: set[str]) -> list[int]:
+        """The indices of ``inner`` tokens (starters that may go on) worth following, in order:
+        each one's first occurrence (for the term it may be itself), then only those followed
+        by a token or a hyphen-joined word that can come next. Skipping the others skips
+        nothing: a later occurrence's own hit never replaces the first's."""
+        tokens = text.tokens
+        starts = {tokens.index(token) for token in inner}
+        pairs = self._pairs
+        starts.update(i for i, pair in enumerate(pairwise(tokens)) if pair in pairs)
+        if wild := inner & self._wild:
+            starts.update(i for i, token in enumerate(tokens) if token in wild)
+        starts.update(i - 1 for i in text.joins if i > 0 and tokens[i - 1] in inner)
+        return sorted(starts)
 
     def _follow(self, nodes: list[_Node], first: int, last: int, text: _Text, name: str, found: Found) -> None:
         for node in nodes:
@@ -854,6 +921,19 @@ class Matcher:
                 for joined, end in text.joins.get(after, ()):
                     if following := node.step(joined):
                         self._follow(following, first, end, text, name, found)
+
+
+def _record(nodes: list[_Node], index: int, name: str, found: Found) -> None:
+    """The terms ending at ``nodes``, found as the token at ``index`` (``_follow`` without going on)."""
+    for node in nodes:
+        for probe in node.ends:
+            where = found.get(probe)
+            if where is None:
+                found[probe] = {name: (index, index)}
+                continue
+            earlier = where.get(name)
+            if not isinstance(earlier, tuple) or earlier[0] > index:
+                where[name] = (index, index)
 
 
 def _automaton(trie: _Node) -> ahocorasick.Automaton | None:
@@ -913,9 +993,11 @@ def _field_text(paper: Paper, name: str) -> str:
 
 _Shown = tuple[int, frozenset[str], str]  # a term's probe, its fields, its label
 # A rule flattened for the hot loop: min upvotes, all (probe, fields), exclude (probe, fields),
-# any (probe, fields), the terms its why shows, and those its query adds when it holds.
+# any (probe, fields), the terms its why shows, those its query adds when it holds, and the
+# query compiled into closures (None without one).
 _Plan = tuple[int, tuple[tuple[int, frozenset[str]], ...], tuple[tuple[int, frozenset[str]], ...],
-              tuple[tuple[int, frozenset[str]], ...], tuple[_Shown, ...], tuple[_Shown, ...]]
+              tuple[tuple[int, frozenset[str]], ...], tuple[_Shown, ...], tuple[_Shown, ...],
+              Callable[[Found], bool] | None]
 
 
 def _plan(rule: _Rule) -> _Plan:
@@ -926,13 +1008,24 @@ def _plan(rule: _Rule) -> _Plan:
         return tuple((t.probe, t.fields, t.label) for t in terms)
 
     positive = () if rule.query is None else shown(rule.query_terms[t] for t in q.positive_terms(rule.query))
+    holds = None if rule.query is None else q.compile_query(rule.query, lambda t: _term_test(rule.query_terms[t]))
     return (rule.min_upvotes, pairs(rule.all_of), pairs(rule.none_of), pairs(rule.any_of),
-            shown((*rule.any_of, *rule.all_of)), positive)
+            shown((*rule.any_of, *rule.all_of)), positive, holds)
 
 
-def _explained(plan: _Plan, rule: _Rule, found: Found, upvotes: int) -> tuple[_Shown, ...] | None:
+def _term_test(term: _Term) -> Callable[[Found], bool]:
+    """``_holds`` for one term, as a closure over its probe and fields."""
+    probe, fields = term.probe, term.fields
+
+    def test(found: Found) -> bool:
+        where = found.get(probe)
+        return where is not None and not fields.isdisjoint(where)
+    return test
+
+
+def _explained(plan: _Plan, found: Found, upvotes: int) -> tuple[_Shown, ...] | None:
     """What ``rule.explained`` says, on the flattened rule: the terms its why shows, or None."""
-    least, all_of, none_of, any_of, shown, positive = plan
+    least, all_of, none_of, any_of, shown, positive, holds = plan
     if upvotes < least:
         return None
     for probe, fields in all_of:
@@ -943,7 +1036,7 @@ def _explained(plan: _Plan, rule: _Rule, found: Found, upvotes: int) -> tuple[_S
         where = found.get(probe)
         if where is not None and not fields.isdisjoint(where):
             return None
-    if rule.query is not None and rule._query_holds(found):
+    if holds is not None and holds(found):
         return shown + positive
     for probe, fields in any_of:
         where = found.get(probe)
@@ -981,3 +1074,36 @@ def _hit(key: tuple[str, str, str, str]) -> Hit:
             _HITS.clear()
         hit = _HITS[key] = Hit(*key)
     return hit
+
+
+_Heads = dict[tuple[str, str], str]  # (term label, field) → the start of its hit's JSON object
+
+
+def _rule_json(rule: _Rule, plan: _Plan) -> tuple[str, _Heads]:
+    """A rule's name and the start of each hit it can show, encoded as ``Match.as_json`` encodes them."""
+    name = _encode_string(rule.name)
+    heads: _Heads = {}
+    for _probe, fields, label in (*plan[4], *plan[5]):
+        for field_name in fields:
+            heads[label, field_name] = ('{"rule": ' + name + ', "field": ' + _encode_string(field_name)
+                                        + ', "term": ' + _encode_string(label) + ', "text": ')
+    return name, heads
+
+
+def _why_json(shown: tuple[_Shown, ...], heads: _Heads, found: Found, texts: dict[str, _Text],
+              shown_texts: dict[tuple[int, str], str]) -> str:
+    """One rule's hits as ``Match.as_json`` lists them, encoded and joined: what ``_explain`` finds
+    for the rule (a rule's own hits are distinct; two rules never share one)."""
+    hits: dict[str, None] = {}
+    for probe, fields, label in shown:
+        where = found.get(probe)
+        if where is None:
+            continue
+        for name, spot in where.items():
+            if name in fields:
+                text = shown_texts.get((probe, name))
+                if text is None:
+                    words = spot if isinstance(spot, str) else texts[name].words(*spot)
+                    text = shown_texts[probe, name] = _encode_string(words) + "}"
+                hits[heads[label, name] + text] = None
+    return ", ".join(hits)
