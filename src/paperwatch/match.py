@@ -45,15 +45,17 @@ from __future__ import annotations
 
 import difflib
 import functools
+import itertools
 import json
 import logging
+import operator
 import re
 import unicodedata
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import accumulate, pairwise
+from itertools import accumulate, compress, repeat
 from typing import Any, cast
 
 import ahocorasick
@@ -220,7 +222,7 @@ def _joins(items: list[str]) -> dict[int, list[tuple[str, int]]]:
     """For each token that starts a hyphenated run, the joined words it starts and their last token."""
     joins: dict[int, list[tuple[str, int]]] = {}
     extra = 0  # tokens added before this item by splitting earlier items
-    for position in [i for i, item in enumerate(items) if "-" in item]:
+    for position in compress(itertools.count(), map(operator.contains, items, repeat("-"))):  # in C: most have none
         parts = items[position].split("-")
         first, count = position + extra, min(len(parts), _MAX_COMPOUND)
         for a in range(count - 1):
@@ -703,6 +705,7 @@ class Matcher:
         # Of the other starters: each with a token that can come next (as a pair), and those a
         # wildcard may continue: a later occurrence followed by none of these explains nothing.
         self._pairs: set[tuple[str, str]] = set()
+        self._leaf_ends: dict[str, tuple[int, ...]] = {}  # each leaf's terms
         self._wild: set[str] = set()
         triggers: dict[int, list[int]] = {}
         for index, rule in enumerate(rules):
@@ -851,14 +854,15 @@ class Matcher:
         """The single pass: every trie path from every token (or hyphen-joined word) that starts one."""
         tokens, memo = text.tokens, self._memo
         distinct = set(tokens)
-        new = [t for t in distinct if t not in memo]
+        new = distinct.difference(memo)  # in C, memo being a dict
         if len(memo) + len(new) > _MEMO_LIMIT:  # forget before this paper, never halfway through it
             memo.clear()
             self._starters.clear()
             self._leaves.clear()
+            self._leaf_ends.clear()
             self._pairs.clear()
             self._wild.clear()
-            new = list(distinct)
+            new = distinct
         for token in new:
             self._first(token)
         starters = distinct & self._starters  # in C: most tokens start nothing
@@ -866,8 +870,8 @@ class Matcher:
             # A token that is a whole term and starts no longer one: only its first occurrence
             # can explain anything, and list.index finds it in C.
             leaves = starters & self._leaves
-            for token in leaves:
-                _record(memo[token], tokens.index(token), name, found)
+            if leaves:
+                self._record_leaves(leaves, tokens, name, found)
             if len(leaves) < len(starters):
                 for index in self._phrase_starts(text, starters - leaves):
                     self._follow(memo[tokens[index]], index, index, text, name, found)
@@ -884,25 +888,47 @@ class Matcher:
             self._starters.add(token)
             if not any(node.inner for node in nodes):
                 self._leaves.add(token)
+                self._leaf_ends[token] = tuple(probe for node in nodes for probe in node.ends)
             for node in nodes:
                 self._pairs.update((token, second) for second in node.exact)
                 if node.prefixes:
                     self._wild.add(token)
         return nodes
 
+    def _record_leaves(self, leaves: set[str], tokens: list[str], name: str, found: Found) -> None:
+        """The terms each leaf token is, found where it first occurs (``_follow`` without going on)."""
+        ends = self._leaf_ends
+        # Each token's first index, in C: zip the tokens from the end, the first occurrence writes last.
+        firsts = dict(zip(reversed(tokens), range(len(tokens) - 1, -1, -1), strict=True))
+        for token in leaves:
+            index = firsts[token]
+            span = (index, index)
+            for probe in ends[token]:
+                where = found.get(probe)
+                if where is None:
+                    found[probe] = {name: span}
+                    continue
+                earlier = where.get(name)
+                if not isinstance(earlier, tuple) or earlier[0] > index:
+                    where[name] = span
+
     def _phrase_starts(self, text: _Text, inner: set[str]) -> list[int]:
         """The indices of ``inner`` tokens (starters that may go on) worth following, in order:
         each one's first occurrence (for the term it may be itself), then only those followed
         by a token or a hyphen-joined word that can come next. Skipping the others skips
         nothing: a later occurrence's own hit never replaces the first's."""
-        tokens = text.tokens
-        starts = {tokens.index(token) for token in inner}
-        pairs = self._pairs
-        starts.update(i for i, pair in enumerate(pairwise(tokens)) if pair in pairs)
-        if wild := inner & self._wild:
-            starts.update(i for i, token in enumerate(tokens) if token in wild)
-        starts.update(i - 1 for i in text.joins if i > 0 and tokens[i - 1] in inner)
-        return sorted(starts)
+        tokens, joins, pairs, wild = text.tokens, text.joins, self._pairs, self._wild
+        seen: set[str] = set()
+        starts = []
+        last = len(tokens) - 1
+        for index in compress(itertools.count(), map(inner.__contains__, tokens)):
+            token = tokens[index]
+            if token not in seen:
+                seen.add(token)
+                starts.append(index)
+            elif index < last and ((token, tokens[index + 1]) in pairs or token in wild or index + 1 in joins):
+                starts.append(index)
+        return starts
 
     def _follow(self, nodes: list[_Node], first: int, last: int, text: _Text, name: str, found: Found) -> None:
         for node in nodes:
@@ -921,19 +947,6 @@ class Matcher:
                 for joined, end in text.joins.get(after, ()):
                     if following := node.step(joined):
                         self._follow(following, first, end, text, name, found)
-
-
-def _record(nodes: list[_Node], index: int, name: str, found: Found) -> None:
-    """The terms ending at ``nodes``, found as the token at ``index`` (``_follow`` without going on)."""
-    for node in nodes:
-        for probe in node.ends:
-            where = found.get(probe)
-            if where is None:
-                found[probe] = {name: (index, index)}
-                continue
-            earlier = where.get(name)
-            if not isinstance(earlier, tuple) or earlier[0] > index:
-                where[name] = (index, index)
 
 
 def _automaton(trie: _Node) -> ahocorasick.Automaton | None:
