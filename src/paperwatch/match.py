@@ -715,7 +715,7 @@ class Matcher:
         self._triggers = triggers
         self._always = frozenset(i for i, rule in enumerate(rules) if rule.holds_without_hits())
         self._plans = [_plan(rule) for rule in rules]
-        self._json: list[tuple[str, _Heads]] | None = None  # each rule's JSON, made when first asked for
+        self._json: list[tuple[str, _Plan, str, tuple[_Heads, _Heads]]] | None = None  # each rule's JSON, made when first asked for
         self._firsts = _automaton(builder.trie)
         # The same, one reader's rules at a time: a digest asks for its reader's matches only.
         self._by_reader: dict[str, frozenset[int]] = {}
@@ -785,28 +785,34 @@ class Matcher:
         out: dict[str, list[str]] = {}
         if self._json is None:
             self._json = [_rule_json(rule, plan) for rule, plan in zip(self._rules, self._plans, strict=True)]
+        if readers is not None and self._by_reader.keys() <= set(readers):
+            readers = None  # every reader: nothing to leave out
         for paper in papers:
             self._encode_paper(paper, readers, out)
         return out
 
     def _encode_paper(self, paper: Paper, readers: Collection[str] | None, out: dict[str, list[str]]) -> None:
         texts, found = self._scanned(paper)
-        candidates = {index for probe in found for index in self._triggers.get(probe, ())} | self._always
-        upvotes, rules, plans, encoded = paper.upvotes or 0, self._rules, self._plans, self._json or []
+        triggers, candidates = self._triggers, set(self._always)
+        for probe in found:
+            if (indices := triggers.get(probe)) is not None:
+                candidates.update(indices)
+        upvotes, encoded = paper.upvotes or 0, self._json or []
         shown_texts: dict[tuple[int, str], str] = {}  # (probe, field) → its text encoded, for every reader
         by_reader: dict[str, tuple[list[str], list[str]]] = {}
         for index in sorted(candidates):
-            reader = rules[index].reader
+            reader, plan, name, heads = encoded[index]
             if readers is not None and reader not in readers:
                 continue
-            shown = _explained(plans[index], found, upvotes)
-            if shown is None:
+            verdict = _verdict(plan, found, upvotes)
+            if verdict is None:
                 continue
-            name, heads = encoded[index]
-            names, whys = by_reader.setdefault(reader, ([], []))
-            names.append(name)
-            if why := _why_json(shown, heads, found, texts, shown_texts):
-                whys.append(why)
+            entry = by_reader.get(reader)
+            if entry is None:
+                entry = by_reader[reader] = ([], [])
+            entry[0].append(name)
+            if why := _why_json(heads[verdict], found, texts, shown_texts):
+                entry[1].append(why)
         if by_reader:
             paper_id = ', "paper": ' + _encode_string(paper.id) + ', "rules": ['
             title = '], "title": ' + _encode_string(paper.title) + "}"
@@ -1038,7 +1044,15 @@ def _term_test(term: _Term) -> Callable[[Found], bool]:
 
 def _explained(plan: _Plan, found: Found, upvotes: int) -> tuple[_Shown, ...] | None:
     """What ``rule.explained`` says, on the flattened rule: the terms its why shows, or None."""
-    least, all_of, none_of, any_of, shown, positive, holds = plan
+    verdict = _verdict(plan, found, upvotes)
+    if verdict is None:
+        return None
+    return plan[4] + plan[5] if verdict else plan[4]
+
+
+def _verdict(plan: _Plan, found: Found, upvotes: int) -> bool | None:
+    """None if the flattened rule does not match; else whether its why shows its query's terms too."""
+    least, all_of, none_of, any_of, _shown, _positive, holds = plan
     if upvotes < least:
         return None
     for probe, fields in all_of:
@@ -1050,11 +1064,11 @@ def _explained(plan: _Plan, found: Found, upvotes: int) -> tuple[_Shown, ...] | 
         if where is not None and not fields.isdisjoint(where):
             return None
     if holds is not None and holds(found):
-        return shown + positive
+        return True
     for probe, fields in any_of:
         where = found.get(probe)
         if where is not None and not fields.isdisjoint(where):
-            return shown
+            return False
     return None
 
 
@@ -1089,34 +1103,38 @@ def _hit(key: tuple[str, str, str, str]) -> Hit:
     return hit
 
 
-_Heads = dict[tuple[str, str], str]  # (term label, field) → the start of its hit's JSON object
+# A rule's terms its why shows, each as its probe and, by field, the start of its hit's JSON
+# object: without, then with the query's terms.
+_Heads = tuple[tuple[int, dict[str, str]], ...]
 
 
-def _rule_json(rule: _Rule, plan: _Plan) -> tuple[str, _Heads]:
-    """A rule's name and the start of each hit it can show, encoded as ``Match.as_json`` encodes them."""
+def _rule_json(rule: _Rule, plan: _Plan) -> tuple[str, _Plan, str, tuple[_Heads, _Heads]]:
+    """A rule's reader, plan, name and the start of each hit it can show, the last two encoded as
+    ``Match.as_json`` encodes them."""
     name = _encode_string(rule.name)
-    heads: _Heads = {}
-    for _probe, fields, label in (*plan[4], *plan[5]):
-        for field_name in fields:
-            heads[label, field_name] = ('{"rule": ' + name + ', "field": ' + _encode_string(field_name)
-                                        + ', "term": ' + _encode_string(label) + ', "text": ')
-    return name, heads
+
+    def heads(shown: tuple[_Shown, ...]) -> _Heads:
+        return tuple((probe, {field_name: '{"rule": ' + name + ', "field": ' + _encode_string(field_name)
+                              + ', "term": ' + _encode_string(label) + ', "text": '
+                              for field_name in sorted(fields)})
+                     for probe, fields, label in shown)
+    return rule.reader, plan, name, (heads(plan[4]), heads(plan[4] + plan[5]))
 
 
-def _why_json(shown: tuple[_Shown, ...], heads: _Heads, found: Found, texts: dict[str, _Text],
-              shown_texts: dict[tuple[int, str], str]) -> str:
+def _why_json(terms: _Heads, found: Found, texts: dict[str, _Text], shown_texts: dict[tuple[int, str], str]) -> str:
     """One rule's hits as ``Match.as_json`` lists them, encoded and joined: what ``_explain`` finds
     for the rule (a rule's own hits are distinct; two rules never share one)."""
     hits: dict[str, None] = {}
-    for probe, fields, label in shown:
+    for probe, heads in terms:
         where = found.get(probe)
         if where is None:
             continue
         for name, spot in where.items():
-            if name in fields:
+            head = heads.get(name)
+            if head is not None:
                 text = shown_texts.get((probe, name))
                 if text is None:
                     words = spot if isinstance(spot, str) else texts[name].words(*spot)
                     text = shown_texts[probe, name] = _encode_string(words) + "}"
-                hits[heads[label, name] + text] = None
+                hits[head + text] = None
     return ", ".join(hits)
