@@ -225,6 +225,10 @@ def _joins(items: list[str]) -> dict[int, list[tuple[str, int]]]:
     for position in compress(itertools.count(), map(operator.contains, items, repeat("-"))):  # in C: most have none
         parts = items[position].split("-")
         first, count = position + extra, min(len(parts), _MAX_COMPOUND)
+        if count == 2:  # most compounds: one joined word
+            joins[first] = [(parts[0] + parts[1], first + 1)]
+            extra += 1
+            continue
         for a in range(count - 1):
             joins[first + a] = [("".join(parts[a : b + 1]), first + b) for b in range(a + 1, count)]
         extra += len(parts) - 1
