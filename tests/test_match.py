@@ -685,7 +685,7 @@ def test_skipping_fields_without_a_first_word_changes_no_result(
     rules = [RuleSpec("alice", f"r{n}", keywords=(term,)) for n, term in enumerate(terms)]
     filtered = Matcher.compile(rules).match(paper)
     with monkeypatch.context() as patch:
-        patch.setattr(match, "_may_start", lambda automaton, folded: True)
+        patch.setattr(match, "_leaf_hits", lambda automaton, folded: None)
         assert Matcher.compile(rules).match(paper) == filtered
 
 
@@ -735,3 +735,28 @@ def test_following_only_occurrences_that_can_go_on_changes_no_hit(
         patch.setattr(Matcher, "_phrase_starts",
                       lambda self, text, inner: [i for i, token in enumerate(text.tokens) if token in inner])
         assert Matcher.compile(rules).match(paper) == chosen
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(words=["Naïve", "model", "boxes", "box", "ﬁne"], gaps=[" ", ". ", "_", ", "] + [" "] * 8,
+         terms=["box", "naive", "fine", "model"])
+@example(words=["pre", "box", "model", "non", "linear", "box"], gaps=["--", "-", " ", "-", "-"] + [" "] * 7,
+         terms=["box", "boxmodel", "linear"])
+@given(words=st.lists(st.sampled_from([*_VOCAB, "Naïve", "MODEL", "models", "box", "boxes", "Spaces", "ﬁnes"]),
+                      min_size=1, max_size=12),
+       gaps=st.lists(st.sampled_from([" ", ", ", ". ", "(", "_", "'", "/", "", "—", "-", "--", " -"]),
+                     min_size=12, max_size=12),
+       terms=st.lists(st.sampled_from(["box", "model", "naive", "fine", "space", "state space", "model*", "x",
+                                       "linear", "pre-training", "art", "boxmodel", "nonlinear"]),
+                      min_size=1, max_size=4))
+def test_a_field_holding_only_single_word_terms_is_explained_as_by_the_walk(
+        words: list[str], gaps: list[str], terms: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A field whose only hits are words that start no phrase is read from the Aho-Corasick pass
+    alone: the same matches, fields and original texts as tokenizing and walking it."""
+    text = "".join(word + gap for word, gap in zip(words, gaps))
+    paper = Paper(id="2503.00001", title=text, summary=f"{text} {text.upper()}", ai_keywords=tuple(words))
+    rules = [RuleSpec("alice", f"r{n}", keywords=(term,)) for n, term in enumerate(terms)]
+    quick = Matcher.compile(rules).match(paper)
+    with monkeypatch.context() as patch:
+        patch.setattr(match, "_leaf_hits", lambda automaton, folded: None)
+        assert Matcher.compile(rules).match(paper) == quick

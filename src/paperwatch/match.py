@@ -43,6 +43,7 @@ Semantics, as the README states them:
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import functools
 import itertools
@@ -841,9 +842,14 @@ class Matcher:
     def _found(self, paper: Paper, texts: dict[str, _Text]) -> Found:
         found: Found = {}
         for name, text in texts.items():
-            if self._firsts is not None and _may_start(self._firsts, text.folded):
+            if self._firsts is None:
+                continue
+            leaves = _leaf_hits(self._firsts, text.folded)
+            if leaves is None:
                 text.tokenize()
                 self._scan(name, text, found)
+            elif leaves:
+                self._record_leaf_texts(leaves, text, name, found)
         for probe, regex, required, fields in self._regexes:
             for name in fields:
                 hit = required in texts[name].folded and _search(regex, texts[name].folded)
@@ -904,6 +910,17 @@ class Matcher:
                 if node.prefixes:
                     self._wild.add(token)
         return nodes
+
+    def _record_leaf_texts(self, leaves: dict[str, tuple[int, int]], text: _Text, name: str, found: Found) -> None:
+        """What ``_scan`` finds in a field whose only first steps are leaves: each term at its
+        leaves' first place, shown as that word of the original text."""
+        first: dict[int, tuple[int, int]] = {}
+        for key, span in leaves.items():
+            for probe in self._trie.exact[key].ends:
+                if probe not in first or first[probe][0] > span[0]:
+                    first[probe] = span
+        for probe, (start, end) in first.items():
+            found.setdefault(probe, {})[name] = text.chars(start, end)
 
     def _record_leaves(self, leaves: set[str], tokens: list[str], name: str, found: Found) -> None:
         """The terms each leaf token is, found where it first occurs (``_follow`` without going on)."""
@@ -966,31 +983,45 @@ def _automaton(trie: _Node) -> ahocorasick.Automaton | None:
         return None
     automaton = ahocorasick.Automaton()
     for key in trie.exact:
-        automaton.add_word(key, (len(key), key not in trie.prefixes))
+        leaf = key not in trie.prefixes and not trie.exact[key].inner
+        automaton.add_word(key, (len(key), key not in trie.prefixes, key if leaf else None))
     for key in trie.prefixes:
-        automaton.add_word(key, (len(key), False))
+        automaton.add_word(key, (len(key), False, None))
     automaton.make_automaton()
     return automaton
 
 
-def _may_start(automaton: ahocorasick.Automaton, folded: str) -> bool:
-    """Whether a token or hyphen-joined word of ``folded`` can be a first step of the trie.
+def _leaf_hits(automaton: ahocorasick.Automaton, folded: str) -> dict[str, tuple[int, int]] | None:
+    """The first (start, end) in ``folded`` of each first step of the trie found as a whole token,
+    if every one is a leaf (a whole term that starts no longer one); None if another first step
+    or a hyphen-joined word may occur, for ``_scan`` to walk the tokens; {} if none can.
 
-    Each of those is, in the text without its hyphens, a run that starts where a word starts
-    or a hyphen was, and (unless a wildcard's) ends where a word ends or a hyphen was: a
-    necessary condition, checked in one C pass over the text."""
-    text, cuts = folded, frozenset[int]()
+    A token is a maximal run of letters and digits, as the automaton's keys are. The automaton
+    runs over the text without its hyphens (where joined words are found): a key with neither
+    a letter or digit nor a hyphen's place on either side is a token or a joined word, the
+    latter when a hyphen's place is inside it."""
+    text, cuts = folded, list[int]()
     if "-" in folded:
         pieces = folded.split("-")
-        text, cuts = "".join(pieces), frozenset(accumulate(map(len, pieces[:-1])))
-    for end, (length, whole) in automaton.iter(text):
+        text, cuts = "".join(pieces), list(accumulate(map(len, pieces[:-1])))
+    cut = frozenset(cuts)
+    firsts: dict[str, tuple[int, int]] = {}
+    for end, (length, whole, leaf) in automaton.iter(text):
         start = end - length + 1
-        if start > 0 and text[start - 1].isalnum() and start not in cuts:
+        if start > 0 and text[start - 1].isalnum() and start not in cut:
             continue
-        if whole and end + 1 < len(text) and text[end + 1].isalnum() and end + 1 not in cuts:
+        if whole and end + 1 < len(text) and text[end + 1].isalnum() and end + 1 not in cut:
             continue
-        return True
-    return False
+        if leaf is None:
+            return None
+        if cuts:  # back to offsets in the text with its hyphens
+            before = bisect.bisect_right(cuts, start)
+            if bisect.bisect_right(cuts, end) != before:
+                return None
+            start, end = start + before, end + before
+        if leaf not in firsts:
+            firsts[leaf] = (start, end + 1)
+    return firsts
 
 
 def _search(regex: re.Pattern[str], text: str) -> re.Match[str] | None:
