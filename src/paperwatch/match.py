@@ -5,7 +5,10 @@ query) goes into one token trie, authors into a surname index, organizations int
 A paper is then folded and tokenized once per field and its tokens are walked through the
 trie in a single pass; only rules with a hit (and the rare rule whose query holds without
 any, such as ``NOT survey``) are evaluated. Time grows with the papers' text, not with the
-number of rules.
+number of rules. An Aho-Corasick pass over each field comes first: a field holding no first
+word of any term is skipped, and one whose only hits are single words that start no longer
+term is read from that pass alone. ``match --json`` takes ``Matcher.encoded``: the same
+objects as ``Match.as_json``, encoded as they are found, each hit's text once per paper.
 
 Semantics, as the README states them:
 
