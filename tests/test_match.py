@@ -742,6 +742,9 @@ def test_following_only_occurrences_that_can_go_on_changes_no_hit(
          terms=["box", "naive", "fine", "model"])
 @example(words=["pre", "box", "model", "non", "linear", "box"], gaps=["--", "-", " ", "-", "-"] + [" "] * 7,
          terms=["box", "boxmodel", "linear"])
+@example(words=["state", "model", "state", "space"], gaps=[" "] * 12, terms=["state space", "model"])
+@example(words=["x", "art", "x", "pre", "training"], gaps=[", ", " ", " ", "-"] + [" "] * 8,
+         terms=["x pretraining", "art"])
 @given(words=st.lists(st.sampled_from([*_VOCAB, "Naïve", "MODEL", "models", "box", "boxes", "Spaces", "ﬁnes"]),
                       min_size=1, max_size=12),
        gaps=st.lists(st.sampled_from([" ", ", ", ". ", "(", "_", "'", "/", "", "—", "-", "--", " -"]),

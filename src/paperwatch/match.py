@@ -986,8 +986,8 @@ def _automaton(trie: _Node) -> ahocorasick.Automaton | None:
         return None
     automaton = ahocorasick.Automaton()
     for key in trie.exact:
-        leaf = key not in trie.prefixes and not trie.exact[key].inner
-        automaton.add_word(key, (len(key), key not in trie.prefixes, key if leaf else None))
+        node = None if key in trie.prefixes else trie.exact[key]
+        automaton.add_word(key, (len(key), node is not None, node))
     for key in trie.prefixes:
         automaton.add_word(key, (len(key), False, None))
     automaton.make_automaton()
@@ -996,8 +996,9 @@ def _automaton(trie: _Node) -> ahocorasick.Automaton | None:
 
 def _leaf_hits(automaton: ahocorasick.Automaton, folded: str) -> dict[str, tuple[int, int]] | None:
     """The first (start, end) in ``folded`` of each first step of the trie found as a whole token,
-    if every one is a leaf (a whole term that starts no longer one); None if another first step
-    or a hyphen-joined word may occur, for ``_scan`` to walk the tokens; {} if none can.
+    if none can go on (a leaf, or a phrase's first word whose next word cannot follow it); None
+    if a longer term or a hyphen-joined word may start, for ``_scan`` to walk the tokens; {} if
+    no term can.
 
     A token is a maximal run of letters and digits, as the automaton's keys are. The automaton
     runs over the text without its hyphens (where joined words are found): a key with neither
@@ -1009,22 +1010,35 @@ def _leaf_hits(automaton: ahocorasick.Automaton, folded: str) -> dict[str, tuple
         text, cuts = "".join(pieces), list(accumulate(map(len, pieces[:-1])))
     cut = frozenset(cuts)
     firsts: dict[str, tuple[int, int]] = {}
-    for end, (length, whole, leaf) in automaton.iter(text):
+    for end, (length, whole, node) in automaton.iter(text):
         start = end - length + 1
         if start > 0 and text[start - 1].isalnum() and start not in cut:
             continue
         if whole and end + 1 < len(text) and text[end + 1].isalnum() and end + 1 not in cut:
             continue
-        if leaf is None:
+        if node is None:  # a wildcard's prefix
             return None
         if cuts:  # back to offsets in the text with its hyphens
             before = bisect.bisect_right(cuts, start)
             if bisect.bisect_right(cuts, end) != before:
                 return None
             start, end = start + before, end + before
-        if leaf not in firsts:
-            firsts[leaf] = (start, end + 1)
+        if node.inner and _may_go_on(node, folded, end + 1):
+            return None
+        key = folded[start : end + 1]
+        if key not in firsts:
+            firsts[key] = (start, end + 1)
     return firsts
+
+
+_NEXT_WORD = re.compile(r"[^\W_]+(-)?")
+
+
+def _may_go_on(node: _Node, folded: str, after: int) -> bool:
+    """Whether the token after ``after`` (past separators; a break between is passed over too,
+    which only errs on the safe side) steps from ``node`` or starts a hyphen-joined word."""
+    following = _NEXT_WORD.search(folded, after)
+    return following is not None and (following.group(1) is not None or bool(node.step(following.group(0))))
 
 
 def _search(regex: re.Pattern[str], text: str) -> re.Match[str] | None:
