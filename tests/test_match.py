@@ -8,6 +8,7 @@ this), except the few rows marked ``edited``, which say what was changed and why
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fakehf import SAMPLES
@@ -684,7 +685,7 @@ def test_skipping_fields_without_a_first_word_changes_no_result(
     rules = [RuleSpec("alice", f"r{n}", keywords=(term,)) for n, term in enumerate(terms)]
     filtered = Matcher.compile(rules).match(paper)
     with monkeypatch.context() as patch:
-        patch.setattr(match, "_may_start", lambda automaton, folded: True)
+        patch.setattr(match, "_leaf_hits", lambda automaton, folded: None)
         assert Matcher.compile(rules).match(paper) == filtered
 
 
@@ -697,3 +698,79 @@ def test_a_rule_problem_says_where_it_is_without_being_read() -> None:
     assert [(p.reader, p.rule, p.key) for p in caught.value.rules] == [("bob", "a.b:c", ("keywords", 1)),
                                                                        ("bob", "q", ("query",))]
     assert caught.value.problems[0].startswith("readers.bob.rules.a.b:c.keywords[1]: invalid regular expression")
+
+
+def _as_json_lines(matcher: Matcher, papers: list[Paper], readers: set[str] | None = None) -> dict[str, list[str]]:
+    """What ``match --json`` wrote before its fast path: each Match's as_json with the title, encoded."""
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    titles = {p.id: p.title for p in papers}
+    lines: dict[str, list[str]] = {}
+    for m in matcher.match_all(papers):
+        if readers is None or m.reader in readers:
+            lines.setdefault(m.reader, []).append(encode({**m.as_json(), "title": titles.get(m.paper_id)}))
+    return lines
+
+
+def test_encoded_matches_are_the_json_of_every_match_byte_for_byte() -> None:
+    """``Matcher.encoded`` (what ``match --json`` writes) says what ``Match.as_json`` says, in the same
+    bytes and order: every row of the table as one rule set, and a reading list over the samples."""
+    rows = Matcher.compile([RuleSpec(f"reader {n % 7}", f"row “{n}”", **{
+        key: tuple(value) if isinstance(value, list) else value for key, value in case.rule.items()})
+        for n, case in enumerate(CASES)])
+    papers = [dataclasses.replace(paper_of(case), id=f"2503.{n:05d}", title=f"{paper_of(case).title} ∂\"\\")
+              for n, case in enumerate(CASES)]
+    for matcher, some in ((rows, papers), (Matcher.compile(READING_LIST), every_sample())):
+        expected = _as_json_lines(matcher, some)
+        assert matcher.encoded(some) == expected and expected
+        assert all(json.loads(line)["why"] is not None for lines in expected.values() for line in lines)
+    assert rows.encoded(papers, {"reader 3"}) == _as_json_lines(rows, papers, {"reader 3"}) != {}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=st.lists(st.sampled_from(_VOCAB), min_size=1, max_size=16),
+       gaps=st.lists(st.sampled_from([" ", "-", " ", ", ", "_"]), min_size=16, max_size=16),
+       terms=st.lists(st.sampled_from(["pre training", "pretraining", "diffus* model", "state space model",
+                                       "non linear", "linear state", "model", "x art", "state", "tuning x",
+                                       "linear*", "fine-tuning"]), min_size=1, max_size=5))
+@example(words=["linear", "model", "linear", "state", "x", "fine", "tuning", "x", "art"],
+         gaps=[" ", ", ", " ", " ", " ", "-", " ", " ", " "] + [" "] * 7, terms=["linear state", "tuning x", "x art"])
+def test_following_only_occurrences_that_can_go_on_changes_no_hit(
+        words: list[str], gaps: list[str], terms: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A phrase's first word is followed from its first occurrence and from those a next word can
+    continue: the same matches and the same texts as following every occurrence."""
+    text = "".join(word + gap for word, gap in zip(words, gaps))
+    paper = Paper(id="2503.00001", title=text, summary=f"{text} {text}")
+    rules = [RuleSpec("alice", f"r{n}", keywords=(term,)) for n, term in enumerate(terms)]
+    chosen = Matcher.compile(rules).match(paper)
+    with monkeypatch.context() as patch:
+        patch.setattr(Matcher, "_phrase_starts",
+                      lambda self, text, inner: [i for i, token in enumerate(text.tokens) if token in inner])
+        assert Matcher.compile(rules).match(paper) == chosen
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(words=["Naïve", "model", "boxes", "box", "ﬁne"], gaps=[" ", ". ", "_", ", "] + [" "] * 8,
+         terms=["box", "naive", "fine", "model"])
+@example(words=["pre", "box", "model", "non", "linear", "box"], gaps=["--", "-", " ", "-", "-"] + [" "] * 7,
+         terms=["box", "boxmodel", "linear"])
+@example(words=["state", "model", "state", "space"], gaps=[" "] * 12, terms=["state space", "model"])
+@example(words=["x", "art", "x", "pre", "training"], gaps=[", ", " ", " ", "-"] + [" "] * 8,
+         terms=["x pretraining", "art"])
+@given(words=st.lists(st.sampled_from([*_VOCAB, "Naïve", "MODEL", "models", "box", "boxes", "Spaces", "ﬁnes"]),
+                      min_size=1, max_size=12),
+       gaps=st.lists(st.sampled_from([" ", ", ", ". ", "(", "_", "'", "/", "", "—", "-", "--", " -"]),
+                     min_size=12, max_size=12),
+       terms=st.lists(st.sampled_from(["box", "model", "naive", "fine", "space", "state space", "model*", "x",
+                                       "linear", "pre-training", "art", "boxmodel", "nonlinear"]),
+                      min_size=1, max_size=4))
+def test_a_field_holding_only_single_word_terms_is_explained_as_by_the_walk(
+        words: list[str], gaps: list[str], terms: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A field whose only hits are words that start no phrase is read from the Aho-Corasick pass
+    alone: the same matches, fields and original texts as tokenizing and walking it."""
+    text = "".join(word + gap for word, gap in zip(words, gaps))
+    paper = Paper(id="2503.00001", title=text, summary=f"{text} {text.upper()}", ai_keywords=tuple(words))
+    rules = [RuleSpec("alice", f"r{n}", keywords=(term,)) for n, term in enumerate(terms)]
+    quick = Matcher.compile(rules).match(paper)
+    with monkeypatch.context() as patch:
+        patch.setattr(match, "_leaf_hits", lambda automaton, folded: None)
+        assert Matcher.compile(rules).match(paper) == quick

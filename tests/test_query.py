@@ -153,6 +153,20 @@ def test_evaluate_follows_boolean_logic(text: str, present: set[str], holds: boo
     assert q.evaluate(q.parse(text), lambda term: term.text in present) is holds
 
 
+@pytest.mark.parametrize(("text", "present", "holds"), [*TRUTH, ("a OR b OR NOT c", {"c"}, False),
+                                                      ("a b c", {"a", "b", "c"}, True), ("NOT (a b c)", {"a", "b"}, True)])
+def test_a_compiled_query_says_what_evaluate_says(text: str, present: set[str], holds: bool) -> None:
+    """``compile_query`` builds the tree's truth once as closures: the same answer as ``evaluate``,
+    for every set of present terms."""
+    tree = q.parse(text)
+    compiled = q.compile_query(tree, lambda term: lambda found: term.text in found)
+    assert compiled(present) is holds
+    names = sorted({term.text for term in q.terms(tree)})
+    for mask in range(2 ** len(names)):
+        some = {name for bit, name in enumerate(names) if mask >> bit & 1}
+        assert compiled(some) is q.evaluate(tree, lambda term, some=some: term.text in some)
+
+
 # Mostly the grammar's own characters, so that most examples get past the first lexeme.
 QUERY_TEXT = st.lists(
     st.sampled_from(["(", ")", '"', " ", ":", "*", "AND", "OR", "NOT", "and", "title:", "author:", "org:", "x:",

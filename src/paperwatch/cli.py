@@ -431,6 +431,10 @@ async def _match(args: argparse.Namespace, config: Config) -> int:
         matcher = Matcher.compile(rule_specs(chosen))
     async with await Store.open(config.database) as store:
         papers = await store.papers(since=args.since)
+        if args.json and not any(r.searches for r in chosen):  # nothing to fold in: straight to JSON
+            encoded = matcher.encoded(papers, readers)
+            _write_encoded_array((line for r in chosen for line in encoded.get(r.name, ())), sys.stdout)
+            return 0
         matches = [m for m in matcher.match_all(papers) if m.reader in readers]
         matches, found = await _with_search_hits(store, config, matches, readers, args.since)
         ran = {state.query for state in await store.search_states() if state.ok_at is not None}
@@ -482,10 +486,14 @@ def _match_counts(reader: Reader, matches: list[Match], since: str, ran: set[str
 def _write_json_array(items: Iterable[object], out: TextIO) -> None:
     """A JSON array, one object a line, written as it is encoded: the C encoder (no indent)
     and one write per thousand objects instead of millions of small ones."""
-    encode = json.JSONEncoder(ensure_ascii=False).encode
+    _write_encoded_array(map(json.JSONEncoder(ensure_ascii=False).encode, items), out)
+
+
+def _write_encoded_array(lines: Iterable[str], out: TextIO) -> None:
+    """``_write_json_array`` of objects already encoded, one a line."""
     start, chunk = "[", []
-    for item in items:
-        chunk.append(encode(item))
+    for line in lines:
+        chunk.append(line)
         if len(chunk) == 1000:
             out.write(start + "\n" + ",\n".join(chunk))
             start, chunk = ",", []

@@ -5,7 +5,10 @@ query) goes into one token trie, authors into a surname index, organizations int
 A paper is then folded and tokenized once per field and its tokens are walked through the
 trie in a single pass; only rules with a hit (and the rare rule whose query holds without
 any, such as ``NOT survey``) are evaluated. Time grows with the papers' text, not with the
-number of rules.
+number of rules. An Aho-Corasick pass over each field comes first: a field holding no first
+word of any term is skipped, and one whose only hits are single words that start no longer
+term is read from that pass alone. ``match --json`` takes ``Matcher.encoded``: the same
+objects as ``Match.as_json``, encoded as they are found, each hit's text once per paper.
 
 Semantics, as the README states them:
 
@@ -43,20 +46,23 @@ Semantics, as the README states them:
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import functools
+import itertools
+import json
 import logging
+import operator
 import re
 import unicodedata
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, compress, repeat
 from typing import Any, Protocol, cast
 
 import ahocorasick
-import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
 from paperwatch import query as q
 from paperwatch.errors import RuleError, RuleProblem
@@ -92,6 +98,9 @@ _ESCAPE_SPAN = re.compile(r"\\(?:x[0-9a-fA-F]{0,2}|u[0-9a-fA-F]{0,4}|U[0-9a-fA-F
 _REPEAT = re.compile(r"\{\d*(?:,\d*)?\}")
 _EMPTY_PROBES = ("", "a", "a b", "ab-cd. 12")  # a regex that matches empty text in these does so everywhere
 _STRAY_STAR = re.compile(r"(?<![^\W_])\*|\*(?=[^\W_*])|\*\*")
+# The string encoder json.dumps(..., ensure_ascii=False) uses: the fast path of ``match --json``
+# writes what that would write.
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 _PARTICLES = frozenset("al bin da das de del della der di do dos du el ibn la le st ten ter van von zu".split())
 
 
@@ -216,9 +225,13 @@ def _joins(items: list[str]) -> dict[int, list[tuple[str, int]]]:
     """For each token that starts a hyphenated run, the joined words it starts and their last token."""
     joins: dict[int, list[tuple[str, int]]] = {}
     extra = 0  # tokens added before this item by splitting earlier items
-    for position in [i for i, item in enumerate(items) if "-" in item]:
+    for position in compress(itertools.count(), map(operator.contains, items, repeat("-"))):  # in C: most have none
         parts = items[position].split("-")
         first, count = position + extra, min(len(parts), _MAX_COMPOUND)
+        if count == 2:  # most compounds: one joined word
+            joins[first] = [(parts[0] + parts[1], first + 1)]
+            extra += 1
+            continue
         for a in range(count - 1):
             joins[first + a] = [("".join(parts[a : b + 1]), first + b) for b in range(a + 1, count)]
         extra += len(parts) - 1
@@ -653,6 +666,10 @@ def _linear(folded: str, flags: int, pattern: str) -> re.Pattern[str]:
         raise ValueError(f"regular expression {_shown(pattern)} uses a backreference; {_RE2_HINT}")
     if _LOOKAROUND.search(bare):
         raise ValueError(f"regular expression {_shown(pattern)} uses lookahead or lookbehind; {_RE2_HINT}")
+    # Loaded with the first re: rule, at start-up like the rest of the rules: a config without
+    # regexes does not carry RE2 (a megabyte and a half) in a daemon that runs for months.
+    import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
+
     options = re2.Options()
     options.log_errors = False  # the problem is reported once, in the config check's words
     options.case_sensitive = not flags & re.IGNORECASE
@@ -705,6 +722,11 @@ class Matcher:
         self._memo: dict[str, list[_Node]] = {}  # first trie step per token: most tokens repeat
         self._starters: set[str] = set()  # the tokens of the memo that start a trie path
         self._leaves: set[str] = set()  # the starters that are whole terms and start no longer one
+        # Of the other starters: each with a token that can come next (as a pair), and those a
+        # wildcard may continue: a later occurrence followed by none of these explains nothing.
+        self._pairs: set[tuple[str, str]] = set()
+        self._leaf_ends: dict[str, tuple[int, ...]] = {}  # each leaf's terms
+        self._wild: set[str] = set()
         triggers: dict[int, list[int]] = {}
         for index, rule in enumerate(rules):
             for term in rule.triggers():
@@ -713,6 +735,7 @@ class Matcher:
         self._triggers = triggers
         self._always = frozenset(i for i, rule in enumerate(rules) if rule.holds_without_hits())
         self._plans = [_plan(rule) for rule in rules]
+        self._json: list[tuple[str, _Plan, str, tuple[_Heads, _Heads]]] | None = None  # each rule's JSON, made when first asked for
         self._firsts = _automaton(builder.trie)
         # The same, one reader's rules at a time: a digest asks for its reader's matches only.
         self._by_reader: dict[str, frozenset[int]] = {}
@@ -764,7 +787,7 @@ class Matcher:
         upvotes = paper.upvotes or 0
         for index in sorted(candidates):
             rule = self._rules[index]
-            shown = _explained(self._plans[index], rule, found, upvotes)
+            shown = _explained(self._plans[index], found, upvotes)
             if shown is not None:
                 by_reader.setdefault(rule.reader, []).append((rule.name, shown))
         return [_explain(reader, rules, paper.id, found, texts) for reader, rules in by_reader.items()]
@@ -772,6 +795,51 @@ class Matcher:
     def match_all(self, papers: Iterable[Paper]) -> list[Match]:
         """The matches of every paper, in paper order."""
         return [found for paper in papers for found in self.match(paper)]
+
+    def encoded(self, papers: Iterable[Paper], readers: Collection[str] | None = None) -> dict[str, list[str]]:
+        """What ``Match.as_json`` and the paper's title give for each match of ``papers`` (of
+        ``readers`` only, if given), encoded as JSON, by reader in paper order.
+
+        The same objects ``match`` describes, without a Match or Hit per result: each hit's
+        text is encoded once per paper for every reader, each rule's terms once per process."""
+        out: dict[str, list[str]] = {}
+        if self._json is None:
+            self._json = [_rule_json(rule, plan) for rule, plan in zip(self._rules, self._plans, strict=True)]
+        if readers is not None and self._by_reader.keys() <= set(readers):
+            readers = None  # every reader: nothing to leave out
+        for paper in papers:
+            self._encode_paper(paper, readers, out)
+        return out
+
+    def _encode_paper(self, paper: Paper, readers: Collection[str] | None, out: dict[str, list[str]]) -> None:
+        texts, found = self._scanned(paper)
+        triggers, candidates = self._triggers, set(self._always)
+        for probe in found:
+            if (indices := triggers.get(probe)) is not None:
+                candidates.update(indices)
+        upvotes, encoded = paper.upvotes or 0, self._json or []
+        shown_texts: dict[tuple[int, str], str] = {}  # (probe, field) → its text encoded, for every reader
+        by_reader: dict[str, tuple[list[str], list[str]]] = {}
+        for index in sorted(candidates):
+            reader, plan, name, heads = encoded[index]
+            if readers is not None and reader not in readers:
+                continue
+            verdict = _verdict(plan, found, upvotes)
+            if verdict is None:
+                continue
+            entry = by_reader.get(reader)
+            if entry is None:
+                entry = by_reader[reader] = ([], [])
+            entry[0].append(name)
+            if why := _why_json(heads[verdict], found, texts, shown_texts):
+                entry[1].append(why)
+        if by_reader:
+            paper_id = ', "paper": ' + _encode_string(paper.id) + ', "rules": ['
+            title = '], "title": ' + _encode_string(paper.title) + "}"
+            for reader, (names, whys) in by_reader.items():
+                out.setdefault(reader, []).append(
+                    '{"reader": ' + _encode_string(reader) + paper_id + ", ".join(names) + '], "why": ['
+                    + ", ".join(whys) + title)
 
     def _scanned(self, paper: Paper) -> tuple[dict[str, _Text], Found]:
         """The paper's fields tokenized and what they hold; remembered for the last papers seen."""
@@ -789,9 +857,14 @@ class Matcher:
     def _found(self, paper: Paper, texts: dict[str, _Text]) -> Found:
         found: Found = {}
         for name, text in texts.items():
-            if self._firsts is not None and _may_start(self._firsts, text.folded):
+            if self._firsts is None:
+                continue
+            leaves = _leaf_hits(self._firsts, text.folded)
+            if leaves is None:
                 text.tokenize()
                 self._scan(name, text, found)
+            elif leaves:
+                self._record_leaf_texts(leaves, text, name, found)
         for probe, regex, required, fields in self._regexes:
             for name in fields:
                 hit = required in texts[name].folded and _search(regex, texts[name].folded)
@@ -812,12 +885,15 @@ class Matcher:
         """The single pass: every trie path from every token (or hyphen-joined word) that starts one."""
         tokens, memo = text.tokens, self._memo
         distinct = set(tokens)
-        new = [t for t in distinct if t not in memo]
+        new = distinct.difference(memo)  # in C, memo being a dict
         if len(memo) + len(new) > _MEMO_LIMIT:  # forget before this paper, never halfway through it
             memo.clear()
             self._starters.clear()
             self._leaves.clear()
-            new = list(distinct)
+            self._leaf_ends.clear()
+            self._pairs.clear()
+            self._wild.clear()
+            new = distinct
         for token in new:
             self._first(token)
         starters = distinct & self._starters  # in C: most tokens start nothing
@@ -825,11 +901,10 @@ class Matcher:
             # A token that is a whole term and starts no longer one: only its first occurrence
             # can explain anything, and list.index finds it in C.
             leaves = starters & self._leaves
-            for token in leaves:
-                index = tokens.index(token)
-                self._follow(memo[token], index, index, text, name, found)
+            if leaves:
+                self._record_leaves(leaves, tokens, name, found)
             if len(leaves) < len(starters):
-                for index in [i for i, token in enumerate(tokens) if token in starters and token not in leaves]:
+                for index in self._phrase_starts(text, starters - leaves):
                     self._follow(memo[tokens[index]], index, index, text, name, found)
         for index, joined_words in text.joins.items():
             for joined, last in joined_words:
@@ -844,7 +919,58 @@ class Matcher:
             self._starters.add(token)
             if not any(node.inner for node in nodes):
                 self._leaves.add(token)
+                self._leaf_ends[token] = tuple(probe for node in nodes for probe in node.ends)
+            for node in nodes:
+                self._pairs.update((token, second) for second in node.exact)
+                if node.prefixes:
+                    self._wild.add(token)
         return nodes
+
+    def _record_leaf_texts(self, leaves: dict[str, tuple[int, int]], text: _Text, name: str, found: Found) -> None:
+        """What ``_scan`` finds in a field whose only first steps are leaves: each term at its
+        leaves' first place, shown as that word of the original text."""
+        first: dict[int, tuple[int, int]] = {}
+        for key, span in leaves.items():
+            for probe in self._trie.exact[key].ends:
+                if probe not in first or first[probe][0] > span[0]:
+                    first[probe] = span
+        for probe, (start, end) in first.items():
+            found.setdefault(probe, {})[name] = text.chars(start, end)
+
+    def _record_leaves(self, leaves: set[str], tokens: list[str], name: str, found: Found) -> None:
+        """The terms each leaf token is, found where it first occurs (``_follow`` without going on)."""
+        ends = self._leaf_ends
+        # Each token's first index, in C: zip the tokens from the end, the first occurrence writes last.
+        firsts = dict(zip(reversed(tokens), range(len(tokens) - 1, -1, -1), strict=True))
+        for token in leaves:
+            index = firsts[token]
+            span = (index, index)
+            for probe in ends[token]:
+                where = found.get(probe)
+                if where is None:
+                    found[probe] = {name: span}
+                    continue
+                earlier = where.get(name)
+                if not isinstance(earlier, tuple) or earlier[0] > index:
+                    where[name] = span
+
+    def _phrase_starts(self, text: _Text, inner: set[str]) -> list[int]:
+        """The indices of ``inner`` tokens (starters that may go on) worth following, in order:
+        each one's first occurrence (for the term it may be itself), then only those followed
+        by a token or a hyphen-joined word that can come next. Skipping the others skips
+        nothing: a later occurrence's own hit never replaces the first's."""
+        tokens, joins, pairs, wild = text.tokens, text.joins, self._pairs, self._wild
+        seen: set[str] = set()
+        starts = []
+        last = len(tokens) - 1
+        for index in compress(itertools.count(), map(inner.__contains__, tokens)):
+            token = tokens[index]
+            if token not in seen:
+                seen.add(token)
+                starts.append(index)
+            elif index < last and ((token, tokens[index + 1]) in pairs or token in wild or index + 1 in joins):
+                starts.append(index)
+        return starts
 
     def _follow(self, nodes: list[_Node], first: int, last: int, text: _Text, name: str, found: Found) -> None:
         for node in nodes:
@@ -872,31 +998,59 @@ def _automaton(trie: _Node) -> ahocorasick.Automaton | None:
         return None
     automaton = ahocorasick.Automaton()
     for key in trie.exact:
-        automaton.add_word(key, (len(key), key not in trie.prefixes))
+        node = None if key in trie.prefixes else trie.exact[key]
+        automaton.add_word(key, (len(key), node is not None, node))
     for key in trie.prefixes:
-        automaton.add_word(key, (len(key), False))
+        automaton.add_word(key, (len(key), False, None))
     automaton.make_automaton()
     return automaton
 
 
-def _may_start(automaton: ahocorasick.Automaton, folded: str) -> bool:
-    """Whether a token or hyphen-joined word of ``folded`` can be a first step of the trie.
+def _leaf_hits(automaton: ahocorasick.Automaton, folded: str) -> dict[str, tuple[int, int]] | None:
+    """The first (start, end) in ``folded`` of each first step of the trie found as a whole token,
+    if none can go on (a leaf, or a phrase's first word whose next word cannot follow it); None
+    if a longer term or a hyphen-joined word may start, for ``_scan`` to walk the tokens; {} if
+    no term can.
 
-    Each of those is, in the text without its hyphens, a run that starts where a word starts
-    or a hyphen was, and (unless a wildcard's) ends where a word ends or a hyphen was: a
-    necessary condition, checked in one C pass over the text."""
-    text, cuts = folded, frozenset[int]()
+    A token is a maximal run of letters and digits, as the automaton's keys are. The automaton
+    runs over the text without its hyphens (where joined words are found): a key with neither
+    a letter or digit nor a hyphen's place on either side is a token or a joined word, the
+    latter when a hyphen's place is inside it."""
+    text, cuts = folded, list[int]()
     if "-" in folded:
         pieces = folded.split("-")
-        text, cuts = "".join(pieces), frozenset(accumulate(map(len, pieces[:-1])))
-    for end, (length, whole) in automaton.iter(text):
+        text, cuts = "".join(pieces), list(accumulate(map(len, pieces[:-1])))
+    cut = frozenset(cuts)
+    firsts: dict[str, tuple[int, int]] = {}
+    for end, (length, whole, node) in automaton.iter(text):
         start = end - length + 1
-        if start > 0 and text[start - 1].isalnum() and start not in cuts:
+        if start > 0 and text[start - 1].isalnum() and start not in cut:
             continue
-        if whole and end + 1 < len(text) and text[end + 1].isalnum() and end + 1 not in cuts:
+        if whole and end + 1 < len(text) and text[end + 1].isalnum() and end + 1 not in cut:
             continue
-        return True
-    return False
+        if node is None:  # a wildcard's prefix
+            return None
+        if cuts:  # back to offsets in the text with its hyphens
+            before = bisect.bisect_right(cuts, start)
+            if bisect.bisect_right(cuts, end) != before:
+                return None
+            start, end = start + before, end + before
+        if node.inner and _may_go_on(node, folded, end + 1):
+            return None
+        key = folded[start : end + 1]
+        if key not in firsts:
+            firsts[key] = (start, end + 1)
+    return firsts
+
+
+_NEXT_WORD = re.compile(r"[^\W_]+(-)?")
+
+
+def _may_go_on(node: _Node, folded: str, after: int) -> bool:
+    """Whether the token after ``after`` (past separators; a break between is passed over too,
+    which only errs on the safe side) steps from ``node`` or starts a hyphen-joined word."""
+    following = _NEXT_WORD.search(folded, after)
+    return following is not None and (following.group(1) is not None or bool(node.step(following.group(0))))
 
 
 def _search(regex: re.Pattern[str], text: str) -> re.Match[str] | None:
@@ -922,9 +1076,11 @@ def _field_text(paper: Paper, name: str) -> str:
 
 _Shown = tuple[int, frozenset[str], str]  # a term's probe, its fields, its label
 # A rule flattened for the hot loop: min upvotes, all (probe, fields), exclude (probe, fields),
-# any (probe, fields), the terms its why shows, and those its query adds when it holds.
+# any (probe, fields), the terms its why shows, those its query adds when it holds, and the
+# query compiled into closures (None without one).
 _Plan = tuple[int, tuple[tuple[int, frozenset[str]], ...], tuple[tuple[int, frozenset[str]], ...],
-              tuple[tuple[int, frozenset[str]], ...], tuple[_Shown, ...], tuple[_Shown, ...]]
+              tuple[tuple[int, frozenset[str]], ...], tuple[_Shown, ...], tuple[_Shown, ...],
+              Callable[[Found], bool] | None]
 
 
 def _plan(rule: _Rule) -> _Plan:
@@ -935,13 +1091,32 @@ def _plan(rule: _Rule) -> _Plan:
         return tuple((t.probe, t.fields, t.label) for t in terms)
 
     positive = () if rule.query is None else shown(rule.query_terms[t] for t in q.positive_terms(rule.query))
+    holds = None if rule.query is None else q.compile_query(rule.query, lambda t: _term_test(rule.query_terms[t]))
     return (rule.min_upvotes, pairs(rule.all_of), pairs(rule.none_of), pairs(rule.any_of),
-            shown((*rule.any_of, *rule.all_of)), positive)
+            shown((*rule.any_of, *rule.all_of)), positive, holds)
 
 
-def _explained(plan: _Plan, rule: _Rule, found: Found, upvotes: int) -> tuple[_Shown, ...] | None:
+def _term_test(term: _Term) -> Callable[[Found], bool]:
+    """``_holds`` for one term, as a closure over its probe and fields."""
+    probe, fields = term.probe, term.fields
+
+    def test(found: Found) -> bool:
+        where = found.get(probe)
+        return where is not None and not fields.isdisjoint(where)
+    return test
+
+
+def _explained(plan: _Plan, found: Found, upvotes: int) -> tuple[_Shown, ...] | None:
     """What ``rule.explained`` says, on the flattened rule: the terms its why shows, or None."""
-    least, all_of, none_of, any_of, shown, positive = plan
+    verdict = _verdict(plan, found, upvotes)
+    if verdict is None:
+        return None
+    return plan[4] + plan[5] if verdict else plan[4]
+
+
+def _verdict(plan: _Plan, found: Found, upvotes: int) -> bool | None:
+    """None if the flattened rule does not match; else whether its why shows its query's terms too."""
+    least, all_of, none_of, any_of, _shown, _positive, holds = plan
     if upvotes < least:
         return None
     for probe, fields in all_of:
@@ -952,12 +1127,12 @@ def _explained(plan: _Plan, rule: _Rule, found: Found, upvotes: int) -> tuple[_S
         where = found.get(probe)
         if where is not None and not fields.isdisjoint(where):
             return None
-    if rule.query is not None and rule._query_holds(found):
-        return shown + positive
+    if holds is not None and holds(found):
+        return True
     for probe, fields in any_of:
         where = found.get(probe)
         if where is not None and not fields.isdisjoint(where):
-            return shown
+            return False
     return None
 
 
@@ -990,3 +1165,40 @@ def _hit(key: tuple[str, str, str, str]) -> Hit:
             _HITS.clear()
         hit = _HITS[key] = Hit(*key)
     return hit
+
+
+# A rule's terms its why shows, each as its probe and, by field, the start of its hit's JSON
+# object: without, then with the query's terms.
+_Heads = tuple[tuple[int, dict[str, str]], ...]
+
+
+def _rule_json(rule: _Rule, plan: _Plan) -> tuple[str, _Plan, str, tuple[_Heads, _Heads]]:
+    """A rule's reader, plan, name and the start of each hit it can show, the last two encoded as
+    ``Match.as_json`` encodes them."""
+    name = _encode_string(rule.name)
+
+    def heads(shown: tuple[_Shown, ...]) -> _Heads:
+        return tuple((probe, {field_name: '{"rule": ' + name + ', "field": ' + _encode_string(field_name)
+                              + ', "term": ' + _encode_string(label) + ', "text": '
+                              for field_name in sorted(fields)})
+                     for probe, fields, label in shown)
+    return rule.reader, plan, name, (heads(plan[4]), heads(plan[4] + plan[5]))
+
+
+def _why_json(terms: _Heads, found: Found, texts: dict[str, _Text], shown_texts: dict[tuple[int, str], str]) -> str:
+    """One rule's hits as ``Match.as_json`` lists them, encoded and joined: what ``_explain`` finds
+    for the rule (a rule's own hits are distinct; two rules never share one)."""
+    hits: dict[str, None] = {}
+    for probe, heads in terms:
+        where = found.get(probe)
+        if where is None:
+            continue
+        for name, spot in where.items():
+            head = heads.get(name)
+            if head is not None:
+                text = shown_texts.get((probe, name))
+                if text is None:
+                    words = spot if isinstance(spot, str) else texts[name].words(*spot)
+                    text = shown_texts[probe, name] = _encode_string(words) + "}"
+                hits[head + text] = None
+    return ", ".join(hits)

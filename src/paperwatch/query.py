@@ -22,6 +22,9 @@ import difflib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 FIELD_PREFIXES = ("title", "abstract", "ai_keywords", "author", "org")
 
@@ -95,6 +98,27 @@ def evaluate(node: Node, holds: Callable[[Term], bool]) -> bool:
     if isinstance(node, And):
         return all(evaluate(operand, holds) for operand in node.operands)
     return any(evaluate(operand, holds) for operand in node.operands)
+
+
+def compile_query(node: Node, test: Callable[[Term], Callable[[_T], bool]]) -> Callable[[_T], bool]:
+    """``evaluate`` built once as closures: what the query says of a value, given each term's test.
+
+    A matcher asks the same query of thousands of papers; walking the tree each time costs more
+    than the tests themselves."""
+    if isinstance(node, Term):
+        return test(node)
+    if isinstance(node, Not):
+        inner = compile_query(node.operand, test)
+        return lambda value: not inner(value)
+    parts = tuple(compile_query(operand, test) for operand in node.operands)
+    if len(parts) == 2:  # the usual case, without a generator
+        first, second = parts
+        if isinstance(node, And):
+            return lambda value: first(value) and second(value)
+        return lambda value: first(value) or second(value)
+    if isinstance(node, And):
+        return lambda value: all(part(value) for part in parts)
+    return lambda value: any(part(value) for part in parts)
 
 
 def terms(node: Node) -> Iterator[Term]:
