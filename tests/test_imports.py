@@ -30,4 +30,9 @@ def test_the_command_line_alone_loads_none_of_the_digest_and_mail_machinery() ->
 
 
 def test_the_daemon_loads_everything_a_digest_needs_at_start() -> None:
-    assert loaded_after("import paperwatch.daemon") == dict.fromkeys(HEAVY, True)
+    """All of it on import, but RE2: that comes with the first re: rule, compiled at start-up too."""
+    assert loaded_after("import paperwatch.daemon") == {**dict.fromkeys(HEAVY, True), "re2": False}
+    compiled = ("import paperwatch.daemon\nfrom paperwatch.match import Matcher, RuleSpec\n"
+                "Matcher.compile([RuleSpec('alice', 'r', keywords=({!r},))])")
+    assert loaded_after(compiled.format("re:gr[oa]k"))["re2"] is True
+    assert loaded_after(compiled.format("grokking"))["re2"] is False
