@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import bisect
 import difflib
-import functools
 import itertools
 import json
 import logging
@@ -66,7 +65,9 @@ import ahocorasick
 
 from paperwatch import query as q
 from paperwatch.errors import RuleError, RuleProblem
+from paperwatch.folding import fold, fold_char, plural
 from paperwatch.models import Paper
+from paperwatch.names import name_forms, organization_key, same_given_names
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,6 @@ _MAX_COMPOUND = 8  # a hyphenated run longer than this is noise; only its first 
 _MEMO_LIMIT = 200_000
 _RECENT_PAPERS = 512  # scanned papers remembered: a few days of the site
 
-# Letters NFKD leaves alone, dashes, and invisible characters that split words in copied text.
-_FOLD_TABLE = str.maketrans(
-    {"ø": "o", "đ": "d", "ð": "d", "ł": "l", "ħ": "h", "ı": "i", "æ": "ae", "œ": "oe", "þ": "th"}
-    | dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-")
-    | dict.fromkeys("\u00ad\u200b\u200c\u200d\u2060\ufeff", "")
-)
-_WORD = re.compile(r"[^\W_]+")
 # Folded text → words, hyphenated words kept whole, and "" for a break a phrase may not span.
 _COMPOUND_OR_BREAK = re.compile(r"([^\W_]+(?:-[^\W_]+)*)|[.,;:!?](?=\s|$)|[()\[\]{}]")
 _PIECE_OR_BREAK = re.compile(r"([^\W_]+|[.,;:!?](?=\s|$)|[()\[\]{}])")  # the same tokens, for offsets
@@ -101,7 +95,7 @@ _STRAY_STAR = re.compile(r"(?<![^\W_])\*|\*(?=[^\W_*])|\*\*")
 # The string encoder json.dumps(..., ensure_ascii=False) uses: the fast path of ``match --json``
 # writes what that would write.
 _encode_string: Callable[[str], str] = json.encoder.encode_basestring
-_PARTICLES = frozenset("al bin da das de del della der di do dos du el ibn la le st ten ter van von zu".split())
+
 
 
 # --- public types -------------------------------------------------------------------------
@@ -152,29 +146,7 @@ class Match:
         }
 
 
-# --- folding and tokens --------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=8192)
-def _fold_char(char: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", char.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).translate(_FOLD_TABLE)
-
-
-def fold(text: str) -> str:
-    """``text`` casefolded, without accents, ligatures expanded, dashes as ``-``.
-
-    Folded char by char, so an offset in the result maps back to the original text."""
-    return text.lower() if text.isascii() else "".join(map(_fold_char, text))
-
-
-def plural(word: str) -> str:
-    """The regular English plural: networks, studies, boxes, losses, keys."""
-    if word.endswith(("s", "x", "z", "ch", "sh")):
-        return word + "es"
-    if len(word) > 1 and word[-1] == "y" and word[-2] not in "aeiou":
-        return word[:-1] + "ies"
-    return word + "s"
+# --- tokens (folding: paperwatch.folding) --------------------------------------------------
 
 
 class _Text:
@@ -215,7 +187,7 @@ class _Text:
         origin = self._origin
         if origin is None:
             same = len(self.folded) == len(self.original) and self.original.isascii()
-            origin = self._origin = [] if same else [i for i, char in enumerate(self.original) for _ in _fold_char(char)]
+            origin = self._origin = [] if same else [i for i, char in enumerate(self.original) for _ in fold_char(char)]
         if not origin:
             return self.original[start:end]
         return self.original[origin[start] : origin[end - 1] + 1]
@@ -310,42 +282,7 @@ class _Node:
         return found
 
 
-# --- authors and organizations -------------------------------------------------------------
-
-NameForm = tuple[tuple[str, ...], str]  # given names (and particles not in the surname), surname
-
-
-@functools.lru_cache(maxsize=65536)
-def name_forms(name: str, *, pattern: bool = False) -> tuple[NameForm, ...]:
-    """Every reading of a name as (given names, surname): particles may belong to either.
-
-    A paper's author always keeps one given name; a pattern may be a bare surname."""
-    parts = fold(name).replace("'", "").replace("\u2019", "").replace(".", ". ").split()  # Y.LeCun: two words
-    if not parts or not (last := "".join(_WORD.findall(parts[-1]))):
-        return ()
-    given = [word for part in parts[:-1] for word in _WORD.findall(part)]
-    forms = [(tuple(given), last)]
-    cut, lowest = len(given), 0 if pattern else 1
-    while cut > lowest and given[cut - 1] in _PARTICLES:
-        cut -= 1
-        forms.append((tuple(given[:cut]), "".join(given[cut:]) + last))
-    return tuple(forms)
-
-
-def _same_name(a: str, b: str) -> bool:
-    return a == b or (len(a) == 1 and b.startswith(a)) or (len(b) == 1 and a.startswith(b))
-
-
-def same_given_names(pattern: tuple[str, ...], author: tuple[str, ...]) -> bool:
-    """First names agree (initials count); middle names optional, but in order where both give some."""
-    if not pattern:
-        return True
-    if not author or not _same_name(pattern[0], author[0]):
-        return False
-    shorter, longer = sorted((pattern[1:], author[1:]), key=len)
-    rest = iter(longer)
-    return all(any(_same_name(name, other) for other in rest) for name in shorter)
-
+# --- regular expressions (names: paperwatch.names) ----------------------------------------
 
 def required_text(pattern: re.Pattern[str]) -> str:
     """The longest text every match of ``pattern`` contains, "" if unsure: a cheap prefilter.
@@ -395,10 +332,6 @@ def _class_end(source: str, start: int) -> int:
     while index < len(source) and source[index] != "]":
         index += 2 if source[index] == "\\" else 1
     return index + 1
-
-
-def organization_key(name: str) -> str:
-    return "".join(_WORD.findall(fold(name)))
 
 
 # --- compiled rules ------------------------------------------------------------------------
