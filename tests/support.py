@@ -213,3 +213,14 @@ async def paperwatch(*args: str, env: dict[str, str] | None = None, cwd: Path | 
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def lines(daemon: Daemon) -> list[str]:
+    return daemon.log.read_text().splitlines()
+
+
+def outcomes_after(daemon: Daemon, marker: str) -> int:
+    """How many digest outcomes for alice were logged after the last line holding ``marker``."""
+    log = lines(daemon)
+    last = max((n for n, line in enumerate(log) if marker in line), default=len(log))
+    return sum(1 for line in log[last + 1:] if " alice: " in line)

@@ -9,20 +9,21 @@ from pathlib import Path
 import pytest
 
 from fakehf import FakeHF
-from support import BROKEN, COSMOLOGY, FAST, YESTERDAY, Daemon, Notifications, maildir_messages, until, write_config
+from support import (
+    BROKEN,
+    COSMOLOGY,
+    FAST,
+    YESTERDAY,
+    Daemon,
+    Notifications,
+    lines,
+    maildir_messages,
+    outcomes_after,
+    until,
+    write_config,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def lines(daemon: Daemon) -> list[str]:
-    return daemon.log.read_text().splitlines()
-
-
-def outcomes_after(daemon: Daemon, marker: str) -> int:
-    """How many digest outcomes for alice were logged after the last line holding ``marker``."""
-    log = lines(daemon)
-    last = max((n for n, line in enumerate(log) if marker in line), default=len(log))
-    return sum(1 for line in log[last + 1:] if " alice: " in line)
 
 
 @pytest.mark.e2e
