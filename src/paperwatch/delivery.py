@@ -216,6 +216,12 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
                       period_start=start, period_end=end)
     rendered = templates.render(info, items)
     kept = items[: len(items) - rendered.omitted]  # the rest stay pending, for the next digest
+    return _composed(config, reader, rendered, tuple(kept), now)
+
+
+def _composed(config: Config, reader: Reader, rendered: Rendered, kept: tuple[DigestItem, ...],
+              now: dt.datetime) -> Composed:
+    """The rendered digest as the message the outbox keeps, with its Message-ID."""
     sender, to = parse_mailbox(config.mail.from_), parse_mailbox(reader.email)
     domain = message_domain(sender.address)
     message_id = make_message_id(reader.name, now.isoformat(), domain=domain)
@@ -224,7 +230,7 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
         list_id=list_id(reader.name, domain), unsubscribe=_address(config.paperwatch.admin or config.mail.from_),
         utf8=sender.needs_smtputf8 or to.needs_smtputf8,
     )
-    return Composed(reader, rendered, message, message_id, tuple(kept))
+    return Composed(reader, rendered, message, message_id, kept)
 
 
 def digest_items(reader: Reader, papers: Sequence[Paper], matcher: Matcher,
