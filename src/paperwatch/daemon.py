@@ -19,10 +19,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from paperwatch.config import Config, Reader
-from paperwatch.delivery import Outcome
 from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.notify import Notifier, watchdog_interval
-from paperwatch.runtime import Loaded, Runtime, next_digest
+from paperwatch.runtime import Loaded, Runtime, log_outcomes, next_digest
 from paperwatch.schedule import Job, Scheduler
 from paperwatch.store import DatabaseLock, utcnow
 from paperwatch.words import plural
@@ -186,13 +185,13 @@ class Daemon:
             pass  # a poll under way (waking from a suspend, say) finishes first: its papers belong in this digest
         async with runtime.mail_lock:
             # logged as they happen: "queued" before "sent"
-            _log_outcomes(await runtime.queue([reader], off_loop=True))
-            _log_outcomes(await runtime.deliver(reader.name))
+            log_outcomes(await runtime.queue([reader], off_loop=True), log)
+            log_outcomes(await runtime.deliver(reader.name), log)
 
     async def retry(self) -> None:
         """Deliver whatever in the outbox is due again (temporary failures, operator notes)."""
         async with self.runtime.mail_lock:
-            _log_outcomes(await self.runtime.retry())
+            log_outcomes(await self.runtime.retry(), log)
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -282,11 +281,6 @@ class Daemon:
         return (f"{plural(len(self.config.readers), 'reader')}, {plural(rules, 'rule')}, "
                 f"polling {self.config.source.base_url} "
                 f"every {self.config.source.poll}")
-
-
-def _log_outcomes(outcomes: list[Outcome]) -> None:
-    for outcome in outcomes:
-        (log.info if outcome.ok else log.warning)("%s: %s", outcome.reader, outcome.text)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

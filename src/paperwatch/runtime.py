@@ -195,7 +195,7 @@ class Runtime:
         await queue_notice(self.store, self.config, subject, text)
         await self.store.set_state(ALERTED, "yes" if alerted else "no")
         async with self.mail_lock:
-            _log_outcomes(await deliver_due(self.store, self.config, reader=OPERATOR))
+            log_outcomes(await deliver_due(self.store, self.config, reader=OPERATOR))
 
     # -- mail -----------------------------------------------------------------------------
 
@@ -238,9 +238,10 @@ def _summary(days: list[DayReport], searches: list[SearchReport]) -> str:
     return summary
 
 
-def _log_outcomes(outcomes: list[Outcome]) -> None:
+def log_outcomes(outcomes: list[Outcome], logger: logging.Logger = log) -> None:
+    """One line per outcome, under ``logger``'s name (the daemon logs its jobs' under its own)."""
     for outcome in outcomes:
-        (log.info if outcome.ok else log.warning)("%s: %s", outcome.reader, outcome.text)
+        (logger.info if outcome.ok else logger.warning)("%s: %s", outcome.reader, outcome.text)
 
 
 # -- the schedule as stored, for ``status`` (which runs apart from the daemon) ----------------
