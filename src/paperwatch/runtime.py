@@ -272,7 +272,6 @@ async def schedule_state(store: Store, config: Config) -> Schedule:
 
 async def next_digest(store: Store, config: Config, reader: Reader) -> dt.datetime | None:
     """When the reader's schedule next falls after their last digest (or their start)."""
-    state = await store.reader_state(reader.name, record=False)
-    # A last digest stamped while the clock ran ahead would put the next one years away.
-    last = min(state.last_digest_at or state.started_at, utcnow())
-    return next_time(reader.schedule, reader.timezone or config.paperwatch.timezone, last)
+    state = await store.reader_state(reader.name, record=False)  # stamps from a clock run ahead read as now
+    return next_time(reader.schedule, reader.timezone or config.paperwatch.timezone,
+                     state.last_digest_at or state.started_at)
