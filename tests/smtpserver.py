@@ -34,6 +34,7 @@ class Received:
     data: bytes
     tls: bool
     user: str | None
+    mail_options: list[str] = field(default_factory=list)
 
     @property
     def message(self) -> EmailMessage:
@@ -99,7 +100,7 @@ class Recorder:
             self.received.append(Received(
                 sender=str(envelope.mail_from), recipients=list(envelope.rcpt_tos),
                 data=bytes(envelope.original_content or b""), tls=session.ssl is not None or _encrypted(server),
-                user=login.decode() if login else None,
+                user=login.decode() if login else None, mail_options=list(envelope.mail_options),
             ))
             if self.drop_after_data:
                 self.drop_after_data -= 1

@@ -116,6 +116,26 @@ async def test_4xx_is_temporary_5xx_is_permanent_and_the_session_goes_on(tmp_pat
     assert [r.recipients for r in recorder.received] == [["bob@example.org"]]
 
 
+async def test_the_size_announced_is_the_message_sent_and_leading_dots_survive(tmp_path: Path) -> None:
+    dotted = MESSAGE + b".\r\n..two dots\r\n.\r\nend\r\n"
+    recorder = Recorder()
+    with SmtpServer(recorder) as server:
+        async with open_transport(smtp_config(server, tmp_path, security="none")) as transport:
+            await transport.send(Envelope("pw@example.org", ("alice@example.org",), "<1@example.org>", dotted))
+    [received] = recorder.received
+    assert received.data == dotted
+    assert f"SIZE={len(dotted)}" in received.mail_options
+
+
+async def test_one_refused_recipient_of_two_still_lets_the_other_have_it(tmp_path: Path) -> None:
+    recorder = Recorder(refuse={"nobody@example.org": "550 5.1.1 no such user"})
+    with SmtpServer(recorder) as server:
+        async with open_transport(smtp_config(server, tmp_path, security="none")) as transport:
+            await transport.send(Envelope("pw@example.org", ("nobody@example.org", "bob@example.org"),
+                                          "<1@example.org>", MESSAGE))
+    assert [r.recipients for r in recorder.received] == [["bob@example.org"]]
+
+
 async def test_a_dropped_connection_is_temporary_and_the_next_message_reconnects(tmp_path: Path) -> None:
     recorder = Recorder(drop_after_data=1)
     with SmtpServer(recorder) as server:
