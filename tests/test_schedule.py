@@ -8,7 +8,8 @@ import zoneinfo
 
 import pytest
 
-from paperwatch.schedule import Job, Scheduler, next_time, trigger
+from paperwatch.schedule import Job, Scheduler
+from paperwatch.timespec import next_time, trigger
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 

@@ -45,8 +45,8 @@ from paperwatch.pipeline import (
     saved_searches,
     today_utc,
 )
-from paperwatch.schedule import next_time
 from paperwatch.store import Store, utcnow
+from paperwatch.timespec import next_time
 from paperwatch.words import plural
 
 log = logging.getLogger(__name__)

@@ -19,36 +19,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import zoneinfo
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
-from paperwatch.timespec import WallClockCron, is_cron, parse_duration
+from paperwatch.timespec import trigger
 
 log = logging.getLogger(__name__)
 # APScheduler says "Running job ..." at INFO on every run: our jobs log what matters themselves.
 logging.getLogger("apscheduler").setLevel(logging.WARNING)
-
-
-def trigger(spec: str, timezone: str, *, start: dt.datetime | None = None) -> BaseTrigger:
-    """The trigger for a schedule string; intervals count from ``start`` (default: now)."""
-    zone = zoneinfo.ZoneInfo(timezone)
-    if is_cron(spec):
-        return WallClockCron(spec, zone)
-    return IntervalTrigger(seconds=parse_duration(spec), start_date=start, timezone=zone)
-
-
-def next_time(spec: str, timezone: str, after: dt.datetime) -> dt.datetime | None:
-    """When a schedule fires next, strictly after ``after`` (intervals counting from ``after``)."""
-    made = trigger(spec, timezone, start=after)
-    when: dt.datetime | None = made.get_next_fire_time(None, after)
-    if when is not None and when <= after:  # an interval's first fire time is its start
-        when = made.get_next_fire_time(when, after + dt.timedelta(microseconds=1))
-    return when
 
 
 @dataclass(frozen=True, slots=True)

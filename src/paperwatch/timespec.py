@@ -1,16 +1,20 @@
-"""Time specs as the config writes them: durations (``"30m"``) and 5-field cron expressions.
+"""Time specs as the config writes them: durations (``"30m"``) and 5-field cron expressions,
+and when one fires next.
 
-Both the config (which checks them) and the scheduler (which runs them) read them here, so
-neither imports the other.
+The config (which checks them), the scheduler (which runs them) and ``status`` or ``run --once``
+(which only ask when they fire) read them here: none of those imports another, and a command
+that asks a time never loads the scheduler.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import zoneinfo
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab numbering: 0 (and 7) is Sunday
 _ONE_SECOND = dt.timedelta(seconds=1)
@@ -121,3 +125,18 @@ def _weekday(text: str, field: str) -> int:
     raise ValueError(f"day of week {field!r}: {text!r} is neither 0-7 nor a day name like mon")
 
 
+def trigger(spec: str, timezone: str, *, start: dt.datetime | None = None) -> BaseTrigger:
+    """The trigger for a schedule string; intervals count from ``start`` (default: now)."""
+    zone = zoneinfo.ZoneInfo(timezone)
+    if is_cron(spec):
+        return WallClockCron(spec, zone)
+    return IntervalTrigger(seconds=parse_duration(spec), start_date=start, timezone=zone)
+
+
+def next_time(spec: str, timezone: str, after: dt.datetime) -> dt.datetime | None:
+    """When a schedule fires next, strictly after ``after`` (intervals counting from ``after``)."""
+    made = trigger(spec, timezone, start=after)
+    when: dt.datetime | None = made.get_next_fire_time(None, after)
+    if when is not None and when <= after:  # an interval's first fire time is its start
+        when = made.get_next_fire_time(when, after + dt.timedelta(microseconds=1))
+    return when
