@@ -300,6 +300,7 @@ async def test_a_digest_after_the_first_only_looks_at_what_can_be_news(store: St
 # -- the keyed full-text index, one call per day, and the migration to it --------------------
 
 OLD_RELEASE = Path(__file__).parent / "data" / "stores" / "schema-4.db"  # written by the release of schema 4
+OLD_MESSAGE = b"mail"  # the digest it had queued
 
 
 def _fts_rows(path: Path) -> int:
@@ -320,6 +321,13 @@ async def test_a_database_of_the_previous_release_is_migrated_in_place(tmp_path:
         assert {p.id for p in await store.papers(search="muller")} == {"2503.00002"}
         assert {p.id for p in await store.papers(search="turing grokking")} == {"2503.00001"}
         assert await store.undelivered("alice", featured_since=DAY) == [stored["2503.00003"], stored["2503.00001"]]
+        # The digest it had queued is still there to send, bytes and all, and can be claimed and sent.
+        [queued] = await store.due_messages(now=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+        assert (queued.message_id, queued.data, queued.status) == ("<1@example.org>", OLD_MESSAGE, "pending")
+        assert await store.claim(queued.id, until=dt.datetime(2030, 1, 1, 0, 5, tzinfo=dt.UTC),
+                                 now=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+        await store.mark_sent(queued.id)
+        assert [m.status for m in await store.messages()] == ["sent"]
         # Written after the migration: a changed paper replaces its own row, a new one gets a new key.
         later = DAY + dt.timedelta(days=2)
         changed = paper("2503.00003", title="Diffusion for enzymes", summary="Enzymes.", authors=("Grace Hopper",),

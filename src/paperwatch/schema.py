@@ -150,6 +150,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE papers_fts_keyed RENAME TO papers_fts;
     DROP INDEX authors_name;
     """,
+    # A message's bytes in a table of their own: claiming a message and marking it sent rewrote
+    # its whole row, 100 KB of digest each time, when only its state changed.
+    """
+    CREATE TABLE outbox_data (
+        outbox_id INTEGER PRIMARY KEY REFERENCES outbox(id),
+        data BLOB NOT NULL
+    );
+    INSERT INTO outbox_data (outbox_id, data) SELECT id, data FROM outbox;
+    ALTER TABLE outbox DROP COLUMN data;
+    """,
 )
 
 # Columns added in place when missing, whatever the schema version: no migration number to

@@ -394,11 +394,12 @@ class Store:
                      papers: Sequence[QueuedPaper], stamp: str) -> int:
         async with self._transaction():
             cursor = await self._db.execute(
-                "INSERT INTO outbox (reader, recipient, sender, message_id, data, papers, status, created_at, "
-                "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                (reader, recipient, sender, message_id, data, len(papers), stamp, stamp),
+                "INSERT INTO outbox (reader, recipient, sender, message_id, papers, status, created_at, "
+                "next_attempt_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+                (reader, recipient, sender, message_id, len(papers), stamp, stamp),
             )
             outbox_id = cursor.lastrowid
+            await self._db.execute("INSERT INTO outbox_data (outbox_id, data) VALUES (?, ?)", (outbox_id, data))
             await self._db.executemany(
                 "INSERT INTO delivered (reader, paper_id, outbox_id, rules) VALUES (?, ?, ?, ?)",
                 [(reader, p.paper_id, outbox_id, json.dumps(list(p.rules), ensure_ascii=False)) for p in papers],
@@ -413,7 +414,7 @@ class Store:
 
     async def due_messages(self, *, now: dt.datetime | None = None, reader: str | None = None) -> list[OutboxMessage]:
         """Pending messages whose next attempt is due (or whose sender died mid-attempt), oldest first."""
-        sql = (f"SELECT {_OUTBOX_COLUMNS}, claimed_by FROM outbox WHERE status = 'pending' "
+        sql = (f"SELECT {_OUTBOX_COLUMNS}, claimed_by FROM {_OUTBOX} WHERE status = 'pending' "
                "AND (next_attempt_at <= ? OR claimed_by IS NOT NULL)")
         stamp = (now or utcnow()).isoformat()
         params: list[str] = [stamp]
@@ -424,7 +425,7 @@ class Store:
         return [_message(row[:-1]) for row in rows if row[10] <= stamp or _abandoned(row[-1])]
 
     async def messages(self, *, status: str | None = None, limit: int = 50) -> list[OutboxMessage]:
-        sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox"
+        sql = f"SELECT {_OUTBOX_COLUMNS} FROM {_OUTBOX}"
         params: list[str | int] = []
         if status is not None:
             sql += " WHERE status = ?"
@@ -564,8 +565,8 @@ class Store:
         stamp = before.isoformat()
         async with self._transaction():
             await self._db.execute("DELETE FROM fetches WHERE at < ?", (stamp,))
-            await self._db.execute("UPDATE outbox SET data = x'' WHERE status != 'pending' AND done_at < ? "
-                                   "AND length(data) > 0", (stamp,))
+            await self._db.execute("UPDATE outbox_data SET data = x'' WHERE length(data) > 0 AND outbox_id IN "
+                                   "(SELECT id FROM outbox WHERE status != 'pending' AND done_at < ?)", (stamp,))
 
     # -- the daemon's own state ---------------------------------------------------------
 
@@ -869,6 +870,7 @@ def _paper(row: Sequence[Any], authors: list[str]) -> Paper:
     )
 
 
+_OUTBOX = "outbox JOIN outbox_data ON outbox_id = id"
 _OUTBOX_COLUMNS = ("id, reader, recipient, sender, message_id, data, papers, status, created_at, attempts, "
                    "next_attempt_at, last_error, done_at")
 
