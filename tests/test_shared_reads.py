@@ -6,7 +6,7 @@ import datetime as dt
 import sqlite3
 from pathlib import Path
 
-from paperwatch.delivery import MatchMemo
+from paperwatch.delivery import RunMemo
 from paperwatch.match import Matcher
 from paperwatch.models import DayPage, PageSource, Paper
 from paperwatch.store import DayFetch, QueuedPaper, Store
@@ -35,7 +35,7 @@ async def test_shared_reads_answer_as_each_reader_alone(tmp_path: Path) -> None:
     async with await Store.open(path) as store:
         await store.queue_digest(reader="b", recipient="b@x.org", sender="p@x.org", message_id="<1@x>", data=b"x",
                                  papers=[QueuedPaper(f"2603.{n:05d}", ("r",)) for n in range(50, 95, 3)])
-        memo = MatchMemo(Matcher.compile([]))
+        memo = RunMemo(Matcher.compile([]))
         window = DAY - dt.timedelta(days=8)
         # Later bounds first, then earlier ones (which load again), then none at all.
         asks: list[tuple[str, tuple[dt.datetime, dt.date] | None]] = [

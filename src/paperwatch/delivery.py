@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from paperwatch.address import parse_mailbox
+from paperwatch.blocks import BlockMemo
 from paperwatch.config import Config, Reader, located
 from paperwatch.digest import (
     DigestInfo,
@@ -79,14 +80,17 @@ class Outcome:
     text: str
 
 
-class MatchMemo:
-    """Each paper matched once for every reader: one run composes many readers' digests of
-    mostly the same fresh papers. Lives for one run; a paper whose text changed is matched again."""
+class RunMemo:
+    """What one run's digests share, as it composes many readers' digests of mostly the same
+    fresh papers: each paper matched once for every reader (a paper whose text changed is
+    matched again), the store's answers that are the same for all, and the template blocks
+    rendered for one digest that another would render alike (``blocks``)."""
 
-    __slots__ = ("_featured", "_found", "_matcher", "_papers")
+    __slots__ = ("_featured", "_found", "_matcher", "_papers", "blocks")
 
     def __init__(self, matcher: Matcher) -> None:
         self._matcher = matcher
+        self.blocks = BlockMemo()
         self._found: dict[str, tuple[Paper, dict[str, Match]]] = {}
         # The store's answers that are the same for every reader, loaded once per run: the papers
         # featured since a window, fresh since the earliest last digest asked for yet, and each
@@ -174,7 +178,7 @@ def _locate(config: Config, problem: RuleProblem) -> str:
 
 async def compose(store: Store, config: Config, matcher: Matcher, templates: Templates, reader: Reader,
                   *, since: dt.date | None = None, now: dt.datetime | None = None,
-                  preview: bool = False, memo: MatchMemo | None = None) -> Composed | None:
+                  preview: bool = False, memo: RunMemo | None = None) -> Composed | None:
     """Render the reader's digest of every matched paper they never received; None when
     there is nothing to send (and the reader did not ask for empty notes)."""
     now = now or utcnow()
@@ -214,7 +218,7 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
     days, seen = await (memo.featured_between(store, start, end) if memo else store.featured_between(start, end))
     info = DigestInfo(reader=reader.name, email=reader.email, days=days, papers_seen=seen,
                       period_start=start, period_end=end)
-    rendered = templates.render(info, items)
+    rendered = templates.render(info, items, memo=memo.blocks if memo else None)
     kept = items[: len(items) - rendered.omitted]  # the rest stay pending, for the next digest
     return _composed(config, reader, rendered, tuple(kept), now)
 
@@ -234,7 +238,7 @@ def _composed(config: Config, reader: Reader, rendered: Rendered, kept: tuple[Di
 
 
 def digest_items(reader: Reader, papers: Sequence[Paper], matcher: Matcher,
-                 hits: Sequence[SearchHit] = (), *, memo: MatchMemo | None = None) -> tuple[DigestItem, ...]:
+                 hits: Sequence[SearchHit] = (), *, memo: RunMemo | None = None) -> tuple[DigestItem, ...]:
     """The reader's matched papers and new search results, each once, under its best rule or
     search (the reader's own order: rules, then searches), best-voted first."""
     names = [rule.name for rule in reader.rules] + [search.name for search in reader.searches]
@@ -314,7 +318,7 @@ async def queue_digests(store: Store, config: Config, matcher: Matcher, template
                         now: dt.datetime | None = None) -> list[Outcome]:
     """Compose and queue each reader's digest; a failing reader never stops the others."""
     outcomes = []
-    memo = MatchMemo(matcher) if len(readers) > 1 else None
+    memo = RunMemo(matcher) if len(readers) > 1 else None
     for reader in readers:
         try:
             composed = await compose(store, config, matcher, templates, reader, since=since, now=now, memo=memo)

@@ -54,6 +54,7 @@ from jinja2 import (
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
+from paperwatch.blocks import AttributePath, BlockMemo, memoizable_blocks
 from paperwatch.errors import TemplateError
 from paperwatch.message import SUBJECT_LIMIT, encoded_size, encoded_size_at_most, header_text, one_line, qp_page
 from paperwatch.models import HF_SITE, Paper
@@ -169,13 +170,16 @@ class Group:
 class Templates:
     """The three digest templates, compiled once and checked at start-up."""
 
-    __slots__ = ("_files", "_html", "_original", "_subject", "_text")
+    __slots__ = ("_files", "_html", "_html_blocks", "_original", "_subject", "_text", "_text_blocks")
 
     def __init__(self, html: Template, text: Template, subject: Template, files: Collection[str],
                  original: Template | None = None) -> None:
         # ``original``: the HTML template as written, when ``html`` is it with its CSS inlined at load.
         self._html, self._text, self._subject, self._files = html, text, subject, files
         self._original = original
+        # The blocks a run may render once for many digests (see blocks.py), by name.
+        self._html_blocks: dict[str, tuple[AttributePath, ...]] = {}
+        self._text_blocks: dict[str, tuple[AttributePath, ...]] = {}
 
     @classmethod
     def load(cls, directory: Path | None) -> Templates:
@@ -196,29 +200,43 @@ class Templates:
             inlined = preinline(sources[HTML_TEMPLATE][0]) if "card" in original.blocks else None
             if inlined is not None:
                 templates._html, templates._original = html_env.from_string(inlined), original
+                templates._html_blocks = memoizable_blocks(html_env, inlined, skip=frozenset({"card"}))
+            templates._text_blocks = memoizable_blocks(text_env, sources[TEXT_TEMPLATE][0])
         except Exception as exc:
             raise _template_error(exc, files, str(directory or "templates")) from exc
         # A trial run on a sample digest (and an empty one) finds an unknown variable, filter or
         # attribute now too; only what depends on the real papers can still fail later.
         templates.render(*_SAMPLE)
+        templates.render(*_SAMPLE, memo=BlockMemo())
         templates.render(_SAMPLE[0], ())
         return templates
 
-    def render(self, info: DigestInfo, items: Sequence[DigestItem]) -> Rendered:
+    def render(self, info: DigestInfo, items: Sequence[DigestItem], *, memo: BlockMemo | None = None) -> Rendered:
         """Compose the digest, cutting papers from the end of ``items`` while the HTML part, as
-        sent, is over budget."""
+        sent, is over budget. ``memo``: the blocks already rendered for other digests of this run."""
         merged = _merged(items)
         if self._original is not None:
-            shown, html, entries = self._fit_cards(info, merged)
+            shown, html, entries = self._fit_cards(info, merged, memo)
         else:
             entries = [_entry(item) for item in merged]
             shown, html = self._fit(info, merged, entries)
             entries = entries[:shown]
         context = _context(info, merged, entries)
         subject = header_text(self._run(self._subject, context), SUBJECT_LIMIT)
-        return Rendered(subject, self._run(self._text, context), html, len(merged) - shown)
+        return Rendered(subject, self._text_part(context, memo), html, len(merged) - shown)
 
-    def _fit_cards(self, info: DigestInfo, merged: Sequence[DigestItem]) -> tuple[int, str, list[Entry]]:
+    def _text_part(self, context: Mapping[str, Any], memo: BlockMemo | None) -> str:
+        if memo is None or not self._text_blocks:
+            return self._run(self._text, context)
+        full = self._text.new_context(dict(context))
+        memo.install(self._text.environment, self._text_blocks, full)
+        try:
+            return "".join(self._text.root_render_func(full))
+        except Exception as exc:
+            raise _template_error(exc, self._files, self._text.name or TEXT_TEMPLATE) from exc
+
+    def _fit_cards(self, info: DigestInfo, merged: Sequence[DigestItem],
+                   memo: BlockMemo | None = None) -> tuple[int, str, list[Entry]]:
         """Each paper's card rendered once, in order, while the cards so far, their rule headings
         and the page around them (with every paper left out: the longest "and N more") fit the
         budget as encoded for sending; then the page around the cards that fit, checked whole."""
@@ -229,6 +247,8 @@ class Templates:
         total, rule = base, None
         # One context for every card: a card sees what is around it and its own ``e``.
         context = self._html.new_context(dict(around))
+        if memo is not None:
+            memo.install(self._html.environment, self._html_blocks, context)
         for item in merged:
             entry = _entry(item)
             context.vars["e"] = entry
