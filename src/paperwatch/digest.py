@@ -26,6 +26,7 @@ and its CSS inlined once, at load.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import email.policy
 import email.utils
@@ -761,9 +762,11 @@ def _shortened(text: str, marks: tuple[str, ...], limit: int) -> str:
     text = _folded(text)
     if len(text) <= limit:
         return text
-    sentences = _SENTENCE_END.split(text)
+    sentences, starts = _split(text)
     pattern = _pattern(tuple(marks))
-    hit = next((i for i, s in enumerate(sentences) if pattern and pattern.search(s)), 0)
+    found = pattern.search(text) if pattern else None
+    # The sentence the first mark is in (sentences part at spaces, which no mark spans).
+    hit = bisect.bisect_right(starts, found.start()) - 1 if found else 0
     if hit == 0 or sum(len(s) + 1 for s in sentences[:hit + 1]) <= limit:
         return _sentences(sentences, limit, pattern)
     # The first sentence usually says what the paper is about: keep it too when there is room.
@@ -772,6 +775,14 @@ def _shortened(text: str, marks: tuple[str, ...], limit: int) -> str:
     if lead:
         return f"{lead} … {body}"
     return body if body.startswith("…") else f"… {body}"
+
+
+@lru_cache(maxsize=512)
+def _split(text: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The text's sentences and where each starts."""
+    starts = (0, *(gap.end() for gap in _SENTENCE_END.finditer(text)))
+    ends = (*(gap.start() for gap in _SENTENCE_END.finditer(text)), len(text))
+    return tuple(text[a:b] for a, b in zip(starts, ends, strict=True)), starts
 
 
 def _sentences(sentences: Sequence[str], limit: int, pattern: _Finder | None) -> str:
