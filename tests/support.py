@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib.resources
 import os
 import re
 import socket
@@ -224,3 +225,9 @@ def outcomes_after(daemon: Daemon, marker: str) -> int:
     log = lines(daemon)
     last = max((n for n, line in enumerate(log) if marker in line), default=len(log))
     return sum(1 for line in log[last + 1:] if " alice: " in line)
+
+
+def packaged_templates() -> dict[str, str]:
+    """The packaged templates' sources by file name (the .j2 files a template directory holds)."""
+    folder = importlib.resources.files("paperwatch") / "templates"
+    return {item.name: item.read_text(encoding="utf-8") for item in folder.iterdir() if item.name.endswith(".j2")}

@@ -4,7 +4,6 @@ digest made from the memo is the digest made without it, byte for byte."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib.resources
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from paperwatch.blocks import BlockMemo, memoizable_blocks
 from paperwatch.digest import DigestInfo, DigestItem, Highlight, Templates
 from paperwatch.errors import TemplateError
 from paperwatch.models import Paper
+from support import packaged_templates
 
 DAY = dt.date(2025, 3, 5)
 ENV = Environment(autoescape=True)
@@ -97,10 +97,9 @@ def test_a_block_is_rendered_once_for_the_same_values_and_again_for_others(tmp_p
 
 def _counting_templates(folder: Path) -> Path:
     """The packaged templates, with a filter in each card head that notes every render of it."""
-    for item in (importlib.resources.files("paperwatch") / "templates").iterdir():
-        text = item.read_text(encoding="utf-8")
+    for name, text in packaged_templates().items():
         text = text.replace("{% block card_head scoped %}\n", "{% block card_head scoped %}\n{{ e.paper.title | count }}\n")
-        (folder / item.name).write_text(text, encoding="utf-8")
+        (folder / name).write_text(text, encoding="utf-8")
     return folder
 
 
@@ -118,10 +117,9 @@ def test_markup_and_text_alike_in_characters_are_different_values() -> None:
 
 
 def test_a_mistake_in_a_memoized_block_still_names_its_file_and_line(tmp_path: Path) -> None:
-    for item in (importlib.resources.files("paperwatch") / "templates").iterdir():
-        text = item.read_text(encoding="utf-8")
-        if item.name == "digest.txt.j2":
+    for name, text in packaged_templates().items():
+        if name == "digest.txt.j2":
             text = text.replace("{% block card_foot scoped %}\n", "{% block card_foot scoped %}\n{{ p.no_such_field }}\n")
-        (tmp_path / item.name).write_text(text, encoding="utf-8")
+        (tmp_path / name).write_text(text, encoding="utf-8")
     with pytest.raises(TemplateError, match=r"digest\.txt\.j2:\d+: UndefinedError"):
         Templates.load(tmp_path)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import importlib.resources
 import re
+import subprocess
+import sys
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default
@@ -19,17 +21,20 @@ from paperwatch.config import Config, Reader
 from paperwatch.delivery import RunMemo, compile_rules, digest_items
 from paperwatch.digest import (
     HIGHLIGHT_STYLE,
+    INLINED_FOLDER,
     DigestInfo,
     DigestItem,
     Highlight,
     Rendered,
     Templates,
+    inlined_template,
     latex_text,
     more_links,
 )
 from paperwatch.message import build_message, encoded_size, make_message_id
 from paperwatch.models import Paper, SearchHit
 from reference import render_reference
+from support import packaged_templates
 
 DAY = dt.date(2025, 3, 5)
 SENTENCES = " ".join(f"Sentence {i} about grokking and loss curves in deep networks." for i in range(40))
@@ -209,13 +214,11 @@ def test_latex_in_an_abstract_reaches_the_reader_as_text(templates: Templates) -
 def without_card_block(tmp_path: Path) -> Path:
     """The packaged templates, with the HTML one's card block (and the blocks in it) taken out, as
     an older copy would be."""
-    packaged = importlib.resources.files("paperwatch") / "templates"
-    for item in packaged.iterdir():
-        text = item.read_text(encoding="utf-8")
-        if item.name == "digest.html.j2":
+    for name, text in packaged_templates().items():
+        if name == "digest.html.j2":
             text = re.sub(r"\{% block \w+ scoped %\}\n", "", text).replace("{% endblock %}\n", "")
             assert "{% block" not in text.split("-#}", 1)[1]
-        (tmp_path / item.name).write_text(text, encoding="utf-8")
+        (tmp_path / name).write_text(text, encoding="utf-8")
     return tmp_path
 
 
@@ -230,6 +233,20 @@ def test_css_inlined_once_at_load_styles_every_element_as_inlining_each_digest_d
     assert once.text == each.text and once.subject == each.subject
     assert styles(once.html) == styles(each.html)
     assert BeautifulSoup(once.html, "html.parser").get_text() == BeautifulSoup(each.html, "html.parser").get_text()
+
+
+def test_the_shipped_inlined_template_is_the_packaged_one_inlined() -> None:
+    shipped = (importlib.resources.files("paperwatch") / "templates" / INLINED_FOLDER / "digest.html.j2").read_text(
+        encoding="utf-8")
+    assert shipped == inlined_template(), (
+        "templates/inlined/digest.html.j2 is not digest.html.j2 inlined: write it again with "
+        "python -c 'from paperwatch.digest import write_inlined_template; write_inlined_template()'")
+
+
+def test_the_packaged_templates_start_without_the_css_inliner() -> None:
+    code = ("import sys; from paperwatch.digest import Templates; Templates.load(None); "
+            "print('css_inline' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def test_a_template_without_a_card_block_still_fits_the_budget_as_sent(tmp_path: Path) -> None:

@@ -37,12 +37,11 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import cache, lru_cache, partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-import css_inline
 from jinja2 import (
     BaseLoader,
     Environment,
@@ -59,6 +58,9 @@ from paperwatch.blocks import AttributePath, BlockMemo, memoizable_blocks
 from paperwatch.errors import TemplateError
 from paperwatch.message import SUBJECT_LIMIT, encoded_size, encoded_size_at_most, header_text, one_line, qp_page
 from paperwatch.models import HF_SITE, Paper
+
+if TYPE_CHECKING:
+    import css_inline
 
 HTML_TEMPLATE, TEXT_TEMPLATE, SUBJECT_TEMPLATE = "digest.html.j2", "digest.txt.j2", "subject.txt.j2"
 # Gmail clips an HTML part past ~102 KB and hides the rest behind "View entire message".
@@ -78,8 +80,6 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9$\\(\[\"'])")
 _URL_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f\"'<>\\`]")
 _HIGHLIGHT = Markup(f'<span class="hl" style="{HIGHLIGHT_STYLE}">%s</span>')
-# Remote and local stylesheets are never fetched: the template's own <style> is all there is.
-_INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +174,8 @@ class Templates:
     __slots__ = ("_files", "_html", "_html_blocks", "_original", "_subject", "_text", "_text_blocks")
 
     def __init__(self, html: Template, text: Template, subject: Template, files: Collection[str],
-                 original: Template | None = None) -> None:
-        # ``original``: the HTML template as written, when ``html`` is it with its CSS inlined at load.
+                 original: Callable[[], Template] | None = None) -> None:
+        # ``original``: the HTML template as written, when ``html`` is it with its CSS inlined.
         self._html, self._text, self._subject, self._files = html, text, subject, files
         self._original = original
         # The blocks a run may render once for many digests (see blocks.py), by name.
@@ -188,20 +188,12 @@ class Templates:
         sources = _packaged_sources() if directory is None else _directory_sources(directory)
         files = {filename for _source, filename in sources.values()}
         loader = _MemoryLoader(sources)
-        trusted = directory is None
-        html_env = _environment(loader, html=True, trusted=trusted)
-        text_env = _environment(loader, html=False, trusted=trusted)
+        html_env = _environment(loader, html=True, trusted=directory is None)
+        text_env = _environment(loader, html=False, trusted=directory is None)
         try:
-            for name in sources:  # includes too, so a typo in one fails now, not at 8 am
-                html_env.get_template(name)
-            original = html_env.get_template(HTML_TEMPLATE)
-            templates = cls(original, text_env.get_template(TEXT_TEMPLATE),
-                            text_env.get_template(SUBJECT_TEMPLATE), files)
-            # Without a card block each digest is rendered whole and inlined, as written.
-            inlined = preinline(sources[HTML_TEMPLATE][0]) if "card" in original.blocks else None
-            if inlined is not None:
-                templates._html, templates._original = html_env.from_string(inlined), original
-                templates._html_blocks = memoizable_blocks(html_env, inlined, skip=frozenset({"card"}))
+            text, subject = text_env.get_template(TEXT_TEMPLATE), text_env.get_template(SUBJECT_TEMPLATE)
+            templates = (cls._packaged(html_env, text, subject, files) if directory is None
+                         else cls._written(html_env, text, subject, sources, files))
             templates._text_blocks = memoizable_blocks(text_env, sources[TEXT_TEMPLATE][0])
         except Exception as exc:
             raise _template_error(exc, files, str(directory or "templates")) from exc
@@ -210,6 +202,32 @@ class Templates:
         templates.render(*_SAMPLE)
         templates.render(*_SAMPLE, memo=BlockMemo())
         templates.render(_SAMPLE[0], ())
+        return templates
+
+    @classmethod
+    def _packaged(cls, html_env: Environment, text: Template, subject: Template, files: Collection[str]) -> Templates:
+        """Ours, whose HTML template had its CSS inlined when it was written (``inlined_template``):
+        starting needs neither the CSS inliner (2.5 MB resident) nor a second compile. The
+        template as written is compiled only to name a line when a digest fails."""
+        inlined = _packaged_inlined()
+        templates = cls(html_env.from_string(inlined), text, subject, files,
+                        original=cache(lambda: html_env.get_template(HTML_TEMPLATE)))
+        templates._html_blocks = memoizable_blocks(html_env, inlined, skip=frozenset({"card"}))
+        return templates
+
+    @classmethod
+    def _written(cls, html_env: Environment, text: Template, subject: Template,
+                 sources: Mapping[str, tuple[str, str]], files: Collection[str]) -> Templates:
+        """A template directory's, with the HTML template's CSS inlined now."""
+        for name in sources:  # includes too, so a typo in one fails now, not at 8 am
+            html_env.get_template(name)
+        original = html_env.get_template(HTML_TEMPLATE)
+        templates = cls(original, text, subject, files)
+        # Without a card block each digest is rendered whole and inlined, as written.
+        inlined = preinline(sources[HTML_TEMPLATE][0]) if "card" in original.blocks else None
+        if inlined is not None:
+            templates._html, templates._original = html_env.from_string(inlined), lambda: original
+            templates._html_blocks = memoizable_blocks(html_env, inlined, skip=frozenset({"card"}))
         return templates
 
     def render(self, info: DigestInfo, items: Sequence[DigestItem], *, memo: BlockMemo | None = None) -> Rendered:
@@ -282,7 +300,7 @@ class Templates:
         except Exception as exc:
             # The inlined template's lines are not the file's: the template as written names the line.
             if self._original is not None:
-                self._run(self._original, dict(context.get_all()))
+                self._run(self._original(), dict(context.get_all()))
             raise _template_error(exc, self._files, template.name or HTML_TEMPLATE) from exc
 
     def _fit(self, info: DigestInfo, merged: Sequence[DigestItem], entries: Sequence[Entry]) -> tuple[int, str]:
@@ -318,8 +336,10 @@ class Templates:
             raise _template_error(exc, self._files, template.name or "template") from exc
 
     def _inline(self, html: str) -> str:
+        import css_inline  # see _inliner
+
         try:
-            return _INLINER.inline(html)
+            return _inliner().inline(html)
         except css_inline.InlineError as exc:
             raise TemplateError(f"{HTML_TEMPLATE}: its CSS cannot be inlined: {exc}") from exc
 
@@ -428,6 +448,39 @@ _PLACEHOLDER = re.compile("(<!--)?\ue000([0-9]+)\ue001(?(1)-->)")
 _DYNAMIC_SELECTOR = re.compile("""\\b(?:class|id)\\s*=\\s*(?:"[^"]*|'[^']*|)\ue000""")
 
 
+@lru_cache(maxsize=1)
+def _inliner() -> css_inline.CSSInliner:
+    """The CSS inliner, loaded when first needed: only a template directory's HTML template needs
+    it (the packaged one was inlined when written), so a daemon on ours never loads it. Remote
+    and local stylesheets are never fetched: the template's own <style> is all there is."""
+    import css_inline
+
+    return css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+
+
+INLINED_FOLDER = "inlined"  # beside the packaged templates: the HTML one with its CSS inlined
+
+
+def inlined_template() -> str:
+    """The packaged HTML template with its CSS inlined, as shipped in ``templates/inlined/``. A
+    test checks the shipped file is this; after editing the template, write it again with
+    ``python -c "from paperwatch.digest import write_inlined_template; write_inlined_template()"``."""
+    inlined = preinline(_packaged_sources()[HTML_TEMPLATE][0])
+    assert inlined is not None, "the packaged HTML template can be inlined"
+    return inlined
+
+
+def write_inlined_template() -> None:
+    folder = Path(str(importlib.resources.files("paperwatch") / "templates" / INLINED_FOLDER))
+    folder.mkdir(exist_ok=True)
+    (folder / HTML_TEMPLATE).write_text(inlined_template(), encoding="utf-8")
+
+
+def _packaged_inlined() -> str:
+    return (importlib.resources.files("paperwatch") / "templates" / INLINED_FOLDER / HTML_TEMPLATE).read_text(
+        encoding="utf-8")
+
+
 def preinline(source: str) -> str | None:
     """The HTML template's source with its CSS inlined, once at load instead of in every digest;
     None when that cannot be done faithfully (it includes other templates, or names a class or
@@ -450,8 +503,10 @@ def preinline(source: str) -> str | None:
     marked = "".join(out)
     if _DYNAMIC_SELECTOR.search(marked):
         return None
+    import css_inline  # see _inliner
+
     try:
-        inlined = _INLINER.inline(marked)
+        inlined = _inliner().inline(marked)
     except css_inline.InlineError:
         return None
     found_order = [(bool(m.group(1)), int(m.group(2))) for m in _PLACEHOLDER.finditer(inlined)]
