@@ -161,8 +161,9 @@ def faketime() -> Path:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-async def test_polls_resume_within_one_interval_after_the_clock_steps_back(tmp_path: Path) -> None:
-    """Ahead 400 days, then corrected: the next poll comes within one poll interval."""
+async def test_polls_resume_after_the_clock_steps_back(tmp_path: Path) -> None:
+    """Ahead 400 days, then corrected: polls go on at their interval, not 400 days later. (The
+    wait allows a few intervals: a loaded machine may start the next one late.)"""
     interval = 20.0
     offset = tmp_path / "faketime"
     offset.write_text("+0\n")
@@ -180,7 +181,7 @@ async def test_polls_resume_within_one_interval_after_the_clock_steps_back(tmp_p
             await until(lambda: "the clock jumped" in daemon.log.read_text(), 60, "the jump ahead noticed")
             offset.write_text("+0\n")
             seen = len(hf.requests)
-            await until(lambda: len(hf.requests) > seen, interval, "a poll within one interval of the step back")
+            await until(lambda: len(hf.requests) > seen, 3 * interval, "a poll soon after the step back")
             daemon.signal(signal.SIGTERM)
             assert await daemon.wait(25) == 0
         finally:

@@ -200,6 +200,12 @@ class Store:
         transaction: committed if it returns, rolled back if it raises."""
         return await self._db._execute(_atomically, self._db._conn, fn, *args)  # type: ignore[no-untyped-call,no-any-return]
 
+    async def _write_in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``_in_thread`` once no other write of this process is open: a write is one hop into
+        the database thread, not one per statement (each hop is a wake-up of the event loop)."""
+        async with self._write_lock:
+            return await self._in_thread(fn, *args)
+
     async def _upsert(self, papers: Sequence[Paper], now: str, *, day: dt.date | None = None) -> set[str]:
         """Within a transaction already open: see ``_upsert_papers``."""
         return await self._db._execute(_upsert_papers, self._db._conn, papers, now, day)  # type: ignore[no-untyped-call,no-any-return]
@@ -392,21 +398,8 @@ class Store:
 
     async def _queue(self, reader: str, recipient: str, sender: str, message_id: str, data: bytes,
                      papers: Sequence[QueuedPaper], stamp: str) -> int:
-        async with self._transaction():
-            cursor = await self._db.execute(
-                "INSERT INTO outbox (reader, recipient, sender, message_id, papers, status, created_at, "
-                "next_attempt_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-                (reader, recipient, sender, message_id, len(papers), stamp, stamp),
-            )
-            outbox_id = cursor.lastrowid
-            await self._db.execute("INSERT INTO outbox_data (outbox_id, data) VALUES (?, ?)", (outbox_id, data))
-            await self._db.executemany(
-                "INSERT INTO delivered (reader, paper_id, outbox_id, rules) VALUES (?, ?, ?, ?)",
-                [(reader, p.paper_id, outbox_id, json.dumps(list(p.rules), ensure_ascii=False)) for p in papers],
-            )
-            await self._db.execute("UPDATE readers SET last_digest_at = ? WHERE name = ?", (stamp, reader))
-        assert outbox_id is not None
-        return outbox_id
+        rules = [(p.paper_id, json.dumps(list(p.rules), ensure_ascii=False)) for p in papers]
+        return await self._write_in_thread(_queue_digest, reader, recipient, sender, message_id, data, rules, stamp)
 
     async def mark_digested(self, reader: str, *, now: dt.datetime | None = None) -> None:
         """Note a digest period that ended with nothing to send."""
@@ -440,15 +433,7 @@ class Store:
         ``until``. False if someone else holds it."""
         stamp = (now or utcnow()).isoformat()
         try:
-            async with self._transaction():
-                rows = list(await self._db.execute_fetchall(
-                    "SELECT next_attempt_at, claimed_by FROM outbox WHERE id = ? AND status = 'pending'",
-                    (message_id,)))
-                if not rows or (rows[0][0] > stamp and not _abandoned(rows[0][1])):
-                    return False
-                await self._db.execute("UPDATE outbox SET next_attempt_at = ?, claimed_by = ? WHERE id = ?",
-                                       (until.isoformat(), _ME, message_id))
-                return True
+            return await self._write_in_thread(_claim, message_id, until.isoformat(), stamp)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: write failed: {exc}") from exc
 
@@ -581,14 +566,15 @@ class Store:
 
     async def _write(self, sql: str, params: Sequence[Any]) -> None:
         try:
-            async with self._transaction():
-                await self._db.execute(sql, params)
+            await self._write_in_thread(_execute, sql, params)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: write failed: {sqlite_cause(exc)}") from exc
 
     async def adopt_reader(self, name: str) -> None:
         """Carry a reader's history over to ``name`` when only the case of their name changed
         (alice → Alice): names ignore case, so the papers they had are not mailed again."""
+        if await self._scalar("SELECT 1 FROM readers WHERE name = ?", (name,)):
+            return  # the usual case, known without a write
         async with self._transaction():
             if await self._scalar("SELECT 1 FROM readers WHERE name = ?", (name,)):
                 return
@@ -677,15 +663,41 @@ def _atomically(conn: sqlite3.Connection, fn: Callable[..., _T], *args: Any) -> 
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn, *args)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    try:
         conn.execute("COMMIT")
-    except sqlite3.Error:
-        conn.execute("ROLLBACK")
+    except BaseException:
+        # A full disk ends the transaction itself, and the error to report is that one, not
+        # "cannot rollback - no transaction is active".
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     return result
+
+
+def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
+    conn.execute(sql, params)
+
+
+def _queue_digest(conn: sqlite3.Connection, reader: str, recipient: str, sender: str, message_id: str, data: bytes,
+                  rules: Sequence[tuple[str, str]], stamp: str) -> int:
+    cursor = conn.execute(
+        "INSERT INTO outbox (reader, recipient, sender, message_id, papers, status, created_at, next_attempt_at) "
+        "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)", (reader, recipient, sender, message_id, len(rules), stamp, stamp))
+    outbox_id = cursor.lastrowid
+    assert outbox_id is not None
+    conn.execute("INSERT INTO outbox_data (outbox_id, data) VALUES (?, ?)", (outbox_id, data))
+    conn.executemany("INSERT INTO delivered (reader, paper_id, outbox_id, rules) VALUES (?, ?, ?, ?)",
+                     [(reader, paper_id, outbox_id, names) for paper_id, names in rules])
+    conn.execute("UPDATE readers SET last_digest_at = ? WHERE name = ?", (stamp, reader))
+    return outbox_id
+
+
+def _claim(conn: sqlite3.Connection, message_id: int, until: str, stamp: str) -> bool:
+    row = conn.execute("SELECT next_attempt_at, claimed_by FROM outbox WHERE id = ? AND status = 'pending'",
+                       (message_id,)).fetchone()
+    if row is None or (row[0] > stamp and not _abandoned(row[1])):
+        return False
+    conn.execute("UPDATE outbox SET next_attempt_at = ?, claimed_by = ? WHERE id = ?", (until, _ME, message_id))
+    return True
 
 
 def _record_day(conn: sqlite3.Connection, fetch: DayFetch, now: str) -> int:
