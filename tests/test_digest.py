@@ -23,9 +23,9 @@ from paperwatch.digest import (
     empty_reason,
     listing_url,
     safe_url,
-    shorten,
 )
 from paperwatch.errors import TemplateError
+from paperwatch.filters import shorten
 from paperwatch.message import build_message, make_message_id, message_domain
 from paperwatch.models import Paper
 from paperwatch.parse import parse_daily_api

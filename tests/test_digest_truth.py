@@ -20,7 +20,6 @@ from bs4 import BeautifulSoup
 from paperwatch.config import Config, Reader
 from paperwatch.delivery import RunMemo, compile_rules, digest_items
 from paperwatch.digest import (
-    HIGHLIGHT_STYLE,
     INLINED_FOLDER,
     DigestInfo,
     DigestItem,
@@ -28,9 +27,9 @@ from paperwatch.digest import (
     Rendered,
     Templates,
     inlined_template,
-    latex_text,
     more_links,
 )
+from paperwatch.filters import HIGHLIGHT_STYLE, latex_text
 from paperwatch.message import build_message, encoded_size, make_message_id
 from paperwatch.models import Paper, SearchHit
 from reference import render_reference

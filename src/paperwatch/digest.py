@@ -26,20 +26,18 @@ and its CSS inlined once, at load.
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import email.policy
 import email.utils
 import importlib.resources
 import re
-import textwrap
 import traceback
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache, lru_cache, partial
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from jinja2 import (
@@ -49,18 +47,15 @@ from jinja2 import (
     Template,
     TemplateNotFound,
     TemplateSyntaxError,
-    pass_environment,
 )
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from markupsafe import Markup, escape
 
 from paperwatch.blocks import AttributePath, BlockMemo, memoizable_blocks
 from paperwatch.errors import TemplateError
-from paperwatch.message import SUBJECT_LIMIT, encoded_size, encoded_size_at_most, header_text, one_line, qp_page
+from paperwatch.filters import MONTHS, clean, day_label, fold, latex_text, register
+from paperwatch.inlining import inline_html, preinline
+from paperwatch.message import SUBJECT_LIMIT, encoded_size, encoded_size_at_most, header_text, qp_page
 from paperwatch.models import HF_SITE, Paper
-
-if TYPE_CHECKING:
-    import css_inline
 
 HTML_TEMPLATE, TEXT_TEMPLATE, SUBJECT_TEMPLATE = "digest.html.j2", "digest.txt.j2", "subject.txt.j2"
 # Gmail clips an HTML part past ~102 KB and hides the rest behind "View entire message".
@@ -68,18 +63,12 @@ HTML_TEMPLATE, TEXT_TEMPLATE, SUBJECT_TEMPLATE = "digest.html.j2", "digest.txt.j
 HTML_BUDGET = 100_000
 # What a rule's heading adds to the page, generously, before its name: the page is checked whole after.
 HEADING_ALLOWANCE = 300
-HIGHLIGHT_STYLE = "background-color:#fff1a8;color:inherit"  # dark mode overrides .hl in the template's CSS
 MORE_LINKS = 7  # links to the pages of the papers left out, at most (by day, then week, then month)
-ABSTRACT_LIMIT = 600
 URL_LIMIT = 2000
 KEYWORDS_SHOWN = 8
 FIELDS = ("title", "abstract", "authors", "ai_keywords", "organization")
-# English month names whatever the process locale, which %b would follow.
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9$\\(\[\"'])")
 _URL_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f\"'<>\\`]")
-_HIGHLIGHT = Markup(f'<span class="hl" style="{HIGHLIGHT_STYLE}">%s</span>')
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,12 +325,7 @@ class Templates:
             raise _template_error(exc, self._files, template.name or "template") from exc
 
     def _inline(self, html: str) -> str:
-        import css_inline  # see _inliner
-
-        try:
-            return _inliner().inline(html)
-        except css_inline.InlineError as exc:
-            raise TemplateError(f"{HTML_TEMPLATE}: its CSS cannot be inlined: {exc}") from exc
+        return inline_html(html, HTML_TEMPLATE)
 
 
 _SAMPLE_PAPER = Paper(
@@ -396,42 +380,8 @@ def _environment(loader: BaseLoader, *, html: bool, trusted: bool) -> Environmen
     kind = Environment if trusted else ImmutableSandboxedEnvironment
     env = kind(loader=loader, autoescape=html, undefined=StrictUndefined,
                trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    mark = _mark_html if html else _mark_text
-    env.filters.update(highlight=mark, shorten=shorten, day=_day, wordwrap=_wordwrap,
-                       authors=partial(_authors, mark=mark, glue=Markup("") if html else ""))
+    register(env, html=html)
     return env
-
-
-@pass_environment
-def _wordwrap(environment: Environment, s: str, width: int = 79, break_long_words: bool = True,
-              wrapstring: str | None = None, break_on_hyphens: bool = True) -> str:
-    """Jinja's ``wordwrap``, remembered: the same titles and abstracts are wrapped for many readers,
-    and textwrap is slow."""
-    return _wrapped(str(s), int(width), bool(break_long_words), wrapstring or environment.newline_sequence,
-                    bool(break_on_hyphens))
-
-
-@lru_cache(maxsize=1024)
-def _wrapped(text: str, width: int, break_long_words: bool, wrapstring: str, break_on_hyphens: bool) -> str:
-    lines = []
-    for line in text.splitlines():
-        words = line.split(" ")
-        if break_on_hyphens or "\t" in line or any(not word or len(word) > width for word in words):
-            lines.append(wrapstring.join(textwrap.wrap(line, width=width, expand_tabs=False, replace_whitespace=False,
-                                                       break_long_words=break_long_words,
-                                                       break_on_hyphens=break_on_hyphens)))
-            continue
-        # Words one space apart, none too long: textwrap's result, greedily.
-        out, current = [], words[0]
-        for word in words[1:]:
-            if len(current) + 1 + len(word) <= width:
-                current += " " + word
-            else:
-                out.append(current)
-                current = word
-        out.append(current)
-        lines.append(wrapstring.join(out))
-    return wrapstring.join(lines)
 
 
 def _template_error(exc: Exception, files: Collection[str], fallback: str) -> TemplateError:
@@ -441,21 +391,6 @@ def _template_error(exc: Exception, files: Collection[str], fallback: str) -> Te
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in files]
     where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else fallback
     return TemplateError(f"{where}: {type(exc).__name__}: {exc}")
-
-
-_JINJA = re.compile(r"\{#.*?#\}|\{%.*?%\}|\{\{.*?\}\}", re.DOTALL)
-_PLACEHOLDER = re.compile("(<!--)?\ue000([0-9]+)\ue001(?(1)-->)")
-_DYNAMIC_SELECTOR = re.compile("""\\b(?:class|id)\\s*=\\s*(?:"[^"]*|'[^']*|)\ue000""")
-
-
-@lru_cache(maxsize=1)
-def _inliner() -> css_inline.CSSInliner:
-    """The CSS inliner, loaded when first needed: only a template directory's HTML template needs
-    it (the packaged one was inlined when written), so a daemon on ours never loads it. Remote
-    and local stylesheets are never fetched: the template's own <style> is all there is."""
-    import css_inline
-
-    return css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
 
 INLINED_FOLDER = "inlined"  # beside the packaged templates: the HTML one with its CSS inlined
@@ -479,41 +414,6 @@ def write_inlined_template() -> None:
 def _packaged_inlined() -> str:
     return (importlib.resources.files("paperwatch") / "templates" / INLINED_FOLDER / HTML_TEMPLATE).read_text(
         encoding="utf-8")
-
-
-def preinline(source: str) -> str | None:
-    """The HTML template's source with its CSS inlined, once at load instead of in every digest;
-    None when that cannot be done faithfully (it includes other templates, or names a class or
-    id from a variable, or the HTML parser moved its Jinja code), and then each digest's HTML
-    is inlined as it is made."""
-    if re.search(r"\{%-?\s*(?:include|extends|import|from)\b", source):
-        return None
-    tokens: list[str] = []
-    out: list[str] = []
-    last, in_tag = 0, False
-    for found in _JINJA.finditer(source):
-        html = source[last:found.start()]
-        opened, closed = html.rfind("<"), html.rfind(">")
-        in_tag = opened > closed if opened != closed else in_tag
-        # Between tags a comment, which the parser keeps where it is; in a tag, plain text.
-        out += [html, f"\ue000{len(tokens)}\ue001" if in_tag else f"<!--\ue000{len(tokens)}\ue001-->"]
-        tokens.append(found.group())
-        last = found.end()
-    out.append(source[last:])
-    marked = "".join(out)
-    if _DYNAMIC_SELECTOR.search(marked):
-        return None
-    import css_inline  # see _inliner
-
-    try:
-        inlined = _inliner().inline(marked)
-    except css_inline.InlineError:
-        return None
-    found_order = [(bool(m.group(1)), int(m.group(2))) for m in _PLACEHOLDER.finditer(inlined)]
-    expected = [(f"<!--\ue000{n}\ue001-->" in marked, n) for n in range(len(tokens))]
-    if found_order != expected:
-        return None
-    return _PLACEHOLDER.sub(lambda m: tokens[int(m.group(2))], inlined)
 
 
 def _context(info: DigestInfo, merged: Sequence[DigestItem], entries: Sequence[Entry]) -> dict[str, Any]:
@@ -541,13 +441,13 @@ def more_links(days: Iterable[dt.date | None]) -> tuple[tuple[str, str, int], ..
     pages: dict[tuple[str, str], int] = {}
     for day in dated:
         if len(dated) <= MORE_LINKS:
-            label, url = _day(day), f"{HF_SITE}/papers/date/{day.isoformat()}"
+            label, url = day_label(day), f"{HF_SITE}/papers/date/{day.isoformat()}"
         elif len({d.isocalendar()[:2] for d in dated}) <= MORE_LINKS:
             year, week, _ = day.isocalendar()
             monday = day - dt.timedelta(days=day.weekday())
-            label, url = f"week of {_day(monday)}", f"{HF_SITE}/papers/week/{year}-W{week:02d}"
+            label, url = f"week of {day_label(monday)}", f"{HF_SITE}/papers/week/{year}-W{week:02d}"
         else:
-            label, url = f"{_MONTHS[day.month - 1]} {day.year}", f"{HF_SITE}/papers/month/{day.year}-{day.month:02d}"
+            label, url = f"{MONTHS[day.month - 1]} {day.year}", f"{HF_SITE}/papers/month/{day.year}-{day.month:02d}"
         pages[label, url] = pages.get((label, url), 0) + counts[day]
     links = [(label, url, n) for (label, url), n in pages.items()]
     if None in counts:  # saved-search results the site gave no day for
@@ -592,12 +492,12 @@ def _merged(items: Sequence[DigestItem]) -> list[DigestItem]:
 def _entry(item: DigestItem) -> Entry:
     found: dict[str, list[str]] = {name: [] for name in FIELDS}
     for mark in item.highlights:
-        if mark.field in found and _clean(mark.text):
-            found[mark.field].append(_clean(mark.text))
+        if mark.field in found and clean(mark.text):
+            found[mark.field].append(clean(mark.text))
     paper, title, abstract, authors, keywords, organization, url, links = _paper_text(item.paper)
     return Entry(
         paper=paper, title=title, abstract=abstract, authors=authors, keywords=keywords, organization=organization,
-        rules=tuple(_clean(r) for r in item.rules) or ("other",), why=tuple(_clean(w) for w in item.why),
+        rules=tuple(clean(r) for r in item.rules) or ("other",), why=tuple(clean(w) for w in item.why),
         marks=Marks(**{name: _unique(texts) for name, texts in found.items()}), url=url, links=links)
 
 
@@ -609,9 +509,9 @@ def _paper_text(paper: Paper) -> _PaperText:
     """What every reader sees of the paper: it, its title, abstract, authors, keywords,
     organization, page and links."""
     key = quote(paper.id, safe="")
-    return (paper, _clean(latex_text(paper.title)), _fold(latex_text(paper.summary or "")),
-            tuple(_clean(a) for a in paper.authors), tuple(_clean(k) for k in paper.ai_keywords[:KEYWORDS_SHOWN]),
-            _clean(paper.organization) if paper.organization else None, f"{HF_SITE}/papers/{key}", _links(paper, key))
+    return (paper, clean(latex_text(paper.title)), fold(latex_text(paper.summary or "")),
+            tuple(clean(a) for a in paper.authors), tuple(clean(k) for k in paper.ai_keywords[:KEYWORDS_SHOWN]),
+            clean(paper.organization) if paper.organization else None, f"{HF_SITE}/papers/{key}", _links(paper, key))
 
 
 def _links(paper: Paper, key: str) -> tuple[tuple[str, str], ...]:
@@ -640,7 +540,7 @@ def _headline(info: DigestInfo, matched: int) -> str:
 def empty_reason(info: DigestInfo) -> str:
     """Why a digest holds nothing: nothing was published, or nothing published matched."""
     covered = _covered(info)
-    when = "" if covered is None else (f" on {_day(covered[0])}" if covered[0] == covered[1]
+    when = "" if covered is None else (f" on {day_label(covered[0])}" if covered[0] == covered[1]
                                        else f" from {_span(*covered, sep=' to ')}")
     if info.papers_seen == 0:
         return f"no papers were published{when or ' in this period'}"
@@ -658,228 +558,14 @@ def _covered(info: DigestInfo) -> tuple[dt.date, dt.date] | None:
 def _span(first: dt.date, last: dt.date, sep: str = "–") -> str:
     """``5 Mar 2025``, ``3–5 Mar 2025``, ``28 Feb–3 Mar 2025``, ``30 Dec 2024–2 Jan 2025``."""
     if first == last:
-        return _day(first)
+        return day_label(first)
     if (first.year, first.month) == (last.year, last.month):
         start = str(first.day)
     elif first.year == last.year:
-        start = f"{first.day} {_MONTHS[first.month - 1]}"
+        start = f"{first.day} {MONTHS[first.month - 1]}"
     else:
-        start = _day(first)
-    return f"{start}{sep}{_day(last)}"
-
-
-def _day(day: dt.date) -> str:
-    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
-
-
-
-@lru_cache(maxsize=8192)  # the same titles, names and keywords come in every reader's digest
-def _clean(text: str) -> str:
-    """One line of visible text: control and invisible characters gone, whitespace folded."""
-    return _fold(text)
-
-
-def _fold(text: str) -> str:
-    """``_clean`` without its cache, for abstracts: thousands of them would stay in memory."""
-    return one_line(text)
-
-
-_folded = lru_cache(maxsize=512)(_fold)  # the abstract shortened for each reader with other marks
-
-
-# LaTeX that abstracts use for emphasis in running text: reduced to its text. Math ($...$,
-# \(...\), \[...\]) stays as written: readers of these papers read it as it is.
-_MATH = re.compile(r"((?<!\\)\$\$.+?(?<!\\)\$\$|(?<!\\)\$.+?(?<!\\)\$|\\\(.+?\\\)|\\\[.+?\\\])", re.DOTALL)
-_TEXT_COMMAND = re.compile(r"\\(?:text(?:bf|it|tt|rm|sf|sc|up|md|normal)?|emph|mathrm|mathbf|mathit|mathsf|"
-                           r"mathtt|underline|uline)\s*\{([^{}]*)\}")
-_OLD_FONT = re.compile(r"\{\\(?:bf|it|em|tt|rm|sf|sc)\s+([^{}]*)\}")
-_ESCAPED = re.compile(r"\\([%&#_$])")
-
-
-def latex_text(text: str) -> str:
-    """``text`` with LaTeX text commands (``\\textbf{x}``, ``\\emph{x}``, ``{\\bf x}``, ``\\%``) reduced
-    to their text outside math, and math left as written."""
-    if "\\" not in text:
-        return text
-    pieces = _MATH.split(text)
-    for index in range(0, len(pieces), 2):  # the even pieces are outside math
-        piece, before = pieces[index], None
-        while piece != before:  # nested: \textbf{\emph{x}}
-            before = piece
-            piece = _OLD_FONT.sub(r"\1", _TEXT_COMMAND.sub(r"\1", piece))
-        pieces[index] = _ESCAPED.sub(r"\1", piece)
-    return "".join(pieces)
-
-
-class _Found:
-    """Where a mark was found: what ``re.Match`` would say of it."""
-
-    __slots__ = ("_end", "_start", "_text")
-
-    def __init__(self, text: str, start: int, end: int) -> None:
-        self._text, self._start, self._end = text, start, end
-
-    def start(self) -> int:
-        return self._start
-
-    def end(self) -> int:
-        return self._end
-
-    def group(self) -> str:
-        return self._text[self._start:self._end]
-
-
-class _Finder:
-    """Any of some marks, longest first at a place, case-insensitive, not inside a longer word:
-    found as the regular expression of them would, by plain searches in the lowered text (a
-    regular expression for every reader's set of marks cost more to compile than to use)."""
-
-    __slots__ = ("_regex", "_words")
-
-    def __init__(self, words: Sequence[str]) -> None:
-        self._words = [(w.lower(), _is_word(w[0]), _is_word(w[-1])) for w in words]
-        self._regex: re.Pattern[str] | None = None
-        if any(len(lowered) != len(w) for (lowered, _b, _a), w in zip(self._words, words, strict=True)):
-            self._regex = re.compile("|".join(map(_bounded, words)), re.IGNORECASE)
-
-    def finditer(self, text: str) -> Iterator[_Found | re.Match[str]]:
-        low = text.lower()
-        if self._regex is not None or len(low) != len(text):  # lowering moved the indexes
-            yield from (self._regex or re.compile("|".join(_bounded(w) for w, _b, _a in self._words),
-                                                  re.IGNORECASE)).finditer(text)
-            return
-        spans = []
-        for word, before, after in self._words:
-            at = low.find(word)
-            while at >= 0:
-                end = at + len(word)
-                if not (before and at and _is_word(text[at - 1])) and not (after and end < len(text) and _is_word(text[end])):
-                    spans.append((at, -len(word), end))
-                at = low.find(word, at + 1)
-        last = 0
-        for start, _longest, end in sorted(spans):
-            if start >= last:
-                yield _Found(text, start, end)
-                last = end
-
-    def search(self, text: str) -> _Found | re.Match[str] | None:
-        return next(self.finditer(text), None)
-
-
-def _is_word(char: str) -> bool:
-    return char.isalnum() or char == "_"  # what \w is to a str pattern
-
-
-@lru_cache(maxsize=1024)
-def _pattern(marks: tuple[str, ...]) -> _Finder | None:
-    """Any of ``marks``, longest first, case-insensitive, not inside a longer word."""
-    words = sorted({m for m in marks if m}, key=len, reverse=True)
-    return _Finder(words) if words else None
-
-
-def _bounded(word: str) -> str:
-    # Word boundaries only where the term itself starts or ends with a word character: "C++" has none at its end.
-    before = r"(?<!\w)" if re.match(r"\w", word) else ""
-    after = r"(?!\w)" if re.search(r"\w$", word) else ""
-    return before + re.escape(word) + after
-
-
-def _mark_html(text: str, marks: Sequence[str]) -> Markup:
-    return _marked(str(text), tuple(marks))
-
-
-@lru_cache(maxsize=512)  # the same paper comes in many readers' digests; small, as it holds abstracts
-def _marked(text: str, marks: tuple[str, ...]) -> Markup:
-    """``text`` escaped, with each matched term in a highlighted span: escaping first keeps markup
-    in text inert. The span carries its own style, which Outlook keeps (it drops <mark>), and which
-    the CSS inlined into the template cannot reach (the span is made here, after inlining)."""
-    text, pattern = str(text), _pattern(tuple(marks))
-    if pattern is None:
-        return escape(text)
-    out, last = [], 0
-    for found in pattern.finditer(text):
-        out += [escape(text[last:found.start()]), _HIGHLIGHT % found.group()]
-        last = found.end()
-    return Markup("").join([*out, escape(text[last:])])
-
-
-def _mark_text(text: str, marks: Sequence[str]) -> str:
-    return str(text)
-
-
-def shorten(text: str | None, marks: Sequence[str] = (), limit: int = ABSTRACT_LIMIT) -> str:
-    """Whole sentences up to about ``limit`` characters, keeping the first one with a mark visible."""
-    return _shortened(str(text or ""), tuple(marks), int(limit))
-
-
-@lru_cache(maxsize=512)  # the same paper comes in many readers' digests; small, as it holds abstracts
-def _shortened(text: str, marks: tuple[str, ...], limit: int) -> str:
-    text = _folded(text)
-    if len(text) <= limit:
-        return text
-    sentences, starts = _split(text)
-    pattern = _pattern(tuple(marks))
-    found = pattern.search(text) if pattern else None
-    # The sentence the first mark is in (sentences part at spaces, which no mark spans).
-    hit = bisect.bisect_right(starts, found.start()) - 1 if found else 0
-    if hit == 0 or sum(len(s) + 1 for s in sentences[:hit + 1]) <= limit:
-        return _sentences(sentences, limit, pattern)
-    # The first sentence usually says what the paper is about: keep it too when there is room.
-    lead = sentences[0] if len(sentences[0]) + len(sentences[hit]) + 5 <= limit else ""
-    body = _sentences(sentences[hit:], limit - len(lead) - 3, pattern)
-    if lead:
-        return f"{lead} … {body}"
-    return body if body.startswith("…") else f"… {body}"
-
-
-@lru_cache(maxsize=512)
-def _split(text: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """The text's sentences and where each starts."""
-    starts = (0, *(gap.end() for gap in _SENTENCE_END.finditer(text)))
-    ends = (*(gap.start() for gap in _SENTENCE_END.finditer(text)), len(text))
-    return tuple(text[a:b] for a, b in zip(starts, ends, strict=True)), starts
-
-
-def _sentences(sentences: Sequence[str], limit: int, pattern: _Finder | None) -> str:
-    """The leading sentences that fit; the first one clipped at a word when even it is too long."""
-    taken: list[str] = []
-    for sentence in sentences:
-        if sum(len(s) + 1 for s in taken) + len(sentence) > limit - 2:
-            break
-        taken.append(sentence)
-    if not taken:
-        return _clip(sentences[0], limit, pattern)
-    return " ".join(taken) + (" …" if len(taken) < len(sentences) else "")
-
-
-def _clip(text: str, limit: int, pattern: _Finder | None) -> str:
-    """At most ``limit`` characters cut at spaces, around the first mark when it lies past the cut."""
-    found = pattern.search(text) if pattern else None
-    start = 0
-    if found and found.end() > limit - 2:
-        start = text.find(" ", max(0, found.start() - limit // 3)) + 1
-    window = text[start:start + limit - 4]
-    cut = window.rfind(" ") if start + len(window) < len(text) else -1
-    body = window[:cut] if cut > 0 else window
-    return ("… " if start else "") + body + (" …" if start + len(body) < len(text) else "")
-
-
-def _authors(names: Sequence[str], marks: Sequence[str], *, mark: Callable[[str, Sequence[str]], str],
-             glue: str, first: int = 3) -> str:
-    """``A, B, C, … and 37 more``, always naming the matched authors."""
-    pattern = _pattern(tuple(marks))
-    if len(names) <= first + 3:
-        kept = list(range(len(names)))
-    else:
-        kept = [i for i, n in enumerate(names) if i < first or (pattern and pattern.search(n))]
-    pieces: list[str] = []
-    for position, index in enumerate(kept):
-        if position:
-            pieces.append(", " if index == kept[position - 1] + 1 else ", …, ")
-        pieces.append(mark(names[index], marks))
-    if len(kept) < len(names):
-        pieces.append(f"{', … ' if kept[-1] != len(names) - 1 else ' '}and {len(names) - len(kept)} more")
-    return glue.join(pieces)
+        start = day_label(first)
+    return f"{start}{sep}{day_label(last)}"
 
 
 def safe_url(url: str | None) -> str | None:
