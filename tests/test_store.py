@@ -413,6 +413,18 @@ async def test_a_day_that_cannot_be_written_leaves_nothing_of_itself(store: Stor
     assert DAY + dt.timedelta(days=1) not in await store.day_states([DAY + dt.timedelta(days=1)])
 
 
+async def test_days_stored_together_keep_a_refused_day_out_and_the_others_in(store: Store) -> None:
+    thu, fri = DAY + dt.timedelta(days=1), DAY + dt.timedelta(days=2)
+    broken = paper("2503.00009", title=None)  # NOT NULL: the database refuses this day
+    results = await store.record_days([ok(DAY, paper()), ok(thu, paper("2503.00008"), broken),
+                                       ok(fri, paper("2503.00007"), paper())])
+    assert results[0] == 1 and results[2] == 1
+    assert isinstance(results[1], StoreError) and f"could not store {thu}" in str(results[1])
+    assert {p.id for p in await store.papers()} == {"2503.00001", "2503.00007"}
+    assert _fts_rows(store.path) == 2
+    assert set(await store.day_states([DAY, thu, fri])) == {DAY, fri}
+
+
 async def test_a_page_listing_a_paper_twice_stores_it_once(store: Store) -> None:
     assert await store.record_day(ok(DAY, paper(upvotes=1), paper(upvotes=2))) == 1
     (p,) = await store.papers()

@@ -1,10 +1,11 @@
 """SQLite storage: the only SQL in the project (the schema and its migrations are in ``schema``).
 
 Durability first: WAL, ``synchronous=FULL``, a busy timeout, and every write inside one
-``BEGIN IMMEDIATE`` transaction, one per day fetched, so a crash or a failing day never leaves
-half a day behind nor touches the days already stored. A paper is keyed by its arXiv id; a
-later fetch updates what changes (upvotes, comments, links) and never replaces a value with
-nothing, so a thinner page (cards only) cannot erase what a full one stored.
+``BEGIN IMMEDIATE`` transaction holding whole days (one, or several read together), so a
+crash or a failing day never leaves half a day behind nor touches the days already stored.
+A paper is keyed by its arXiv id; a later fetch updates what changes (upvotes, comments,
+links) and never replaces a value with nothing, so a thinner page (cards only) cannot erase
+what a full one stored.
 """
 
 from __future__ import annotations
@@ -184,16 +185,34 @@ class Store:
     # -- writing -----------------------------------------------------------------------
 
     async def record_day(self, fetch: DayFetch) -> int:
-        """Store one day's outcome in one transaction; return how many papers were new.
+        """Store one day's outcome in one transaction; return how many papers were new."""
+        (result,) = await self.record_days([fetch])
+        if isinstance(result, StoreError):
+            raise result
+        return result
 
-        The whole day is one call into the database thread (a statement list per table, not
+    async def record_days(self, fetches: Sequence[DayFetch]) -> list[int | StoreError]:
+        """Store days' outcomes, in order, in one transaction; for each day how many papers
+        were new, or the StoreError that kept it out. Should the database refuse one day, the
+        transaction is undone and each day stored in one of its own: a failing day never
+        leaves half of itself behind nor keeps the others out.
+
+        The whole group is one call into the database thread (a statement list per table, not
         a thread hop per statement), so a day of 30 papers costs about what one paper did."""
         now = utcnow().isoformat()
+        async with self._write_lock:
+            if len(fetches) > 1:
+                with contextlib.suppress(sqlite3.Error):
+                    return [*await self._in_thread(_record_days, fetches, now)]
+            return [await self._record_alone(fetch, now) for fetch in fetches]
+
+    async def _record_alone(self, fetch: DayFetch, now: str) -> int | StoreError:
         try:
-            async with self._write_lock:
-                return await self._in_thread(_record_day, fetch, now)
+            return await self._in_thread(_record_day, fetch, now)
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: could not store {fetch.day}: {exc}") from exc
+            error = StoreError(f"{self.path}: could not store {fetch.day}: {exc}")
+            error.__cause__ = exc
+            return error
 
     async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn(connection, *args)`` in the database thread, in one ``BEGIN IMMEDIATE``
@@ -207,9 +226,8 @@ class Store:
     # -- reading -----------------------------------------------------------------------
 
     async def validators(self, url: str) -> Validators | None:
-        async with self._db.execute("SELECT etag, last_modified FROM validators WHERE url = ?", (url,)) as cur:
-            row = await cur.fetchone()
-        return Validators(etag=row[0], last_modified=row[1]) if row else None
+        rows = await self._db.execute_fetchall("SELECT etag, last_modified FROM validators WHERE url = ?", (url,))
+        return next((Validators(etag=row[0], last_modified=row[1]) for row in rows), None)
 
     async def day_states(self, days: Iterable[dt.date]) -> dict[dt.date, DayState]:
         wanted = [d.isoformat() for d in days]
@@ -661,15 +679,18 @@ def _atomically(conn: sqlite3.Connection, fn: Callable[..., _T], *args: Any) -> 
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn, *args)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    try:
         conn.execute("COMMIT")
-    except sqlite3.Error:
-        conn.execute("ROLLBACK")
+    except BaseException:
+        # A full disk ends the transaction itself: then the error to raise is that one, not
+        # "cannot rollback - no transaction is active".
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     return result
+
+
+def _record_days(conn: sqlite3.Connection, fetches: Sequence[DayFetch], now: str) -> list[int]:
+    return [_record_day(conn, fetch, now) for fetch in fetches]
 
 
 def _record_day(conn: sqlite3.Connection, fetch: DayFetch, now: str) -> int:
