@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from json.encoder import encode_basestring
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -767,9 +768,14 @@ def _values(p: Paper) -> tuple[Any, ...]:
     return (
         p.id, p.title, p.summary, p.published_at, _iso(p.daily_date), p.upvotes, p.comments,
         p.github_repo, p.github_stars, p.project_page, p.organization,
-        json.dumps(list(p.ai_keywords), ensure_ascii=False), int(p.complete), p.ai_summary,
-        json.dumps(list(p.authors), ensure_ascii=False),
+        _json_texts(p.ai_keywords), int(p.complete), p.ai_summary, _json_texts(p.authors),
     )
+
+
+def _json_texts(texts: Sequence[str]) -> str:
+    """``json.dumps(list(texts), ensure_ascii=False)``, made without a JSONEncoder per call (a
+    third of the time): the full-text index reads the authors' names in it as they are."""
+    return "[" + ", ".join(map(encode_basestring, texts)) + "]"
 
 
 def _read_rows(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[Any, ...]]:
