@@ -118,6 +118,13 @@ async def test_validators_are_remembered_per_url(store: Store) -> None:
     assert await store.validators(f"http://site/papers/date/{DAY}") == Validators(
         '"abc"', "Wed, 05 Mar 2025 10:00:00 GMT")
     assert await store.validators("http://site/other") is None
+    later = DAY + dt.timedelta(days=1)
+    await store.record_day(ok(later, paper(), validators=Validators(None, "Thu, 06 Mar 2025 10:00:00 GMT")))
+    urls = [f"http://site/papers/date/{day}" for day in (DAY, later)]
+    assert await store.validators_of([*urls, "http://site/other"]) == {
+        urls[0]: Validators('"abc"', "Wed, 05 Mar 2025 10:00:00 GMT"),
+        urls[1]: Validators(None, "Thu, 06 Mar 2025 10:00:00 GMT"),
+    }
 
 
 async def test_not_modified_writes_no_papers(store: Store) -> None:

@@ -112,9 +112,10 @@ async def fetch_days(fetcher: Fetcher, store: Store, base_url: str, days: Iterab
     reported once it is committed."""
     days = list(days)
     writer = _DayWriter(store, len(days))
+    known = await store.validators_of(day_url(base_url, day) for day in days)
 
     async def one(day: dt.date) -> DayReport:
-        report = await _fetch_day(fetcher, store, writer, base_url, day)
+        report = await _fetch_day(fetcher, writer, base_url, day, known.get(day_url(base_url, day)))
         if on_day is not None:
             on_day(report)
         return report
@@ -122,14 +123,15 @@ async def fetch_days(fetcher: Fetcher, store: Store, base_url: str, days: Iterab
     return list(await asyncio.gather(*(one(day) for day in days)))
 
 
-async def _fetch_day(fetcher: Fetcher, store: Store, writer: _DayWriter, base_url: str, day: dt.date) -> DayReport:
+async def _fetch_day(fetcher: Fetcher, writer: _DayWriter, base_url: str, day: dt.date,
+                     validators: Validators | None) -> DayReport:
     """Fetch one day's page (the API if the page can't be read), store it, report it."""
     url = day_url(base_url, day)
     if day > today_utc():
         writer.skip()
         return DayReport(day, url, "skipped", detail="not published yet: after today's UTC date")
     try:
-        fetched = await _read_day(fetcher, base_url, day, await store.validators(url))
+        fetched = await _read_day(fetcher, base_url, day, validators)
     except BaseException:
         writer.skip()
         raise

@@ -227,8 +227,15 @@ class Store:
     # -- reading -----------------------------------------------------------------------
 
     async def validators(self, url: str) -> Validators | None:
-        rows = await self._db.execute_fetchall("SELECT etag, last_modified FROM validators WHERE url = ?", (url,))
-        return next((Validators(etag=row[0], last_modified=row[1]) for row in rows), None)
+        return (await self.validators_of([url])).get(url)
+
+    async def validators_of(self, urls: Iterable[str]) -> dict[str, Validators]:
+        """The validators remembered for those of ``urls`` that have any."""
+        found: dict[str, Validators] = {}
+        for chunk in _chunks(list(urls), 500):
+            sql = f"SELECT url, etag, last_modified FROM validators WHERE url IN ({_marks(chunk)})"
+            found.update((row[0], Validators(row[1], row[2])) for row in await self._db.execute_fetchall(sql, chunk))
+        return found
 
     async def day_states(self, days: Iterable[dt.date]) -> dict[dt.date, DayState]:
         wanted = [d.isoformat() for d in days]
