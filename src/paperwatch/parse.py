@@ -294,17 +294,17 @@ def _authors(value: object) -> tuple[str, ...]:
     return tuple(name for name in map(clean_text, names) if name)
 
 
-def _all_clean(names: list[Any]) -> bool:
-    """Whether every name is a text ``clean_text`` keeps as it is, and none is empty: checked
-    on all of them joined, a few scans in C instead of a call per name. A name holding the
-    separator may fail the check; it then goes the long way, with the same result."""
+def _all_clean(texts: list[Any]) -> bool:
+    """Whether every one of ``texts`` is a text ``clean_text`` keeps as it is, and none is
+    empty: checked on all of them joined, a few scans in C instead of a call each. A text
+    holding the separator may fail the check; it then goes the long way, with the same result."""
     try:
-        joined = "|".join(names)
-    except TypeError:  # a name that is no text
+        joined = "|".join(texts)
+    except TypeError:  # one that is no text
         return False
     return (joined.isprintable() and "  " not in joined and " |" not in joined and "| " not in joined
             and "||" not in joined and joined[:1] not in (" ", "|") and joined[-1:] not in (" ", "|")
-            and (bool(joined) or not names))
+            and (bool(joined) or not texts))
 
 
 def _organization(value: object) -> str | None:
@@ -316,6 +316,8 @@ def _organization(value: object) -> str | None:
 def _strings(value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         return ()
+    if _all_clean(value):
+        return tuple(value)
     return tuple(s for s in map(clean_text, value) if s)
 
 
