@@ -12,7 +12,15 @@ import pytest
 
 from paperwatch.errors import ParseError
 from paperwatch.models import PageSource
-from paperwatch.parse import clean_text, parse_daily_api, parse_daily_page, parse_paper_api, parse_search_api
+from paperwatch.parse import (
+    MAX_NESTING,
+    check_nesting,
+    clean_text,
+    parse_daily_api,
+    parse_daily_page,
+    parse_paper_api,
+    parse_search_api,
+)
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
 DAY = dt.date(2025, 3, 5)
@@ -146,6 +154,38 @@ def test_wrongly_typed_fields_become_missing_not_errors() -> None:
     assert paper.upvotes is None and paper.github_stars is None
     assert paper.authors == ("Ada Lovelace",)
     assert paper.ai_keywords == () and paper.organization is None
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["Ada Lovelace", "José Müller", "李 小龙"], [], [""], ["   "], ["Ada", "", "Bob"], [" Ada", "Bob "],
+        ["A|B", "|C", "D|"], ["Ada  Lovelace"], ["Ada\nLovelace", "Bob"], ["\u202eAda", "Bob"], ["Ada", None, 3],
+    ],
+)
+def test_author_names_are_each_one_clean_line_and_empty_ones_dropped(names: list[object]) -> None:
+    props = {"dateString": "2025-03-05", "dailyPapers": [item(authors=[{"name": name} for name in names])]}
+    (paper,) = parse_daily_page(page(props), day=DAY, url=URL).papers
+    assert paper.authors == tuple(text for text in map(clean_text, names) if text)
+
+
+@pytest.mark.parametrize(
+    ("inner", "refused"),
+    [
+        ("<div>" * (MAX_NESTING - 2) + "</div>" * (MAX_NESTING - 2), False),  # html, body and the divs: the limit
+        ("<div>" * (MAX_NESTING - 1) + "</div>" * (MAX_NESTING - 1), True),
+        ("<div>" * (MAX_NESTING - 1), True),  # never closed: still open
+        ("<p>x</p>" * 5 * MAX_NESTING, False),  # many elements, few open at once
+        ("<br>" * 3 * MAX_NESTING, False),  # nothing a void element holds
+    ],
+)
+def test_pages_nested_deeper_than_the_limit_are_refused_before_the_html_parser(inner: str, refused: bool) -> None:
+    body = f"<html><body>{inner}</body></html>".encode()
+    if refused:
+        with pytest.raises(ParseError, match=f"nested over {MAX_NESTING} deep"):
+            check_nesting(body, URL)
+    else:
+        check_nesting(body, URL)
 
 
 def test_items_without_id_or_title_are_skipped_and_all_bad_is_an_error() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,8 +13,9 @@ import pytest
 from conftest import ConfigFactory
 from fakehf import FakeHF, Fault
 from paperwatch.config import Config
+from paperwatch.errors import StoreError
 from paperwatch.fetch import Fetcher
-from paperwatch.models import PageSource, Validators
+from paperwatch.models import DayFetch, PageSource, Validators
 from paperwatch.pipeline import DayReport, fetch_days, is_settled, recent_days
 from paperwatch.store import Store
 
@@ -50,6 +51,55 @@ async def test_days_are_stored_with_every_paper(run: Harness, fake_hf: FakeHF) -
     reports = await run.fetch(WED, THU)
     assert [reports[d].line() for d in (WED, THU)] == [f"{WED}: 6 papers, 6 new", f"{THU}: 6 papers, 6 new"]
     assert await run.ids(WED) == served_ids(fake_hf, WED)
+
+
+@pytest.mark.parametrize(("most", "groups"), [(32, [3]), (2, [2, 1])])
+async def test_days_read_together_are_stored_together_and_each_reported_once_committed(
+        run: Harness, monkeypatch: pytest.MonkeyPatch, most: int, groups: list[int]) -> None:
+    import paperwatch.pipeline
+
+    monkeypatch.setattr(paperwatch.pipeline, "BATCH_WAIT", 60.0)  # a group waits for every day still read
+    monkeypatch.setattr(paperwatch.pipeline, "BATCH_DAYS", most)
+    written: list[int] = []
+    record_days = run.store.record_days
+
+    async def counted(fetches: Sequence[DayFetch]) -> list[int | StoreError]:
+        written.append(len(fetches))
+        return await record_days(fetches)
+
+    monkeypatch.setattr(run.store, "record_days", counted)
+    committed: dict[dt.date, int] = {}
+
+    def on_day(report: DayReport) -> None:
+        db = sqlite3.connect(run.store.path)  # another connection: it sees only what is committed
+        committed[report.day] = db.execute("SELECT count(*) FROM features WHERE day = ?",
+                                           (report.day.isoformat(),)).fetchone()[0]
+        db.close()
+
+    await fetch_days(run.fetcher, run.store, run.config.source.base_url, [WED, THU, FRI], on_day=on_day)
+    assert committed == {WED: 6, THU: 6, FRI: 6}
+    assert written == groups
+
+
+async def test_a_day_the_database_refuses_keeps_none_of_the_days_read_with_it_out(
+        run: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    import paperwatch.pipeline
+    import paperwatch.store
+
+    monkeypatch.setattr(paperwatch.pipeline, "BATCH_WAIT", 60.0)  # the three days in one group
+    record_day = paperwatch.store._record_day
+
+    def refusing(conn: sqlite3.Connection, fetch: DayFetch, now: str) -> int:
+        new = record_day(conn, fetch, now)
+        if fetch.day == THU:
+            raise sqlite3.IntegrityError("refused")
+        return new
+
+    monkeypatch.setattr(paperwatch.store, "_record_day", refusing)
+    with pytest.raises(StoreError, match=f"could not store {THU}: refused"):
+        await run.fetch(WED, THU, FRI)
+    assert {p.daily_date for p in await run.store.papers()} == {WED, FRI}
+    assert set(await run.store.day_states([WED, THU, FRI])) == {WED, FRI}
 
 
 async def test_a_failing_day_is_reported_and_the_others_still_land(run: Harness, fake_hf: FakeHF) -> None:

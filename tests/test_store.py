@@ -118,6 +118,13 @@ async def test_validators_are_remembered_per_url(store: Store) -> None:
     assert await store.validators(f"http://site/papers/date/{DAY}") == Validators(
         '"abc"', "Wed, 05 Mar 2025 10:00:00 GMT")
     assert await store.validators("http://site/other") is None
+    later = DAY + dt.timedelta(days=1)
+    await store.record_day(ok(later, paper(), validators=Validators(None, "Thu, 06 Mar 2025 10:00:00 GMT")))
+    urls = [f"http://site/papers/date/{day}" for day in (DAY, later)]
+    assert await store.validators_of([*urls, "http://site/other"]) == {
+        urls[0]: Validators('"abc"', "Wed, 05 Mar 2025 10:00:00 GMT"),
+        urls[1]: Validators(None, "Thu, 06 Mar 2025 10:00:00 GMT"),
+    }
 
 
 async def test_not_modified_writes_no_papers(store: Store) -> None:
@@ -304,9 +311,12 @@ OLD_MESSAGE = b"mail"  # the digest it had queued
 
 
 def _fts_rows(path: Path) -> int:
+    """How many papers the full-text index holds, having checked that it indexes each as stored."""
     db = sqlite3.connect(path)
     try:
-        return int(db.execute("SELECT count(*) FROM papers_fts").fetchone()[0])
+        # rank 1: the index is compared with the papers table it indexes, not only with itself
+        db.execute("INSERT INTO papers_fts (papers_fts, rank) VALUES ('integrity-check', 1)")
+        return int(db.execute("SELECT count(*) FROM papers_fts_docsize").fetchone()[0])
     finally:
         db.close()
 
@@ -340,7 +350,35 @@ async def test_a_database_of_the_previous_release_is_migrated_in_place(tmp_path:
     assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'authors_name'").fetchone()[0] == 0
     assert db.execute("SELECT count(DISTINCT fts_key) FROM papers").fetchone()[0] == 4
+    # Authors live in the paper's row; the index holds no second copy of the texts.
+    names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert not names & {"authors", "papers_fts_content"}
     db.close()
+    assert _fts_rows(path) == 4
+
+
+SCHEMA_5 = Path(__file__).parent / "data" / "stores" / "schema-5.db"  # authors in a table of their own
+
+
+async def test_a_database_of_schema_5_keeps_its_authors_and_its_search(tmp_path: Path) -> None:
+    path = tmp_path / "paperwatch.db"
+    path.write_bytes(SCHEMA_5.read_bytes())
+    async with await Store.open(path) as store:
+        stored = {p.id: p for p in await store.papers()}
+        assert {i: p.authors for i, p in stored.items()} == {
+            "2503.00001": ("Ada Lovelace", "Alan Turing", 'Grace "Amazing" Hopper'),
+            "2503.00002": ("José Müller",), "2503.00003": ("李 小龙", "Émile Borel"), "2503.00004": (),
+        }
+        assert (stored["2503.00001"].upvotes, stored["2503.00001"].ai_summary) == (6, "Grokking, summarised.")
+        for query, found in [("amazing", {"2503.00001"}), ("muller", {"2503.00002"}), ("emile", {"2503.00003"}),
+                             ("proteins", {"2503.00003"}), ("nobody", {"2503.00004"})]:
+            assert {p.id for p in await store.papers(search=query)} == found, query
+        assert [p.id for p in await store.undelivered("alice", featured_since=DAY)] == [
+            "2503.00003", "2503.00001", "2503.00004"]
+        # A migrated row's text replaced: its old words leave the index with it.
+        await store.record_day(ok(DAY, paper("2503.00001", title="Grokking anew", authors=("Ada Lovelace",))))
+        assert await store.papers(search="amazing") == []
+        assert {p.id for p in await store.papers(search="lovelace anew")} == {"2503.00001"}
     assert _fts_rows(path) == 4
 
 
@@ -353,11 +391,23 @@ async def test_a_refetched_paper_replaces_its_full_text_row(store: Store) -> Non
     assert _fts_rows(store.path) == 2
 
 
+async def test_a_paper_whose_authors_change_is_found_by_its_new_authors_only(store: Store) -> None:
+    await store.record_day(ok(DAY, paper(authors=("Ada Lovelace",))))
+    await store.record_day(ok(DAY, paper(upvotes=9)))  # counts only: the index is left as it is
+    authors = ('Grace "Amazing" Hopper', "Émile Borel", "Back\\slash", "李 小龙")
+    await store.record_day(ok(DAY, paper(authors=authors)))
+    (stored,) = await store.papers()
+    assert stored.authors == authors and stored.upvotes == 3
+    for name in ("hopper", "amazing", "emile", "slash", "李"):
+        assert {p.id for p in await store.papers(search=name)} == {"2503.00001"}, name
+    assert await store.papers(search="lovelace") == []
+    assert _fts_rows(store.path) == 1
+
+
 async def test_full_text_keys_hold_after_vacuum(store: Store) -> None:
     await store.record_day(ok(DAY, *(paper(f"2503.0000{n}", title=f"Paper number{n}") for n in range(1, 6))))
     db = sqlite3.connect(store.path)
     with db:  # a gap in the implicit rowids, which VACUUM may close by renumbering them
-        db.execute("DELETE FROM authors WHERE paper_id = '2503.00002'")
         db.execute("DELETE FROM features WHERE paper_id = '2503.00002'")
         db.execute("DELETE FROM papers WHERE id = '2503.00002'")
     db.execute("VACUUM")
@@ -376,6 +426,18 @@ async def test_a_day_that_cannot_be_written_leaves_nothing_of_itself(store: Stor
     assert [p.id for p in await store.papers()] == ["2503.00001"]
     assert _fts_rows(store.path) == 1
     assert DAY + dt.timedelta(days=1) not in await store.day_states([DAY + dt.timedelta(days=1)])
+
+
+async def test_days_stored_together_keep_a_refused_day_out_and_the_others_in(store: Store) -> None:
+    thu, fri = DAY + dt.timedelta(days=1), DAY + dt.timedelta(days=2)
+    broken = paper("2503.00009", title=None)  # NOT NULL: the database refuses this day
+    results = await store.record_days([ok(DAY, paper()), ok(thu, paper("2503.00008"), broken),
+                                       ok(fri, paper("2503.00007"), paper())])
+    assert results[0] == 1 and results[2] == 1
+    assert isinstance(results[1], StoreError) and f"could not store {thu}" in str(results[1])
+    assert {p.id for p in await store.papers()} == {"2503.00001", "2503.00007"}
+    assert _fts_rows(store.path) == 2
+    assert set(await store.day_states([DAY, thu, fri])) == {DAY, fri}
 
 
 async def test_a_page_listing_a_paper_twice_stores_it_once(store: Store) -> None:

@@ -55,7 +55,7 @@ def clean_text(value: object) -> str | None:
     the result is one line that prints, encodes and stores as it reads.
     """
     if value.__class__ is not str:
-        return _clean_other(value)
+        return None if value is None else _clean_other(value)
     # Fast path for the common shapes (a clean name; an abstract with arXiv's hard line breaks):
     # a few C-level scans instead of splitting a long text into words.
     printable = value.isprintable()
@@ -288,8 +288,23 @@ def _authors(value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         return ()
     # The paper's own author names, never the HF account (``user``) that claimed one.
-    names = (clean_text(a.get("name")) for a in value if isinstance(a, dict))
-    return tuple(name for name in names if name)
+    names: list[Any] = [a.get("name") for a in value if isinstance(a, dict)]
+    if _all_clean(names):
+        return tuple(names)
+    return tuple(name for name in map(clean_text, names) if name)
+
+
+def _all_clean(texts: list[Any]) -> bool:
+    """Whether every one of ``texts`` is a text ``clean_text`` keeps as it is, and none is
+    empty: checked on all of them joined, a few scans in C instead of a call each. A text
+    holding the separator may fail the check; it then goes the long way, with the same result."""
+    try:
+        joined = "|".join(texts)
+    except TypeError:  # one that is no text
+        return False
+    return (joined.isprintable() and "  " not in joined and " |" not in joined and "| " not in joined
+            and "||" not in joined and joined[:1] not in (" ", "|") and joined[-1:] not in (" ", "|")
+            and (bool(joined) or not texts))
 
 
 def _organization(value: object) -> str | None:
@@ -301,6 +316,8 @@ def _organization(value: object) -> str | None:
 def _strings(value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         return ()
+    if _all_clean(value):
+        return tuple(value)
     return tuple(s for s in map(clean_text, value) if s)
 
 
@@ -403,8 +420,11 @@ def check_nesting(body: bytes, url: str) -> None:
     A count of start and end tags in one linear pass, erring on the deep side: an end tag
     left out (``<p>``, ``<li>``) counts as still open, and ``<x/>`` closes only inside SVG or
     MathML, as the HTML parser reads it."""
-    if body.count(b"<") - body.count(b"</") <= MAX_NESTING:
-        return  # fewer start tags than that, whatever they are: the usual page, checked in C
+    # Fewer start tags than that, whatever they are: the usual page, checked in C. The count of
+    # "<" by replace, which finds them with memchr: bytes.count tests byte by byte, 5x slower.
+    starts = len(body) - len(body.replace(b"<", b""))
+    if starts <= MAX_NESTING or starts - body.count(b"</") <= MAX_NESTING:
+        return
     depth = foreign = 0
     position = 0
     while (found := _MARKUP.search(body, position)) is not None:

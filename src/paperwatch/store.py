@@ -1,10 +1,11 @@
 """SQLite storage: the only SQL in the project (the schema and its migrations are in ``schema``).
 
 Durability first: WAL, ``synchronous=FULL``, a busy timeout, and every write inside one
-``BEGIN IMMEDIATE`` transaction, one per day fetched, so a crash or a failing day never leaves
-half a day behind nor touches the days already stored. A paper is keyed by its arXiv id; a
-later fetch updates what changes (upvotes, comments, links) and never replaces a value with
-nothing, so a thinner page (cards only) cannot erase what a full one stored.
+``BEGIN IMMEDIATE`` transaction holding whole days (one, or several read together), so a
+crash or a failing day never leaves half a day behind nor touches the days already stored.
+A paper is keyed by its arXiv id; a later fetch updates what changes (upvotes, comments,
+links) and never replaces a value with nothing, so a thinner page (cards only) cannot erase
+what a full one stored.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from json.encoder import encode_basestring
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -54,7 +56,7 @@ FTS_AUTOMERGE = 8
 
 _PAPER_COLUMNS = (
     "id, title, summary, published_at, daily_date, upvotes, comments, github_repo, "
-    "github_stars, project_page, organization, ai_keywords, complete, ai_summary"
+    "github_stars, project_page, organization, ai_keywords, complete, ai_summary, authors"
 )
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -184,16 +186,34 @@ class Store:
     # -- writing -----------------------------------------------------------------------
 
     async def record_day(self, fetch: DayFetch) -> int:
-        """Store one day's outcome in one transaction; return how many papers were new.
+        """Store one day's outcome in one transaction; return how many papers were new."""
+        (result,) = await self.record_days([fetch])
+        if isinstance(result, StoreError):
+            raise result
+        return result
 
-        The whole day is one call into the database thread (a statement list per table, not
+    async def record_days(self, fetches: Sequence[DayFetch]) -> list[int | StoreError]:
+        """Store days' outcomes, in order, in one transaction; for each day how many papers
+        were new, or the StoreError that kept it out. Should the database refuse one day, the
+        transaction is undone and each day stored in one of its own: a failing day never
+        leaves half of itself behind nor keeps the others out.
+
+        The whole group is one call into the database thread (a statement list per table, not
         a thread hop per statement), so a day of 30 papers costs about what one paper did."""
         now = utcnow().isoformat()
+        async with self._write_lock:
+            if len(fetches) > 1:
+                with contextlib.suppress(sqlite3.Error):
+                    return [*await self._in_thread(_record_days, fetches, now)]
+            return [await self._record_alone(fetch, now) for fetch in fetches]
+
+    async def _record_alone(self, fetch: DayFetch, now: str) -> int | StoreError:
         try:
-            async with self._write_lock:
-                return await self._in_thread(_record_day, fetch, now)
+            return await self._in_thread(_record_day, fetch, now)
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: could not store {fetch.day}: {exc}") from exc
+            error = StoreError(f"{self.path}: could not store {fetch.day}: {exc}")
+            error.__cause__ = exc
+            return error
 
     async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn(connection, *args)`` in the database thread, in one ``BEGIN IMMEDIATE``
@@ -213,9 +233,15 @@ class Store:
     # -- reading -----------------------------------------------------------------------
 
     async def validators(self, url: str) -> Validators | None:
-        async with self._db.execute("SELECT etag, last_modified FROM validators WHERE url = ?", (url,)) as cur:
-            row = await cur.fetchone()
-        return Validators(etag=row[0], last_modified=row[1]) if row else None
+        return (await self.validators_of([url])).get(url)
+
+    async def validators_of(self, urls: Iterable[str]) -> dict[str, Validators]:
+        """The validators remembered for those of ``urls`` that have any."""
+        found: dict[str, Validators] = {}
+        for chunk in _chunks(list(urls), 500):
+            sql = f"SELECT url, etag, last_modified FROM validators WHERE url IN ({_marks(chunk)})"
+            found.update((row[0], Validators(row[1], row[2])) for row in await self._db.execute_fetchall(sql, chunk))
+        return found
 
     async def day_states(self, days: Iterable[dt.date]) -> dict[dt.date, DayState]:
         wanted = [d.isoformat() for d in days]
@@ -254,28 +280,16 @@ class Store:
             rows = await self._db.execute_fetchall(sql, params)
         except sqlite3.OperationalError as exc:
             raise StoreError(f"cannot search for {search!r}: {exc}") from exc
-        return await self._with_authors(list(rows))
+        return [_paper(row) for row in rows]
 
     async def papers_by_id(self, ids: Sequence[str]) -> list[Paper]:
         """The stored papers among ``ids`` (in no particular order)."""
-        return await self._papers_by_id(ids)
-
-    async def _papers_by_id(self, ids: Sequence[str]) -> list[Paper]:
         rows: list[Any] = []
         for chunk in _chunks(list(ids), 500):
             rows += await self._db.execute_fetchall(
                 f"SELECT {_PAPER_COLUMNS} FROM papers WHERE id IN ({_marks(chunk)})", chunk
             )
-        return await self._with_authors(rows)
-
-    async def _with_authors(self, rows: list[Any]) -> list[Paper]:
-        ids = [row[0] for row in rows]
-        authors: dict[str, list[str]] = {i: [] for i in ids}
-        for chunk in _chunks(ids, 500):
-            sql = f"SELECT paper_id, name FROM authors WHERE paper_id IN ({_marks(chunk)}) ORDER BY paper_id, position"
-            for paper_id, name in await self._db.execute_fetchall(sql, chunk):
-                authors[paper_id].append(name)
-        return [_paper(row, authors[row[0]]) for row in rows]
+        return [_paper(row) for row in rows]
 
     async def recent_fetches(self, limit: int = 20) -> list[FetchRecord]:
         sql = ("SELECT at, day, url, status, outcome, source, papers_seen, papers_new, error "
@@ -337,7 +351,7 @@ class Store:
                    f"AND {featured} AND {delivered}")
             params = [fresh[0].isoformat(), fresh[1].isoformat(), featured_since.isoformat(), reader]
         rows = await self._db.execute_fetchall(sql + " ORDER BY p.daily_date DESC, p.upvotes DESC, p.id", params)
-        return await self._with_authors(list(rows))
+        return [_paper(row) for row in rows]
 
     async def featured_papers(self, *, featured_since: dt.date,
                               fresh: tuple[dt.datetime, dt.date] | None = None) -> list[FeaturedPaper]:
@@ -355,9 +369,8 @@ class Store:
                    "(SELECT id FROM papers WHERE first_seen > ? UNION SELECT paper_id FROM features WHERE day >= ?) "
                    f"AND {featured}")
             params = [fresh[0].isoformat(), fresh[1].isoformat(), featured_since.isoformat()]
-        rows = list(await self._db.execute_fetchall(sql + " ORDER BY p.daily_date DESC, p.upvotes DESC, p.id", params))
-        papers = await self._with_authors(rows)
-        return [FeaturedPaper(paper, row[-2], row[-1]) for paper, row in zip(papers, rows, strict=True)]
+        rows = await self._db.execute_fetchall(sql + " ORDER BY p.daily_date DESC, p.upvotes DESC, p.id", params)
+        return [FeaturedPaper(_paper(row), row[-2], row[-1]) for row in rows]
 
     async def delivered_among(self, reader: str, ids: Sequence[str]) -> set[str]:
         """Those of ``ids`` that went into one of the reader's digests (queued or sent)."""
@@ -530,10 +543,8 @@ class Store:
             if undelivered:
                 sql += " AND p.id NOT IN (SELECT paper_id FROM delivered WHERE reader = ?)"
                 params.append(reader)
-            rows = list(await self._db.execute_fetchall(sql + " ORDER BY r.first_seen, p.id", params))
-            found = {row[0]: dt.datetime.fromisoformat(row[-1]) for row in rows}
-            papers = await self._with_authors([row[:-1] for row in rows])
-            hits += [SearchHit(paper, query, found[paper.id]) for paper in papers]
+            rows = await self._db.execute_fetchall(sql + " ORDER BY r.first_seen, p.id", params)
+            hits += [SearchHit(_paper(row), query, dt.datetime.fromisoformat(row[-1])) for row in rows]
         return hits
 
     async def search_states(self) -> list[SearchState]:
@@ -665,7 +676,7 @@ def _atomically(conn: sqlite3.Connection, fn: Callable[..., _T], *args: Any) -> 
         result = fn(conn, *args)
         conn.execute("COMMIT")
     except BaseException:
-        # A full disk ends the transaction itself, and the error to report is that one, not
+        # A full disk ends the transaction itself: then the error to raise is that one, not
         # "cannot rollback - no transaction is active".
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -700,6 +711,10 @@ def _claim(conn: sqlite3.Connection, message_id: int, until: str, stamp: str) ->
     return True
 
 
+def _record_days(conn: sqlite3.Connection, fetches: Sequence[DayFetch], now: str) -> list[int]:
+    return [_record_day(conn, fetch, now) for fetch in fetches]
+
+
 def _record_day(conn: sqlite3.Connection, fetch: DayFetch, now: str) -> int:
     new = 0
     if fetch.page is not None:
@@ -718,63 +733,79 @@ def _record_day(conn: sqlite3.Connection, fetch: DayFetch, now: str) -> int:
 def _upsert_papers(conn: sqlite3.Connection, papers: Sequence[Paper], now: str, day: dt.date | None) -> set[str]:
     """Write each paper merged with what is stored, with its featured day (``day``, else its
     own); return the ids that were new. One statement list per table; a paper fetched again
-    unchanged only has its ``last_seen`` moved."""
+    unchanged only has its ``last_seen`` moved, and only a changed text is indexed again."""
     papers = list({p.id: p for p in papers}.values())  # a page listing a paper twice stores it once
-    old = {p.id: p for p in _read_papers(conn, [p.id for p in papers])}
-    keys = dict(conn.execute(
-        f"SELECT id, fts_key FROM papers WHERE id IN ({_marks(list(old))})", list(old)).fetchall()) if old else {}
+    old = _read_rows(conn, [p.id for p in papers])
     next_key = int(conn.execute("SELECT coalesce(max(fts_key), 0) FROM papers").fetchone()[0]) + 1
-    added: list[Paper] = []
-    changed: list[Paper] = []
+    added: list[tuple[Any, ...]] = []
+    changed: list[tuple[Any, ...]] = []
     seen_again: list[tuple[str, str]] = []
+    unindex: list[tuple[Any, ...]] = []  # the full-text rows to take out, as they were indexed
+    index: list[tuple[Any, ...]] = []  # and to put in
     for paper in papers:
-        before = old.get(paper.id)
-        if before is None:
-            keys[paper.id] = next_key
+        row = old.get(paper.id)
+        if row is None:
+            values = _values(paper)
+            added.append((*values, now, now, next_key))
+            index.append(_text(next_key, values))
             next_key += 1
-            added.append(paper)
-        elif (merged := merge(before, paper)) != before:
-            changed.append(merged)
-        else:
+            continue
+        before = _paper(row)
+        merged = merge(before, paper)
+        if merged == before:
             seen_again.append((now, paper.id))
-    count = len(_PAPER_COLUMNS.split(",")) + 3
-    conn.executemany(f"INSERT INTO papers ({_PAPER_COLUMNS}, first_seen, last_seen, fts_key) "
-                     f"VALUES ({', '.join('?' * count)})",
-                     [(*_values(p), now, now, keys[p.id]) for p in added])
-    assignments = ", ".join(f"{c.strip()} = ?" for c in _PAPER_COLUMNS.split(",")[1:])
-    conn.executemany(f"UPDATE papers SET {assignments}, last_seen = ? WHERE id = ?",
-                     [(*_values(p)[1:], now, p.id) for p in changed])
+            continue
+        values = _values(merged)
+        changed.append((*values[1:], now, paper.id))
+        if (merged.title, merged.summary, merged.authors) != (before.title, before.summary, before.authors):
+            unindex.append(_text(row[-1], row))
+            index.append(_text(row[-1], values))
+    conn.executemany(_INSERT_PAPER, added)
+    conn.executemany(_UPDATE_PAPER, changed)
     conn.executemany("UPDATE papers SET last_seen = ? WHERE id = ?", seen_again)
-    conn.executemany("DELETE FROM authors WHERE paper_id = ?", [(p.id,) for p in changed])
-    conn.executemany("INSERT INTO authors (paper_id, position, name) VALUES (?, ?, ?)",
-                     [(p.id, i, name) for p in added + changed for i, name in enumerate(p.authors)])
-    # Only rows that exist are deleted, each found by its key: no scan of the index.
-    conn.executemany("DELETE FROM papers_fts WHERE rowid = ?", [(keys[p.id],) for p in changed])
-    conn.executemany("INSERT INTO papers_fts (rowid, title, summary, authors) VALUES (?, ?, ?, ?)",
-                     [(keys[p.id], p.title, p.summary or "", "; ".join(p.authors)) for p in added + changed])
+    # External content: FTS5 takes a row out of its index by the very values it indexed.
+    conn.executemany("INSERT INTO papers_fts (papers_fts, rowid, title, summary, authors) "
+                     "VALUES ('delete', ?, ?, ?, ?)", unindex)
+    conn.executemany("INSERT INTO papers_fts (rowid, title, summary, authors) VALUES (?, ?, ?, ?)", index)
     featured = [(p.id, f.isoformat()) for p in papers if (f := day or p.daily_date) is not None]
     conn.executemany("INSERT OR IGNORE INTO features (paper_id, day) VALUES (?, ?)", featured)
-    return {p.id for p in added}
+    return {row[0] for row in added}
+
+
+_COLUMN_NAMES = [c.strip() for c in _PAPER_COLUMNS.split(",")]
+_INSERT_PAPER = (f"INSERT INTO papers ({_PAPER_COLUMNS}, first_seen, last_seen, fts_key) "
+                 f"VALUES ({', '.join('?' * (len(_COLUMN_NAMES) + 3))})")
+_UPDATE_PAPER = f"UPDATE papers SET {', '.join(f'{c} = ?' for c in _COLUMN_NAMES[1:])}, last_seen = ? WHERE id = ?"
+_AUTHORS = _COLUMN_NAMES.index("authors")
+
+
+def _text(key: int, values: Sequence[Any]) -> tuple[Any, ...]:
+    """A full-text row: the paper's key, and its title, abstract and authors as stored."""
+    return key, values[1], values[2], values[_AUTHORS]
 
 
 def _values(p: Paper) -> tuple[Any, ...]:
+    """The row of ``_PAPER_COLUMNS`` for ``p``."""
     return (
         p.id, p.title, p.summary, p.published_at, _iso(p.daily_date), p.upvotes, p.comments,
         p.github_repo, p.github_stars, p.project_page, p.organization,
-        json.dumps(list(p.ai_keywords), ensure_ascii=False), int(p.complete), p.ai_summary,
+        _json_texts(p.ai_keywords), int(p.complete), p.ai_summary, _json_texts(p.authors),
     )
 
 
-def _read_papers(conn: sqlite3.Connection, ids: list[str]) -> list[Paper]:
-    rows: list[Any] = []
+def _json_texts(texts: Sequence[str]) -> str:
+    """``json.dumps(list(texts), ensure_ascii=False)``, made without a JSONEncoder per call (a
+    third of the time): the full-text index reads the authors' names in it as they are."""
+    return "[" + ", ".join(map(encode_basestring, texts)) + "]"
+
+
+def _read_rows(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+    """The stored rows of ``ids``: ``_PAPER_COLUMNS``, then the full-text key."""
+    rows: dict[str, tuple[Any, ...]] = {}
     for chunk in _chunks(ids, 500):
-        rows += conn.execute(f"SELECT {_PAPER_COLUMNS} FROM papers WHERE id IN ({_marks(chunk)})", chunk).fetchall()
-    authors: dict[str, list[str]] = {row[0]: [] for row in rows}
-    for chunk in _chunks(list(authors), 500):
-        sql = f"SELECT paper_id, name FROM authors WHERE paper_id IN ({_marks(chunk)}) ORDER BY paper_id, position"
-        for paper_id, name in conn.execute(sql, chunk):
-            authors[paper_id].append(name)
-    return [_paper(row, authors[row[0]]) for row in rows]
+        sql = f"SELECT {_PAPER_COLUMNS}, fts_key FROM papers WHERE id IN ({_marks(chunk)})"
+        rows.update((row[0], row) for row in conn.execute(sql, chunk))
+    return rows
 
 
 def _save_day_state(conn: sqlite3.Connection, fetch: DayFetch, now: str) -> None:
@@ -873,12 +904,13 @@ def _first(a: int | None, b: int | None) -> int | None:
     return a if a is not None else b
 
 
-def _paper(row: Sequence[Any], authors: list[str]) -> Paper:
+def _paper(row: Sequence[Any]) -> Paper:
+    """The paper of a row that starts with ``_PAPER_COLUMNS``."""
     return Paper(
         id=row[0], title=row[1], summary=row[2], published_at=row[3], daily_date=_date(row[4]),
         upvotes=row[5], comments=row[6], github_repo=row[7], github_stars=row[8], project_page=row[9],
         organization=row[10], ai_keywords=tuple(json.loads(row[11])), complete=bool(row[12]),
-        ai_summary=row[13], authors=tuple(authors),
+        ai_summary=row[13], authors=tuple(json.loads(row[14])),
     )
 
 
