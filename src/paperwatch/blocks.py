@@ -122,10 +122,14 @@ def _reader(environment: Environment, name: str,
     """A function of a block's context giving the values the block reads; None when one is
     missing or cannot be a key (the block then renders as written, and says what is wrong if
     anything is)."""
-    # Our own templates read attributes with plain getattr, as Jinja does first; a sandboxed
-    # template's reads go through the sandbox, as its own would.
+    roots: dict[str, list[tuple[str, ...]]] = {}
+    for root, *attrs in paths:
+        roots.setdefault(root, []).append(tuple(attrs))
+    # Our own templates read attributes with plain getattr, as Jinja does first, so all of a
+    # name's paths are read in one call; a sandboxed template's reads go through the sandbox,
+    # as its own would.
     fast = type(environment) is Environment
-    plan = [(root, attrgetter(".".join(attrs)) if attrs and fast else None, tuple(attrs)) for root, *attrs in paths]
+    plan = [(root, _getter(attrs) if fast and all(attrs) else None, tuple(attrs)) for root, attrs in roots.items()]
 
     def read(context: Any) -> tuple[Any, ...] | None:
         values: list[Any] = [name]
@@ -134,8 +138,9 @@ def _reader(environment: Environment, name: str,
                 value = context.resolve_or_missing(root)
                 if value is missing:
                     return None
-                value = _follow(environment, value, attrs, get)
-                values += (type(value), value)  # Markup("a") equals "a", but renders otherwise
+                found = _follow(environment, value, attrs, get)
+                # Markup("a") equals "a", but renders otherwise: the types are part of the key.
+                values += (found, tuple(map(type, found)))
             key = tuple(values)
             hash(key)
         except Exception:  # an undefined attribute or an unhashable value: nothing to memoize
@@ -145,12 +150,24 @@ def _reader(environment: Environment, name: str,
     return read
 
 
-def _follow(environment: Environment, value: Any, attrs: tuple[str, ...], get: Callable[[Any], Any] | None) -> Any:
+def _getter(attrs: list[tuple[str, ...]]) -> Callable[[Any], tuple[Any, ...]]:
+    """One C call reading every path below a name, as a tuple (attrgetter of one path gives it bare)."""
+    get = attrgetter(*(".".join(path) for path in attrs))
+    return get if len(attrs) > 1 else lambda value: (get(value),)
+
+
+def _follow(environment: Environment, value: Any, attrs: tuple[tuple[str, ...], ...],
+            get: Callable[[Any], tuple[Any, ...]] | None) -> tuple[Any, ...]:
+    """The values at ``attrs`` below ``value``: in one call when we may, else as Jinja reads them."""
     if get is not None:
         try:
             return get(value)
         except AttributeError:  # maybe an item, which Jinja's getattr tries next
             pass
-    for attr in attrs:
-        value = environment.getattr(value, attr)
-    return value
+    found = []
+    for path in attrs:
+        item = value
+        for attr in path:
+            item = environment.getattr(item, attr)
+        found.append(item)
+    return tuple(found)
