@@ -30,8 +30,15 @@ def test_the_command_line_alone_loads_none_of_the_digest_and_mail_machinery() ->
 
 
 def test_the_daemon_loads_everything_a_digest_needs_at_start() -> None:
-    """All of it on import, but RE2: that comes with the first re: rule, compiled at start-up too."""
-    assert loaded_after("import paperwatch.daemon") == {**dict.fromkeys(HEAVY, True), "re2": False}
+    """All of it on import, but RE2, which comes with the first re: rule, compiled at start-up
+    too, and the CSS inliner, which only a template directory needs (the packaged HTML template
+    ships inlined): loaded with that directory's templates, at start-up as well."""
+    assert loaded_after("import paperwatch.daemon") == {**dict.fromkeys(HEAVY, True), "re2": False,
+                                                        "css_inline": False}
+    load = "import paperwatch.daemon\nfrom pathlib import Path\nfrom paperwatch.digest import Templates\nTemplates.load({})"
+    assert loaded_after(load.format("None"))["css_inline"] is False
+    folder = SRC / "paperwatch" / "templates"  # the same files, as a template directory
+    assert loaded_after(load.format(f"Path({str(folder)!r})"))["css_inline"] is True
     compiled = ("import paperwatch.daemon\nfrom paperwatch.match import Matcher, RuleSpec\n"
                 "Matcher.compile([RuleSpec('alice', 'r', keywords=({!r},))])")
     assert loaded_after(compiled.format("re:gr[oa]k"))["re2"] is True
