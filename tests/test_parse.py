@@ -205,6 +205,9 @@ def test_an_empty_day_in_the_json_is_zero_papers_not_an_error() -> None:
     ("raw", "clean"),
     [
         ("Deep\n  Learning", "Deep Learning"),
+        ("hard\nwrapped\nabstract", "hard wrapped abstract"),
+        ("del\x7fand\x1bescape", "del and escape"),
+        ("naïve\ntext", "naïve text"),
         ("  a\t\tb \r\n c  ", "a b c"),
         ("<b>bold</b> & co", "<b>bold</b> & co"),
         ("nul\x00byte", "nul byte"),

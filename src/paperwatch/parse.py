@@ -58,11 +58,21 @@ def clean_text(value: object) -> str | None:
         return None if value is None else _clean_other(value)
     # Fast path for the common shapes (a clean name; an abstract with arXiv's hard line breaks):
     # a few C-level scans instead of splitting a long text into words.
-    printable = value.isprintable()
-    text = value if printable else value.replace("\n", " ")
-    if "  " not in text and text[:1] != " " and text[-1:] != " " and (printable or text.isprintable()):
+    text = value.replace("\n", " ") if "\n" in value else value
+    if "  " not in text and text[:1] != " " and text[-1:] != " " and _printable(text):
         return text or None
     return _clean_slow(text)
+
+
+_ASCII_PRINTABLE = bytes(range(0x20, 0x7F))
+
+
+def _printable(text: str) -> bool:
+    """``text.isprintable()``: for ASCII text, most of what the site sends, from one byte pass
+    in C rather than a lookup in the Unicode database per character (half the time)."""
+    if text.isascii():
+        return not text.encode("ascii").translate(None, _ASCII_PRINTABLE)
+    return text.isprintable()
 
 
 def _clean_other(value: object) -> str | None:
