@@ -441,9 +441,14 @@ async def _match(args: argparse.Namespace, config: Config) -> int:
     async with await Store.open(config.database) as store:
         papers = await store.papers(since=args.since)
         if args.json and not any(r.searches for r in chosen):  # nothing to fold in: straight to JSON
-            # The papers and the rules live until the end: collections need not walk them again.
+            # The papers and the rules live until the end, and matching makes no reference cycles:
+            # the collector would only walk them again and again.
             gc.freeze()
-            encoded = matcher.encoded(papers, readers)
+            gc.disable()
+            try:
+                encoded = matcher.encoded(papers, readers)
+            finally:
+                gc.enable()
             _write_encoded_array((line for r in chosen for line in encoded.get(r.name, ())),
                                  getattr(sys.stdout, "write_json", sys.stdout.write))
             return 0
