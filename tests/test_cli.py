@@ -227,6 +227,26 @@ async def test_match_json_agrees_with_the_rules_on_papers_it_never_saw(tmp_path:
     assert "alice" not in out
 
 
+async def test_match_json_writes_control_characters_of_paper_texts_escaped(tmp_path: Path) -> None:
+    """What a paper holds reaches the terminal only as text: match --json escapes DEL, C1 and bidi
+    controls in titles and hit texts as every other output does, and leaves the rest as it is."""
+    from paperwatch.models import DayPage, PageSource, Paper
+    from paperwatch.store import DayFetch, Store
+
+    day = dt.date(2025, 3, 5)
+    papers = (Paper(id="2503.00001", title="Grokking \x7f and \x9b[31m \u202egrokking", summary="grokking\x85!",
+                    daily_date=day),
+              Paper(id="2503.00002", title="Plain grokking, “quoted”", daily_date=day))
+    path = rules_config(tmp_path, "http://127.0.0.1:9")
+    async with await Store.open(tmp_path / "paperwatch.db") as store:
+        await store.record_day(DayFetch(day, "http://127.0.0.1:9/papers/date/2025-03-05", 200,
+                                        page=DayPage(day, papers, PageSource.JSON)))
+    code, out, err = await paperwatch("-c", str(path), "match", "--json")
+    assert code == 0, err
+    assert "Grokking \\x7f and \\x9b[31m \\u202egrokking" in out and "Plain grokking, “quoted”" in out
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", out)
+
+
 async def test_check_names_every_rule_mistake_with_its_line_and_exits_78(tmp_path: Path) -> None:
     rules = """
 [[readers.rules]]

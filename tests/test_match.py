@@ -8,7 +8,9 @@ this), except the few rows marked ``edited``, which say what was changed and why
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
+import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -20,7 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fakehf import SAMPLES
-from paperwatch import match
+from paperwatch import match, query, scan, tokens
 from paperwatch.errors import ConfigError, RuleError
 from paperwatch.match import Hit, Matcher, RuleSpec, required_text, rule_problems
 from paperwatch.models import Paper
@@ -517,20 +519,25 @@ READING_LIST = [
 
 
 def test_a_matcher_is_compiled_once_and_reused_for_every_paper(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Matching compiles nothing: with the compiler and re.compile disabled, a reused matcher gives the
-    results of a fresh one, paper after paper, over and over."""
+    """A matcher compiles its rules once (what it evaluates them with, when first used): then, with
+    the compiler, re.compile, the query parser and eval disabled, it gives the results of a fresh
+    one, paper after paper, over and over."""
     papers = every_sample()
     expected = [Matcher.compile(READING_LIST).match(paper) for paper in papers]
+    expected_json = Matcher.compile(READING_LIST).encoded(papers)
     matcher = Matcher.compile(READING_LIST)
+    assert matcher.match(papers[0]) == expected[0]
 
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("compiled while matching")
 
-    monkeypatch.setattr(match, "_Builder", forbidden)
-    monkeypatch.setattr(match.re, "compile", forbidden)
-    monkeypatch.setattr(match.q, "parse", forbidden)
+    monkeypatch.setattr(match, "Builder", forbidden)
+    monkeypatch.setattr(re, "compile", forbidden)
+    monkeypatch.setattr(query, "parse", forbidden)
+    monkeypatch.setattr(builtins, "eval", forbidden)
     for _ in range(20):
         assert [matcher.match(paper) for paper in papers] == expected
+        assert matcher.encoded(papers) == expected_json
     assert sum(map(len, expected)) >= 20  # the rules do match: the comparison means something
 
 
@@ -540,7 +547,7 @@ def test_forgetting_the_vocabulary_midway_loses_no_match(monkeypatch: pytest.Mon
     papers = every_sample()
     expected = Matcher.compile(READING_LIST).match_all(papers)
     for limit in (1, 10, 100, 1000):
-        monkeypatch.setattr(match, "_MEMO_LIMIT", limit)
+        monkeypatch.setattr(scan, "MEMO_LIMIT", limit)
         assert Matcher.compile(READING_LIST).match_all(papers * 2) == expected * 2
 
 
@@ -685,7 +692,7 @@ def test_skipping_fields_without_a_first_word_changes_no_result(
     rules = [RuleSpec("alice", f"r{n}", keywords=(term,)) for n, term in enumerate(terms)]
     filtered = Matcher.compile(rules).match(paper)
     with monkeypatch.context() as patch:
-        patch.setattr(match, "_leaf_hits", lambda automaton, folded: None)
+        patch.setattr(scan, "leaf_hits", lambda automaton, folded: None)
         assert Matcher.compile(rules).match(paper) == filtered
 
 
@@ -743,8 +750,8 @@ def test_following_only_occurrences_that_can_go_on_changes_no_hit(
     rules = [RuleSpec("alice", f"r{n}", keywords=(term,)) for n, term in enumerate(terms)]
     chosen = Matcher.compile(rules).match(paper)
     with monkeypatch.context() as patch:
-        patch.setattr(Matcher, "_phrase_starts",
-                      lambda self, text, inner: [i for i, token in enumerate(text.tokens) if token in inner])
+        patch.setattr(scan.Scanner, "_going_on",
+                      lambda self, tokens, joins: [i for i, token in enumerate(tokens) if token in self._inner])
         assert Matcher.compile(rules).match(paper) == chosen
 
 
@@ -772,5 +779,53 @@ def test_a_field_holding_only_single_word_terms_is_explained_as_by_the_walk(
     rules = [RuleSpec("alice", f"r{n}", keywords=(term,)) for n, term in enumerate(terms)]
     quick = Matcher.compile(rules).match(paper)
     with monkeypatch.context() as patch:
-        patch.setattr(match, "_leaf_hits", lambda automaton, folded: None)
+        patch.setattr(scan, "leaf_hits", lambda automaton, folded: None)
         assert Matcher.compile(rules).match(paper) == quick
+
+
+# The tokens of the README's rules: runs of letters and digits, single hyphens joining them into
+# a hyphenated run, a clause end before a space and a bracket being breaks ("" here).
+_RUN_OR_BREAK = re.compile(r"([^\W_]+(?:-[^\W_]+)*)|[.,;:!?](?=\s|$)|[()\[\]{}]")
+_PIECE_OR_BREAK = re.compile(r"([^\W_]+|[.,;:!?](?=\s|$)|[()\[\]{}])")
+
+
+@settings(max_examples=500, deadline=None)
+@example(text="Pre-training--fine-tuning (a-b-c). X-")
+@example(text="a - b -c d- e—f ‐g")
+@given(text=st.text(alphabet="aB1 -—.,;:!?()[]{}_'/\t\n\x0b\x1c\x00é", max_size=24))
+def test_the_byte_tokenizer_reads_text_as_the_regular_expressions_define_it(text: str) -> None:
+    """ASCII text is tokenized by byte translations: the same tokens, hyphen joins and hit texts as
+    the regular expressions that define them."""
+    field = tokens.Text(text)
+    field.tokenize(lambda words: True)
+    items = _RUN_OR_BREAK.findall(field.folded)
+    expected = " ".join(items).replace("-", " ").split(" ") if items else []
+    assert [token if token != "|" else "" for token in field.tokens] == expected
+    assert field.joins == (tokens._joins(items, lambda words: True) if "-" in field.folded else {})
+    ends = list(itertools.accumulate(map(len, _PIECE_OR_BREAK.split(field.folded))))
+    for first, token in enumerate(expected):
+        for last in range(first, len(expected)):
+            if not all(expected[first : last + 1]):
+                break
+            assert field.words(first, last) == field.chars(ends[2 * first], ends[2 * last + 1])
+        if token and token not in expected[:first]:
+            assert field.first(token) == field.chars(ends[2 * first], ends[2 * first + 1])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=st.lists(st.sampled_from([*_VOCAB, "deep", "learning"]), min_size=1, max_size=12),
+       gaps=st.lists(st.sampled_from([" ", "-", "--", " - ", ", ", "—"]), min_size=12, max_size=12),
+       terms=st.lists(st.sampled_from(["pretraining", "pre training", "deeplearning*", "nonlinear state", "x art",
+                                       "state spacemodel", "finetuning", "linear", "deep learning"]),
+                      min_size=1, max_size=4))
+def test_leaving_out_joins_no_term_can_use_changes_no_hit(
+        words: list[str], gaps: list[str], terms: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A field's hyphen joins are worked out only if one of its joined words may be part of a term:
+    the same matches and texts as working them out always."""
+    text = "".join(word + gap for word, gap in zip(words, gaps))
+    paper = Paper(id="2503.00001", title=text, summary=f"{text} {text}")
+    rules = [RuleSpec("alice", f"r{n}", keywords=(term,)) for n, term in enumerate(terms)]
+    chosen = Matcher.compile(rules).match(paper)
+    with monkeypatch.context() as patch:
+        patch.setattr(scan.Scanner, "_joinable", lambda self, words: True)
+        assert Matcher.compile(rules).match(paper) == chosen

@@ -18,9 +18,10 @@ def name_forms(name: str, *, pattern: bool = False) -> tuple[NameForm, ...]:
 
     A paper's author always keeps one given name; a pattern may be a bare surname."""
     parts = fold(name).replace("'", "").replace("\u2019", "").replace(".", ". ").split()  # Y.LeCun: two words
-    if not parts or not (last := "".join(WORD.findall(parts[-1]))):
+    if not parts or not (last := parts[-1] if parts[-1].isalnum() else "".join(WORD.findall(parts[-1]))):
         return ()
-    given = [word for part in parts[:-1] for word in WORD.findall(part)]
+    # Most parts are words already: only the others are read for their words.
+    given = [word for part in parts[:-1] for word in ((part,) if part.isalnum() else WORD.findall(part))]
     forms = [(tuple(given), last)]
     cut, lowest = len(given), 0 if pattern else 1
     while cut > lowest and given[cut - 1] in _PARTICLES:

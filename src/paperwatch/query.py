@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Hashable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
-
-_T = TypeVar("_T")
+from typing import cast
 
 FIELD_PREFIXES = ("title", "abstract", "ai_keywords", "author", "org")
 
@@ -100,25 +98,32 @@ def evaluate(node: Node, holds: Callable[[Term], bool]) -> bool:
     return any(evaluate(operand, holds) for operand in node.operands)
 
 
-def compile_query(node: Node, test: Callable[[Term], Callable[[_T], bool]]) -> Callable[[_T], bool]:
-    """``evaluate`` built once as closures: what the query says of a value, given each term's test.
+def compile_query(node: Node, key: Callable[[Term], Hashable]) -> Callable[[Container[Hashable]], bool]:
+    """``evaluate`` built once as one function: whether the query holds, given the keys of the
+    terms present, each term's key being ``key(term)``.
 
-    A matcher asks the same query of thousands of papers; walking the tree each time costs more
-    than the tests themselves."""
+    A matcher asks the same query of thousands of papers; walking the tree (or a tree of
+    closures) each time costs more than the tests themselves, so the query is written out as
+    one Python expression (``query_source``) and compiled."""
+    keys: list[Hashable] = []
+
+    def test(term: Term) -> str:
+        keys.append(key(term))
+        return f"keys[{len(keys) - 1}] in present"
+
+    source = query_source(node, test)
+    function = eval(f"lambda present: {source}", {"__builtins__": {}, "keys": tuple(keys)})
+    return cast(Callable[[Container[Hashable]], bool], function)
+
+
+def query_source(node: Node, test: Callable[[Term], str]) -> str:
+    """The query as a Python expression, each term written as ``test(term)`` says."""
     if isinstance(node, Term):
         return test(node)
     if isinstance(node, Not):
-        inner = compile_query(node.operand, test)
-        return lambda value: not inner(value)
-    parts = tuple(compile_query(operand, test) for operand in node.operands)
-    if len(parts) == 2:  # the usual case, without a generator
-        first, second = parts
-        if isinstance(node, And):
-            return lambda value: first(value) and second(value)
-        return lambda value: first(value) or second(value)
-    if isinstance(node, And):
-        return lambda value: all(part(value) for part in parts)
-    return lambda value: any(part(value) for part in parts)
+        return f"not ({query_source(node.operand, test)})"
+    joiner = " and " if isinstance(node, And) else " or "
+    return joiner.join(f"({query_source(operand, test)})" for operand in node.operands)
 
 
 def terms(node: Node) -> Iterator[Term]:

@@ -1,0 +1,258 @@
+"""What a paper holds: every probe of the compiled rules found in it, by field, each with its
+first place, in a single pass over each field whatever the number of rules.
+
+A field holding few terms is read from an Aho-Corasick pass over its text (``prefilter``).
+Others are folded and tokenized once (``tokens``); their distinct tokens are looked up among
+those that start a path in the trie of every term's spellings (in C: most tokens start
+nothing); a term of one token is found at that token's first occurrence; a phrase's first
+word is followed only where a next word or joined word can go on from it; each hyphen-joined
+word is walked too. Regexes search the folded text, authors are looked up by surname, an
+organization by its key.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from itertools import compress
+from typing import Any, cast
+
+from paperwatch.models import Paper
+from paperwatch.names import name_forms, organization_key, same_given_names
+from paperwatch.patterns import first_hit, required_text
+from paperwatch.prefilter import first_steps, leaf_hits
+from paperwatch.rules import FIELD_NUMBER, FIELDS, Builder
+from paperwatch.terms import Node
+from paperwatch.tokens import Text
+
+MEMO_LIMIT = 200_000  # distinct tokens remembered (their first trie step) before starting afresh
+_AUTHORS, _ORGANIZATION = FIELD_NUMBER["authors"], FIELD_NUMBER["organization"]
+# Where the Aho-Corasick pass was in vain (too many hits) for this many fields in a row (many
+# rules: most fields hold many terms), it is tried again only once in so many fields.
+_IN_VAIN, _RETRY = 4, 32
+_NONE, _SEVERAL = -1, -2  # a token that is no term, or several
+
+# Probe + field number → where the probe first occurs in that field: a term of one word as
+# that word (it is there at the word's first occurrence), a longer one as its (first, last)
+# token, or (regexes, authors, organizations, words read from the Aho-Corasick pass) as
+# (the text shown,).
+Spot = str | tuple[int, int] | tuple[str]
+Hits = dict[int, Spot]
+Spans = dict[int, str | tuple[int, int]]  # the trie walk's hits in one field
+
+
+def field_text(paper: Paper, name: str) -> str:
+    # List fields are joined with ", ", a break no phrase spans.
+    if name == "title":
+        return paper.title
+    if name == "abstract":
+        return paper.summary or ""
+    if name == "ai_keywords":
+        return ", ".join(paper.ai_keywords)
+    if name == "authors":
+        return ", ".join(paper.authors)
+    return paper.organization or ""
+
+
+class Scanner:
+    """The probes of compiled rules, and what it has learnt of the papers' vocabulary."""
+
+    def __init__(self, builder: Builder, fields: Iterable[str], regex_fields: dict[int, set[str]]) -> None:
+        self._trie = builder.trie
+        self._authors = builder.authors
+        self._organizations = builder.organizations
+        self.fields = tuple((FIELD_NUMBER[name], name) for name in FIELDS if name in set(fields))
+        self._regexes = [(probe, rx, required_text(rx),
+                          tuple((FIELD_NUMBER[name], name) for name in FIELDS if name in regex_fields[probe]))
+                         for probe, rx in builder.regexes.values()]
+        self._starts = first_steps(builder.trie)
+        exact, prefixes = _keys(builder.trie)
+        self._exact = frozenset(exact)  # every word of every term's spellings, and every prefix
+        self._prefixes = frozenset(prefixes)
+        self._prefix_ends = tuple(slice(length) for length in sorted({len(prefix) for prefix in prefixes}))
+        self._fields_seen = dict.fromkeys(FIELD_NUMBER.values(), 0)
+        self._in_vain = dict.fromkeys(FIELD_NUMBER.values(), 0)
+        self._memo: dict[str, list[Node]] = {}  # first trie step per token: most tokens repeat
+        # A token's hits by itself (the terms it is), by field number: its probes + that number;
+        # the many tokens that are exactly one term in a dict of their own.
+        self._one: dict[int, dict[str, int]] = {number: {} for number, _ in self.fields}  # or _NONE, _SEVERAL
+        self._keys: dict[int, dict[str, tuple[int, ...]]] = {number: {} for number, _ in self.fields}
+        self._many: set[str] = set()  # the tokens that are several terms
+        self._inner: set[str] = set()  # the tokens a longer term may go on from
+        # Of those, each with a token that can come next (as a pair), and those a wildcard may
+        # continue: an occurrence followed by none of these (nor a hyphen-joined word) goes nowhere.
+        self._pairs: set[tuple[str, str]] = set()
+        self._wild: set[str] = set()
+
+    def scan(self, paper: Paper) -> tuple[dict[str, Text], Hits]:
+        """The paper's fields as read, and every probe found in them."""
+        texts = {name: Text(field_text(paper, name)) for _, name in self.fields}
+        hits: Hits = {}
+        if self._starts is not None:
+            for number, name in self.fields:
+                hits.update(self._scan(number, texts[name]))
+        for probe, regex, required, fields in self._regexes:
+            for number, name in fields:
+                folded = texts[name].folded
+                hit = required in folded and first_hit(regex, folded)
+                if hit:
+                    hits[probe + number] = (texts[name].chars(*hit.span()),)
+        if self._authors:
+            self._scan_authors(paper.authors, hits)
+        if self._organizations and paper.organization:
+            org = self._organizations.get(organization_key(paper.organization))
+            if org is not None:
+                hits[org + _ORGANIZATION] = (paper.organization,)
+        return texts, hits
+
+    def _scan_authors(self, authors: Iterable[str], hits: Hits) -> None:
+        for author in authors:
+            for given, surname in name_forms(author):
+                for probe, wanted in self._authors.get(surname, ()):
+                    if same_given_names(wanted, given):
+                        hits.setdefault(probe + _AUTHORS, (author,))
+
+    def _scan(self, number: int, text: Text) -> dict[int, tuple[str]] | Spans:
+        """Every trie path from every token (or hyphen-joined word) that starts one."""
+        # Tokenizing costs more than reading a few Aho-Corasick hits: a field with none needs no
+        # more, nor one whose few hits are all words that start no longer term.
+        self._fields_seen[number] += 1
+        if self._in_vain[number] < _IN_VAIN or self._fields_seen[number] % _RETRY == 0:
+            assert self._starts is not None
+            leaves = leaf_hits(self._starts, text.folded)
+            if leaves is not None:
+                self._in_vain[number] = 0
+                return self._leaf_texts(leaves, text, number)
+            self._in_vain[number] += 1
+        text.tokenize(self._joinable)
+        tokens, memo = text.tokens, self._memo
+        hits = self._words(number, tokens)
+        joins = text.joins
+        for index in self._going_on(tokens, joins):
+            for node in memo[tokens[index]]:
+                if node.inner:
+                    self._deeper(node, index, index, text, number, hits)
+        for index, joined_words in joins.items():
+            for joined, end in joined_words:
+                nodes = memo[joined] if joined in memo else self._first(joined)
+                if nodes:
+                    self._follow(nodes, index, end, text, number, hits)
+        return hits
+
+    def _leaf_texts(self, leaves: dict[str, tuple[int, int]], text: Text, number: int) -> dict[int, tuple[str]]:
+        """What the walk finds in a field whose only first steps are ``leaves``: each term at its
+        leaves' first place, shown as that word of the original text."""
+        first: dict[int, tuple[int, int]] = {}
+        for key, span in leaves.items():
+            for probe in self._trie.exact[key].ends:
+                if probe not in first or first[probe][0] > span[0]:
+                    first[probe] = span
+        return {probe + number: (text.chars(start, end),) for probe, (start, end) in first.items()}
+
+    def _joinable(self, words: list[str]) -> bool:
+        """Whether any of ``words`` (a field's hyphen-joined words) is a word of a term or starts with a prefix of one."""
+        if not self._exact.isdisjoint(words):
+            return True
+        ends, prefixes = self._prefix_ends, self._prefixes
+        return any(not prefixes.isdisjoint(map(word.__getitem__, ends)) for word in words)
+
+    def _learn(self, tokens: Iterable[str]) -> None:
+        """The first trie step of the tokens never seen, remembered."""
+        distinct = set(tokens)
+        new = distinct.difference(self._memo)  # in C, the memo being a dict
+        if len(self._memo) + len(new) > MEMO_LIMIT:  # forget before this field, never halfway through it
+            learnt: list[dict[str, Any] | set[Any]] = [self._memo, *self._one.values(), *self._keys.values(),
+                                                        self._many, self._inner, self._pairs, self._wild]
+            for remembered in learnt:
+                remembered.clear()
+            new = distinct
+        for token in new:
+            self._first(token)
+
+    def _first(self, token: str) -> list[Node]:
+        """The trie's first step for ``token``, remembered: the vocabulary of papers is small."""
+        nodes = self._memo[token] = self._trie.step(token)
+        ends = [probe for node in nodes for probe in node.ends]
+        if len(ends) == 1:
+            for number, one in self._one.items():
+                one[token] = ends[0] + number
+        else:
+            for one in self._one.values():
+                one[token] = _SEVERAL if ends else _NONE
+        if len(ends) > 1:
+            self._many.add(token)
+            for number, keys in self._keys.items():
+                keys[token] = tuple(probe + number for probe in ends)
+        for node in nodes:
+            if node.inner:
+                self._inner.add(token)
+                self._pairs.update((token, second) for second in node.exact)
+            if node.prefixes:
+                self._wild.add(token)
+        return nodes
+
+    def _words(self, number: int, tokens: list[str]) -> Spans:
+        """The terms each token is by itself, found where it first occurs, as that token: where
+        that is, is looked up only if the hit is shown (``Text.first``). Two tokens may be one
+        term (``network``, ``networks``): the earlier explains it. Each token is looked up in
+        C, from the last to the first, so that the earliest writes last."""
+        one = self._one[number]
+        looked_up: dict[int | None, str] = dict(zip(map(one.get, reversed(tokens)), reversed(tokens)))
+        if None in looked_up:  # words never seen before
+            self._learn(tokens)
+            looked_up = dict(zip(map(one.get, reversed(tokens)), reversed(tokens)))
+        looked_up.pop(_NONE, None)
+        several = looked_up.pop(_SEVERAL, None)
+        hits = cast(Spans, looked_up)
+        if several is not None:
+            keys = self._keys[number]
+            for token in self._many.intersection(tokens):
+                for key in keys[token]:
+                    earlier = hits.get(key)
+                    if earlier is None or _start(earlier, tokens) > tokens.index(token):
+                        hits[key] = token
+        return hits
+
+    def _going_on(self, tokens: list[str], joins: dict[int, list[tuple[str, int]]]) -> list[int]:
+        """The occurrences of tokens a longer term may start from (in C: few are) that a token or a
+        hyphen-joined word can follow, in order: following the others finds nothing."""
+        pairs, wild, last = self._pairs, self._wild, len(tokens) - 1
+        return [index for index in compress(itertools.count(), map(self._inner.__contains__, tokens))
+                if index < last and ((tokens[index], tokens[index + 1]) in pairs or tokens[index] in wild
+                                     or index + 1 in joins)]
+
+    def _follow(self, nodes: list[Node], first: int, last: int, text: Text, number: int, hits: Spans) -> None:
+        """The terms ending at ``nodes`` (reached from token ``first`` to ``last``), and those beyond."""
+        for node in nodes:
+            for probe in node.ends:
+                key = probe + number
+                earlier = hits.get(key)
+                if earlier is None or _start(earlier, text.tokens) > first:  # the first occurrence explains it
+                    hits[key] = (first, last)
+            if node.inner:
+                self._deeper(node, first, last, text, number, hits)
+
+    def _deeper(self, node: Node, first: int, last: int, text: Text, number: int, hits: Spans) -> None:
+        after = last + 1
+        if after < len(text.tokens):
+            if following := node.step(text.tokens[after]):
+                self._follow(following, first, after, text, number, hits)
+            for joined, end in text.joins.get(after, ()):
+                if following := node.step(joined):
+                    self._follow(following, first, end, text, number, hits)
+
+
+def _keys(trie: Node) -> tuple[set[str], set[str]]:
+    """The exact words and the prefixes of every step of the trie."""
+    exact, prefixes, nodes = set[str](), set[str](), [trie]
+    while nodes:
+        node = nodes.pop()
+        exact.update(node.exact)
+        prefixes.update(node.prefixes)
+        nodes += [*node.exact.values(), *node.prefixes.values()]
+    return exact, prefixes
+
+
+def _start(spot: str | tuple[int, int], tokens: list[str]) -> int:
+    """Where a hit in ``tokens`` starts: a word's first occurrence, or a span's first token."""
+    return tokens.index(spot) if isinstance(spot, str) else spot[0]
