@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from itertools import compress
+from itertools import compress, islice
 from typing import Any, cast
 
 from paperwatch.models import Paper
@@ -214,12 +214,16 @@ class Scanner:
         return hits
 
     def _going_on(self, tokens: list[str], joins: dict[int, list[tuple[str, int]]]) -> list[int]:
-        """The occurrences of tokens a longer term may start from (in C: few are) that a token or a
-        hyphen-joined word can follow, in order: following the others finds nothing."""
-        pairs, wild, last = self._pairs, self._wild, len(tokens) - 1
-        return [index for index in compress(itertools.count(), map(self._inner.__contains__, tokens))
-                if index < last and ((tokens[index], tokens[index + 1]) in pairs or tokens[index] in wild
-                                     or index + 1 in joins)]
+        """The occurrences of tokens a longer term may start from that a token or a hyphen-joined
+        word can follow, in order: following the others finds nothing. Each pair of neighbours is
+        looked up in C (a pair's first token always starts a longer term, as does a wildcard's)."""
+        going = set(compress(itertools.count(), map(self._pairs.__contains__, zip(tokens, islice(tokens, 1, None)))))
+        if self._wild:
+            going.update(compress(itertools.count(), map(self._wild.__contains__, tokens[:-1])))
+        if joins:
+            inner = self._inner
+            going.update(index - 1 for index in joins if index and tokens[index - 1] in inner)
+        return sorted(going)
 
     def _follow(self, nodes: list[Node], first: int, last: int, text: Text, number: int, hits: Spans) -> None:
         """The terms ending at ``nodes`` (reached from token ``first`` to ``last``), and those beyond."""
