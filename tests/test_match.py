@@ -829,3 +829,18 @@ def test_leaving_out_joins_no_term_can_use_changes_no_hit(
     with monkeypatch.context() as patch:
         patch.setattr(scan.Scanner, "_joinable", lambda self, words: True)
         assert Matcher.compile(rules).match(paper) == chosen
+
+
+@settings(max_examples=300, deadline=None)
+@example(text="a-bb-c--dd-e f-gg. h-i-j-k-l-m-n-o-p-q")
+@given(text=st.text(alphabet="aB1 -—.,;:!?()_'\t", max_size=30))
+def test_the_byte_tokenizer_keeps_the_joined_words_the_regular_expressions_keep(text: str) -> None:
+    """Joined words a term cannot use are left out alike by the byte tokenizer and ``_joins``."""
+    def joinable(word: str) -> bool:
+        return len(word) % 2 == 0
+
+    field = tokens.Text(text)
+    field.tokenize(joinable)
+    items = _RUN_OR_BREAK.findall(field.folded)
+    assert field.joins == (tokens._joins(items, joinable) if "-" in field.folded else {})
+    assert all(map(joinable, (joined for words in field.joins.values() for joined, _ in words)))

@@ -70,6 +70,9 @@ class Scanner:
         self._exact = frozenset(exact)  # every word of every term's spellings, and every prefix
         self._prefixes = frozenset(prefixes)
         self._prefix_ends = tuple(slice(length) for length in sorted({len(prefix) for prefix in prefixes}))
+        # Every prefix cut to the shortest one's length: a word starting with none starts with no prefix.
+        self._shortest = min(map(len, prefixes), default=0)
+        self._stems = frozenset(prefix[: self._shortest] for prefix in prefixes)
         self._fields_seen = dict.fromkeys(FIELD_NUMBER.values(), 0)
         self._in_vain = dict.fromkeys(FIELD_NUMBER.values(), 0)
         self._memo: dict[str, list[Node]] = {}  # first trie step per token: most tokens repeat
@@ -149,12 +152,13 @@ class Scanner:
                     first[probe] = span
         return {probe + number: (text.chars(start, end),) for probe, (start, end) in first.items()}
 
-    def _joinable(self, words: list[str]) -> bool:
-        """Whether any of ``words`` (a field's hyphen-joined words) is a word of a term or starts with a prefix of one."""
-        if not self._exact.isdisjoint(words):
+    def _joinable(self, word: str) -> bool:
+        """Whether ``word`` (a hyphen-joined word) is a word of a term or starts with a prefix of one."""
+        if word in self._exact:
             return True
-        ends, prefixes = self._prefix_ends, self._prefixes
-        return any(not prefixes.isdisjoint(map(word.__getitem__, ends)) for word in words)
+        if word[: self._shortest] not in self._stems:  # most words: in C, whatever the prefixes' lengths
+            return False
+        return not self._prefixes.isdisjoint(map(word.__getitem__, self._prefix_ends))
 
     def _learn(self, tokens: Iterable[str]) -> None:
         """The first trie step of the tokens never seen, remembered."""
