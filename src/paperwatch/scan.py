@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from itertools import compress, islice
+from itertools import compress, islice, repeat
 from typing import Any, cast
 
 from paperwatch.models import Paper
@@ -30,7 +30,8 @@ _AUTHORS, _ORGANIZATION = FIELD_NUMBER["authors"], FIELD_NUMBER["organization"]
 # Where the Aho-Corasick pass was in vain (too many hits) for this many fields in a row (many
 # rules: most fields hold many terms), it is tried again only once in so many fields.
 _IN_VAIN, _RETRY = 4, 32
-_NONE, _SEVERAL = -1, -2  # a token that is no term, or several
+# What ``Scanner._words`` finds of a token never seen: a key no probe has, telling it to learn.
+_UNSEEN: tuple[tuple[int, str], ...] = ((-1, ""),)
 
 # Probe + field number → where the probe first occurs in that field: a term of one word as
 # that word (it is there at the word's first occurrence), a longer one as its (first, last)
@@ -76,11 +77,9 @@ class Scanner:
         self._fields_seen = dict.fromkeys(FIELD_NUMBER.values(), 0)
         self._in_vain = dict.fromkeys(FIELD_NUMBER.values(), 0)
         self._memo: dict[str, list[Node]] = {}  # first trie step per token: most tokens repeat
-        # A token's hits by itself (the terms it is), by field number: its probes + that number;
-        # the many tokens that are exactly one term in a dict of their own.
-        self._one: dict[int, dict[str, int]] = {number: {} for number, _ in self.fields}  # or _NONE, _SEVERAL
-        self._keys: dict[int, dict[str, tuple[int, ...]]] = {number: {} for number, _ in self.fields}
-        self._many: set[str] = set()  # the tokens that are several terms
+        # A token's hits by itself (the terms it is), by field number: (its probe + that number,
+        # the token) for each, () for most tokens.
+        self._found: dict[int, dict[str, tuple[tuple[int, str], ...]]] = {number: {} for number, _ in self.fields}
         self._inner: set[str] = set()  # the tokens a longer term may go on from
         # Of those, each with a token that can come next (as a pair), and those a wildcard may
         # continue: an occurrence followed by none of these (nor a hyphen-joined word) goes nowhere.
@@ -165,8 +164,8 @@ class Scanner:
         distinct = set(tokens)
         new = distinct.difference(self._memo)  # in C, the memo being a dict
         if len(self._memo) + len(new) > MEMO_LIMIT:  # forget before this field, never halfway through it
-            learnt: list[dict[str, Any] | set[Any]] = [self._memo, *self._one.values(), *self._keys.values(),
-                                                        self._many, self._inner, self._pairs, self._wild]
+            learnt: list[dict[str, Any] | set[Any]] = [self._memo, *self._found.values(), self._inner, self._pairs,
+                                                        self._wild]
             for remembered in learnt:
                 remembered.clear()
             new = distinct
@@ -177,16 +176,8 @@ class Scanner:
         """The trie's first step for ``token``, remembered: the vocabulary of papers is small."""
         nodes = self._memo[token] = self._trie.step(token)
         ends = [probe for node in nodes for probe in node.ends]
-        if len(ends) == 1:
-            for number, one in self._one.items():
-                one[token] = ends[0] + number
-        else:
-            for one in self._one.values():
-                one[token] = _SEVERAL if ends else _NONE
-        if len(ends) > 1:
-            self._many.add(token)
-            for number, keys in self._keys.items():
-                keys[token] = tuple(probe + number for probe in ends)
+        for number, found in self._found.items():
+            found[token] = tuple((probe + number, token) for probe in ends)
         for node in nodes:
             if node.inner:
                 self._inner.add(token)
@@ -198,24 +189,14 @@ class Scanner:
     def _words(self, number: int, tokens: list[str]) -> Spans:
         """The terms each token is by itself, found where it first occurs, as that token: where
         that is, is looked up only if the hit is shown (``Text.first``). Two tokens may be one
-        term (``network``, ``networks``): the earlier explains it. Each token is looked up in
-        C, from the last to the first, so that the earliest writes last."""
-        one = self._one[number]
-        looked_up: dict[int | None, str] = dict(zip(map(one.get, reversed(tokens)), reversed(tokens)))
-        if None in looked_up:  # words never seen before
+        term (``network``, ``networks``): the earlier explains it. Each token's hits are looked
+        up in C, from the last token to the first, so that the earliest writes last."""
+        found = self._found[number]
+        hits = dict(itertools.chain.from_iterable(map(found.get, reversed(tokens), repeat(_UNSEEN))))
+        if _UNSEEN[0][0] in hits:  # words never seen before
             self._learn(tokens)
-            looked_up = dict(zip(map(one.get, reversed(tokens)), reversed(tokens)))
-        looked_up.pop(_NONE, None)
-        several = looked_up.pop(_SEVERAL, None)
-        hits = cast(Spans, looked_up)
-        if several is not None:
-            keys = self._keys[number]
-            for token in self._many.intersection(tokens):
-                for key in keys[token]:
-                    earlier = hits.get(key)
-                    if earlier is None or _start(earlier, tokens) > tokens.index(token):
-                        hits[key] = token
-        return hits
+            hits = dict(itertools.chain.from_iterable(map(found.get, reversed(tokens), repeat(_UNSEEN))))
+        return cast(Spans, hits)
 
     def _going_on(self, tokens: list[str], joins: dict[int, list[tuple[str, int]]]) -> list[int]:
         """The occurrences of tokens a longer term may start from that a token or a hyphen-joined
