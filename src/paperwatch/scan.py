@@ -190,25 +190,28 @@ class Scanner:
         """The terms each token is by itself, found where it first occurs, as that token: where
         that is, is looked up only if the hit is shown (``Text.first``). Two tokens may be one
         term (``network``, ``networks``): the earlier explains it. Each token's hits are looked
-        up in C, from the last token to the first, so that the earliest writes last."""
+        up in C (most have none), from the last token to the first, so that the earliest writes last."""
         found = self._found[number]
-        hits = dict(itertools.chain.from_iterable(map(found.get, reversed(tokens), repeat(_UNSEEN))))
+        hits = dict(itertools.chain.from_iterable(filter(None, map(found.get, reversed(tokens), repeat(_UNSEEN)))))
         if _UNSEEN[0][0] in hits:  # words never seen before
             self._learn(tokens)
-            hits = dict(itertools.chain.from_iterable(map(found.get, reversed(tokens), repeat(_UNSEEN))))
+            hits = dict(itertools.chain.from_iterable(filter(None, map(found.get, reversed(tokens), repeat(_UNSEEN)))))
         return cast(Spans, hits)
 
     def _going_on(self, tokens: list[str], joins: dict[int, list[tuple[str, int]]]) -> list[int]:
         """The occurrences of tokens a longer term may start from that a token or a hyphen-joined
         word can follow, in order: following the others finds nothing. Each pair of neighbours is
         looked up in C (a pair's first token always starts a longer term, as does a wildcard's)."""
-        going = set(compress(itertools.count(), map(self._pairs.__contains__, zip(tokens, islice(tokens, 1, None)))))
+        going = list(compress(itertools.count(), map(self._pairs.__contains__, zip(tokens, islice(tokens, 1, None)))))
+        if not self._wild and not joins:  # in order already
+            return going
+        more = set(going)
         if self._wild:
-            going.update(compress(itertools.count(), map(self._wild.__contains__, tokens[:-1])))
+            more.update(compress(itertools.count(), map(self._wild.__contains__, tokens[:-1])))
         if joins:
             inner = self._inner
-            going.update(index - 1 for index in joins if index and tokens[index - 1] in inner)
-        return sorted(going)
+            more.update(index - 1 for index in joins if index and tokens[index - 1] in inner)
+        return sorted(more)
 
     def _follow(self, nodes: list[Node], first: int, last: int, text: Text, number: int, hits: Spans) -> None:
         """The terms ending at ``nodes`` (reached from token ``first`` to ``last``), and those beyond."""

@@ -145,7 +145,11 @@ def _hyphenated(marked: str, joinable: Callable[[str], bool]) -> tuple[list[str]
     first = previous = -2
     for left in [*lefts, -2]:  # -2: no run goes on to it
         if left != previous + 1:
-            if previous >= 0:
+            if previous == first >= 0:  # most runs: two words, one joined word
+                joined = tokens[first] + tokens[first + 1]
+                if joinable(joined):
+                    joins[first] = [(joined, first + 1)]
+            elif previous >= 0:
                 _join(tokens[first : previous + 2], first, joins, joinable)
             first = left
         previous = left
