@@ -63,9 +63,11 @@ class Scanner:
         self._authors = builder.authors
         self._organizations = builder.organizations
         self.fields = tuple((FIELD_NUMBER[name], name) for name in FIELDS if name in set(fields))
-        self._regexes = [(probe, rx, required_text(rx),
-                          tuple((FIELD_NUMBER[name], name) for name in FIELDS if name in regex_fields[probe]))
-                         for probe, rx in builder.regexes.values()]
+        required = {probe: (rx, required_text(rx)) for probe, rx in builder.regexes.values()}
+        # By field: each regex's hit key in it, the regex, and a text every hit of it contains.
+        by_field = [(name, tuple((probe + number, rx, text) for probe, (rx, text) in required.items()
+                                 if name in regex_fields[probe])) for name, number in FIELD_NUMBER.items()]
+        self._regexes = tuple((name, regexes) for name, regexes in by_field if regexes)
         self._starts = first_steps(builder.trie)
         exact, prefixes = _keys(builder.trie)
         self._exact = frozenset(exact)  # every word of every term's spellings, and every prefix
@@ -93,12 +95,12 @@ class Scanner:
         if self._starts is not None:
             for number, name in self.fields:
                 hits.update(self._scan(number, texts[name]))
-        for probe, regex, required, fields in self._regexes:
-            for number, name in fields:
-                folded = texts[name].folded
-                hit = required in folded and first_hit(regex, folded)
-                if hit:
-                    hits[probe + number] = (texts[name].chars(*hit.span()),)
+        for name, regexes in self._regexes:
+            text = texts[name]
+            folded = text.folded
+            for key, regex, required in regexes:
+                if required in folded and (hit := first_hit(regex, folded)):
+                    hits[key] = (text.chars(*hit.span()),)
         if self._authors:
             self._scan_authors(paper.authors, hits)
         if self._organizations and paper.organization:
