@@ -62,6 +62,7 @@ class Scanner:
         self._trie = builder.trie
         self._authors = builder.authors
         self._organizations = builder.organizations
+        self._surname_ends = frozenset(surname[start:] for surname in self._authors for start in range(len(surname)))
         self.fields = tuple((FIELD_NUMBER[name], name) for name in FIELDS if name in set(fields))
         required = {probe: (rx, required_text(rx)) for probe, rx in builder.regexes.values()}
         # By field: each regex's hit key in it, the regex, and a text every hit of it contains.
@@ -110,7 +111,14 @@ class Scanner:
         return texts, hits
 
     def _scan_authors(self, authors: Iterable[str], hits: Hits) -> None:
+        ends = self._surname_ends
         for author in authors:
+            # Each reading's surname ends with the name's last word (folded, an ASCII name is
+            # lowered): most names are read only if that word ends a surname looked for.
+            if author.isascii():
+                words = author.lower().rsplit(None, 1)
+                if words and words[-1].isalnum() and words[-1] not in ends:
+                    continue
             for given, surname in name_forms(author):
                 for probe, wanted in self._authors.get(surname, ()):
                     if same_given_names(wanted, given):
