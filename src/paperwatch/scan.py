@@ -6,8 +6,9 @@ Others are folded and tokenized once (``tokens``); their distinct tokens are loo
 those that start a path in the trie of every term's spellings (in C: most tokens start
 nothing); a term of one token is found at that token's first occurrence; a phrase's first
 word is followed only where a next word or joined word can go on from it; each hyphen-joined
-word is walked too. Regexes search the folded text, authors are looked up by surname, an
-organization by its key.
+word that may be part of a term is walked too. Regexes search the folded text, authors are
+looked up by surname (those whose last word ends none are passed over), an organization by
+its key.
 """
 
 from __future__ import annotations
