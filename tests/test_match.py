@@ -829,3 +829,43 @@ def test_leaving_out_joins_no_term_can_use_changes_no_hit(
     with monkeypatch.context() as patch:
         patch.setattr(scan.Scanner, "_joinable", lambda self, words: True)
         assert Matcher.compile(rules).match(paper) == chosen
+
+
+@settings(max_examples=300, deadline=None)
+@example(text="a-bb-c--dd-e f-gg. h-i-j-k-l-m-n-o-p-q")
+@given(text=st.text(alphabet="aB1 -—.,;:!?()_'\t", max_size=30))
+def test_the_byte_tokenizer_keeps_the_joined_words_the_regular_expressions_keep(text: str) -> None:
+    """Joined words a term cannot use are left out alike by the byte tokenizer and ``_joins``."""
+    def joinable(word: str) -> bool:
+        return len(word) % 2 == 0
+
+    field = tokens.Text(text)
+    field.tokenize(joinable)
+    items = _RUN_OR_BREAK.findall(field.folded)
+    assert field.joins == (tokens._joins(items, joinable) if "-" in field.folded else {})
+    assert all(map(joinable, (joined for words in field.joins.values() for joined, _ in words)))
+
+
+class _Everything:
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+_NAME_PARTS = ["Ludwig", "van", "Beethoven", "vanbeethoven", "O'Brien", "Y.LeCun", "Y.", "de", "la", "Cruz", "Smith-Jones",
+               "José", "LI", "Wei", "Jr.", "obrien", "brien", "von", "Ng", "Ång"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(authors=st.lists(st.lists(st.sampled_from(_NAME_PARTS), max_size=4).map(" ".join), min_size=1, max_size=4),
+       wanted=st.lists(st.lists(st.sampled_from(_NAME_PARTS), min_size=1, max_size=3).map(" ".join),
+                       min_size=1, max_size=3))
+def test_authors_whose_last_word_ends_no_surname_are_not_read_and_no_hit_is_lost(
+        authors: list[str], wanted: list[str]) -> None:
+    """An author is read only if the last word of the name ends a surname looked for: the same
+    matches as reading every author."""
+    paper = Paper(id="2503.00001", title="t", authors=tuple(authors))
+    rules = [RuleSpec("alice", "people", authors=tuple(wanted))]
+    quick = Matcher.compile(rules)
+    every = Matcher.compile(rules)
+    every._rules().scanner._surname_ends = _Everything()  # type: ignore[assignment]
+    assert quick.match(paper) == every.match(paper)

@@ -6,15 +6,16 @@ Others are folded and tokenized once (``tokens``); their distinct tokens are loo
 those that start a path in the trie of every term's spellings (in C: most tokens start
 nothing); a term of one token is found at that token's first occurrence; a phrase's first
 word is followed only where a next word or joined word can go on from it; each hyphen-joined
-word is walked too. Regexes search the folded text, authors are looked up by surname, an
-organization by its key.
+word that may be part of a term is walked too. Regexes search the folded text, authors are
+looked up by surname (those whose last word ends none are passed over), an organization by
+its key.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from itertools import compress, islice
+from itertools import compress, islice, repeat
 from typing import Any, cast
 
 from paperwatch.models import Paper
@@ -30,7 +31,8 @@ _AUTHORS, _ORGANIZATION = FIELD_NUMBER["authors"], FIELD_NUMBER["organization"]
 # Where the Aho-Corasick pass was in vain (too many hits) for this many fields in a row (many
 # rules: most fields hold many terms), it is tried again only once in so many fields.
 _IN_VAIN, _RETRY = 4, 32
-_NONE, _SEVERAL = -1, -2  # a token that is no term, or several
+# What ``Scanner._words`` finds of a token never seen: a key no probe has, telling it to learn.
+_UNSEEN: tuple[tuple[int, str], ...] = ((-1, ""),)
 
 # Probe + field number → where the probe first occurs in that field: a term of one word as
 # that word (it is there at the word's first occurrence), a longer one as its (first, last)
@@ -61,23 +63,27 @@ class Scanner:
         self._trie = builder.trie
         self._authors = builder.authors
         self._organizations = builder.organizations
+        self._surname_ends = frozenset(surname[start:] for surname in self._authors for start in range(len(surname)))
         self.fields = tuple((FIELD_NUMBER[name], name) for name in FIELDS if name in set(fields))
-        self._regexes = [(probe, rx, required_text(rx),
-                          tuple((FIELD_NUMBER[name], name) for name in FIELDS if name in regex_fields[probe]))
-                         for probe, rx in builder.regexes.values()]
+        required = {probe: (rx, required_text(rx)) for probe, rx in builder.regexes.values()}
+        # By field: each regex's hit key in it, the regex, and a text every hit of it contains.
+        by_field = [(name, tuple((probe + number, rx, text) for probe, (rx, text) in required.items()
+                                 if name in regex_fields[probe])) for name, number in FIELD_NUMBER.items()]
+        self._regexes = tuple((name, regexes) for name, regexes in by_field if regexes)
         self._starts = first_steps(builder.trie)
         exact, prefixes = _keys(builder.trie)
         self._exact = frozenset(exact)  # every word of every term's spellings, and every prefix
         self._prefixes = frozenset(prefixes)
         self._prefix_ends = tuple(slice(length) for length in sorted({len(prefix) for prefix in prefixes}))
+        # Every prefix cut to the shortest one's length: a word starting with none starts with no prefix.
+        self._shortest = min(map(len, prefixes), default=0)
+        self._stems = frozenset(prefix[: self._shortest] for prefix in prefixes)
         self._fields_seen = dict.fromkeys(FIELD_NUMBER.values(), 0)
         self._in_vain = dict.fromkeys(FIELD_NUMBER.values(), 0)
         self._memo: dict[str, list[Node]] = {}  # first trie step per token: most tokens repeat
-        # A token's hits by itself (the terms it is), by field number: its probes + that number;
-        # the many tokens that are exactly one term in a dict of their own.
-        self._one: dict[int, dict[str, int]] = {number: {} for number, _ in self.fields}  # or _NONE, _SEVERAL
-        self._keys: dict[int, dict[str, tuple[int, ...]]] = {number: {} for number, _ in self.fields}
-        self._many: set[str] = set()  # the tokens that are several terms
+        # A token's hits by itself (the terms it is), by field number: (its probe + that number,
+        # the token) for each, () for most tokens.
+        self._found: dict[int, dict[str, tuple[tuple[int, str], ...]]] = {number: {} for number, _ in self.fields}
         self._inner: set[str] = set()  # the tokens a longer term may go on from
         # Of those, each with a token that can come next (as a pair), and those a wildcard may
         # continue: an occurrence followed by none of these (nor a hyphen-joined word) goes nowhere.
@@ -91,12 +97,12 @@ class Scanner:
         if self._starts is not None:
             for number, name in self.fields:
                 hits.update(self._scan(number, texts[name]))
-        for probe, regex, required, fields in self._regexes:
-            for number, name in fields:
-                folded = texts[name].folded
-                hit = required in folded and first_hit(regex, folded)
-                if hit:
-                    hits[probe + number] = (texts[name].chars(*hit.span()),)
+        for name, regexes in self._regexes:
+            text = texts[name]
+            folded = text.folded
+            for key, regex, required in regexes:
+                if required in folded and (hit := first_hit(regex, folded)):
+                    hits[key] = (text.chars(*hit.span()),)
         if self._authors:
             self._scan_authors(paper.authors, hits)
         if self._organizations and paper.organization:
@@ -106,7 +112,14 @@ class Scanner:
         return texts, hits
 
     def _scan_authors(self, authors: Iterable[str], hits: Hits) -> None:
+        ends = self._surname_ends
         for author in authors:
+            # Each reading's surname ends with the name's last word (folded, an ASCII name is
+            # lowered): most names are read only if that word ends a surname looked for.
+            if author.isascii():
+                words = author.lower().rsplit(None, 1)
+                if words and words[-1].isalnum() and words[-1] not in ends:
+                    continue
             for given, surname in name_forms(author):
                 for probe, wanted in self._authors.get(surname, ()):
                     if same_given_names(wanted, given):
@@ -149,20 +162,21 @@ class Scanner:
                     first[probe] = span
         return {probe + number: (text.chars(start, end),) for probe, (start, end) in first.items()}
 
-    def _joinable(self, words: list[str]) -> bool:
-        """Whether any of ``words`` (a field's hyphen-joined words) is a word of a term or starts with a prefix of one."""
-        if not self._exact.isdisjoint(words):
+    def _joinable(self, word: str) -> bool:
+        """Whether ``word`` (a hyphen-joined word) is a word of a term or starts with a prefix of one."""
+        if word in self._exact:
             return True
-        ends, prefixes = self._prefix_ends, self._prefixes
-        return any(not prefixes.isdisjoint(map(word.__getitem__, ends)) for word in words)
+        if word[: self._shortest] not in self._stems:  # most words: in C, whatever the prefixes' lengths
+            return False
+        return not self._prefixes.isdisjoint(map(word.__getitem__, self._prefix_ends))
 
     def _learn(self, tokens: Iterable[str]) -> None:
         """The first trie step of the tokens never seen, remembered."""
         distinct = set(tokens)
         new = distinct.difference(self._memo)  # in C, the memo being a dict
         if len(self._memo) + len(new) > MEMO_LIMIT:  # forget before this field, never halfway through it
-            learnt: list[dict[str, Any] | set[Any]] = [self._memo, *self._one.values(), *self._keys.values(),
-                                                        self._many, self._inner, self._pairs, self._wild]
+            learnt: list[dict[str, Any] | set[Any]] = [self._memo, *self._found.values(), self._inner, self._pairs,
+                                                        self._wild]
             for remembered in learnt:
                 remembered.clear()
             new = distinct
@@ -173,16 +187,8 @@ class Scanner:
         """The trie's first step for ``token``, remembered: the vocabulary of papers is small."""
         nodes = self._memo[token] = self._trie.step(token)
         ends = [probe for node in nodes for probe in node.ends]
-        if len(ends) == 1:
-            for number, one in self._one.items():
-                one[token] = ends[0] + number
-        else:
-            for one in self._one.values():
-                one[token] = _SEVERAL if ends else _NONE
-        if len(ends) > 1:
-            self._many.add(token)
-            for number, keys in self._keys.items():
-                keys[token] = tuple(probe + number for probe in ends)
+        for number, found in self._found.items():
+            found[token] = tuple((probe + number, token) for probe in ends)
         for node in nodes:
             if node.inner:
                 self._inner.add(token)
@@ -194,36 +200,29 @@ class Scanner:
     def _words(self, number: int, tokens: list[str]) -> Spans:
         """The terms each token is by itself, found where it first occurs, as that token: where
         that is, is looked up only if the hit is shown (``Text.first``). Two tokens may be one
-        term (``network``, ``networks``): the earlier explains it. Each token is looked up in
-        C, from the last to the first, so that the earliest writes last."""
-        one = self._one[number]
-        looked_up: dict[int | None, str] = dict(zip(map(one.get, reversed(tokens)), reversed(tokens)))
-        if None in looked_up:  # words never seen before
+        term (``network``, ``networks``): the earlier explains it. Each token's hits are looked
+        up in C (most have none), from the last token to the first, so that the earliest writes last."""
+        found = self._found[number]
+        hits = dict(itertools.chain.from_iterable(filter(None, map(found.get, reversed(tokens), repeat(_UNSEEN)))))
+        if _UNSEEN[0][0] in hits:  # words never seen before
             self._learn(tokens)
-            looked_up = dict(zip(map(one.get, reversed(tokens)), reversed(tokens)))
-        looked_up.pop(_NONE, None)
-        several = looked_up.pop(_SEVERAL, None)
-        hits = cast(Spans, looked_up)
-        if several is not None:
-            keys = self._keys[number]
-            for token in self._many.intersection(tokens):
-                for key in keys[token]:
-                    earlier = hits.get(key)
-                    if earlier is None or _start(earlier, tokens) > tokens.index(token):
-                        hits[key] = token
-        return hits
+            hits = dict(itertools.chain.from_iterable(filter(None, map(found.get, reversed(tokens), repeat(_UNSEEN)))))
+        return cast(Spans, hits)
 
     def _going_on(self, tokens: list[str], joins: dict[int, list[tuple[str, int]]]) -> list[int]:
         """The occurrences of tokens a longer term may start from that a token or a hyphen-joined
         word can follow, in order: following the others finds nothing. Each pair of neighbours is
         looked up in C (a pair's first token always starts a longer term, as does a wildcard's)."""
-        going = set(compress(itertools.count(), map(self._pairs.__contains__, zip(tokens, islice(tokens, 1, None)))))
+        going = list(compress(itertools.count(), map(self._pairs.__contains__, zip(tokens, islice(tokens, 1, None)))))
+        if not self._wild and not joins:  # in order already
+            return going
+        more = set(going)
         if self._wild:
-            going.update(compress(itertools.count(), map(self._wild.__contains__, tokens[:-1])))
+            more.update(compress(itertools.count(), map(self._wild.__contains__, tokens[:-1])))
         if joins:
             inner = self._inner
-            going.update(index - 1 for index in joins if index and tokens[index - 1] in inner)
-        return sorted(going)
+            more.update(index - 1 for index in joins if index and tokens[index - 1] in inner)
+        return sorted(more)
 
     def _follow(self, nodes: list[Node], first: int, last: int, text: Text, number: int, hits: Spans) -> None:
         """The terms ending at ``nodes`` (reached from token ``first`` to ``last``), and those beyond."""

@@ -72,9 +72,9 @@ class Text:
         self._cuts: dict[tuple[int, int], str] = {}
         self._origin: list[int] | None = None  # folded offset -> original offset; [] when they agree
 
-    def tokenize(self, joinable: Callable[[list[str]], bool]) -> None:
-        """Tokens and joins; ``joinable`` says whether any of some joined words may be read as
-        part of a term: if none of a field's can, its joins are left out, as they change nothing."""
+    def tokenize(self, joinable: Callable[[str], bool]) -> None:
+        """Tokens and joins; ``joinable`` says whether a joined word may be read as part of a
+        term: those that cannot are left out, as they change nothing."""
         folded = self.folded
         if not folded.isascii():
             items = _COMPOUND_OR_BREAK.findall(folded)
@@ -82,10 +82,10 @@ class Text:
             self.joins = _joins(items, joinable) if "-" in folded else {}
             return
         text = _mark(folded).decode("ascii")
-        # Hyphens are spaces between tokens; a hyphen that joins nothing simply vanishes.
-        self.tokens = text.replace("-", " ").split()
-        if "-" in text:
-            self.joins = _joins(text.split(), joinable)
+        if "-" not in text:
+            self.tokens = text.split()
+        else:
+            self.tokens, self.joins = _hyphenated(text, joinable)
 
     def first(self, token: str) -> str:
         """The original text of the first occurrence of ``token``, one of the tokens."""
@@ -130,31 +130,59 @@ class Text:
         return self.original[origin[start] : origin[end - 1] + 1]
 
 
-def _joins(items: list[str], joinable: Callable[[list[str]], bool]) -> dict[int, list[tuple[str, int]]]:
-    """For each token that starts a hyphenated run, the joined words it starts and their last token;
-    {} if each run joins two words into one that ``joinable`` says no term has."""
+def _hyphenated(marked: str, joinable: Callable[[str], bool]) -> tuple[list[str], dict[int, list[tuple[str, int]]]]:
+    """The tokens and joins (as ``_joins`` makes them) of marked text: split once, at its hyphens
+    and then at its spaces, which tells after which token each hyphen is."""
+    pieces = marked.split("-")
+    splits = list(map(str.split, pieces))
+    tokens = list(itertools.chain.from_iterable(splits))
+    # A hyphen joins the tokens on each side of it if it has a letter or digit on each side (the
+    # marked text holds nothing else but spaces and hyphens): the token before it is the last of
+    # the pieces before it, and a run of such hyphens, one after each token, a hyphenated run.
+    lefts = [end - 1 for end, before, after in zip(itertools.accumulate(map(len, splits)), pieces, pieces[1:])
+             if before and after and before[-1] != " " and after[0] != " "]
+    joins: dict[int, list[tuple[str, int]]] = {}
+    first = previous = -2
+    for left in [*lefts, -2]:  # -2: no run goes on to it
+        if left != previous + 1:
+            if previous == first >= 0:  # most runs: two words, one joined word
+                joined = tokens[first] + tokens[first + 1]
+                if joinable(joined):
+                    joins[first] = [(joined, first + 1)]
+            elif previous >= 0:
+                _join(tokens[first : previous + 2], first, joins, joinable)
+            first = left
+        previous = left
+    return tokens, joins
+
+
+def _joins(items: list[str], joinable: Callable[[str], bool]) -> dict[int, list[tuple[str, int]]]:
+    """For each token that starts a hyphenated run, the joined words it starts that ``joinable``
+    keeps, and their last token."""
     hyphenated = list(compress(itertools.count(), map(operator.contains, items, repeat("-"))))  # in C: few are
-    runs = list(map(items.__getitem__, hyphenated))
-    if sum(map(str.count, runs, repeat("-"))) == len(runs) and not joinable([run.replace("-", "") for run in runs]):
-        return {}
     joins: dict[int, list[tuple[str, int]]] = {}
     extra = 0  # tokens the items before this one made beyond one each
-    for position, run in zip(hyphenated, runs, strict=True):
-        first = position + extra
+    for position in hyphenated:
+        run, first = items[position], position + extra
         # A hyphen without a letter or digit on each side joins nothing: "a--b" is two words.
         for piece in _COMPOUND.findall(run) if run[0] == "-" or run[-1] == "-" or "--" in run else (run,):
             parts = piece.split("-")
-            _join(parts, first, joins)
+            _join(parts, first, joins, joinable)
             first += len(parts)
         extra = first - position - 1
     return joins
 
 
-def _join(parts: list[str], first: int, joins: dict[int, list[tuple[str, int]]]) -> None:
-    """The joined words of a hyphenated run whose first token is ``first``."""
+def _join(parts: list[str], first: int, joins: dict[int, list[tuple[str, int]]],
+          joinable: Callable[[str], bool]) -> None:
+    """The joined words of a hyphenated run whose first token is ``first`` that ``joinable`` keeps."""
     count = min(len(parts), _MAX_COMPOUND)
     if count == 2:  # most runs: one joined word
-        joins[first] = [(parts[0] + parts[1], first + 1)]
+        joined = parts[0] + parts[1]
+        if joinable(joined):
+            joins[first] = [(joined, first + 1)]
         return
     for a in range(count - 1):
-        joins[first + a] = [("".join(parts[a : b + 1]), first + b) for b in range(a + 1, count)]
+        kept = [(joined, first + b) for b in range(a + 1, count) if joinable(joined := "".join(parts[a : b + 1]))]
+        if kept:
+            joins[first + a] = kept
