@@ -40,7 +40,7 @@ from paperwatch.words import plural
 # backfill or a listing does not pay for jinja2, the matcher's engines or the scheduler.
 # (`paperwatch run` imports them all at start, before its first poll or digest.)
 if TYPE_CHECKING:
-    from paperwatch.match import Match
+    from paperwatch.match import Match, Matcher
 
 log = logging.getLogger(__name__)
 
@@ -430,28 +430,42 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _match(args: argparse.Namespace, config: Config) -> int:
-    from paperwatch.delivery import prepare, rule_specs
+    chosen = _readers(config, args.reader)
+    if args.json and not any(r.searches for r in chosen):  # nothing to fold in: straight to JSON
+        # What compiling, loading and matching make lives until the process ends: the collector
+        # would only walk it again and again (0.2 s of 8 for 200 readers over 10,000 papers).
+        gc.disable()
+        try:
+            return await _match_json(args, config, chosen)
+        finally:
+            gc.enable()
+    return await _match_all(args, config, chosen)
+
+
+def _matcher(config: Config, chosen: Sequence[Reader], reader: str | None) -> Matcher:
+    from paperwatch.delivery import compile_rules, rule_specs
     from paperwatch.match import Matcher
 
-    matcher, _ = prepare(config)
-    chosen = _readers(config, args.reader)
-    readers = {r.name for r in chosen}
-    if args.reader is not None:  # only that reader's terms to look for in every paper
-        matcher = Matcher.compile(rule_specs(chosen))
+    matcher = compile_rules(config)  # every reader's rules checked; the templates are no concern here
+    # Only that reader's terms to look for in every paper.
+    return matcher if reader is None else Matcher.compile(rule_specs(chosen))
+
+
+async def _match_json(args: argparse.Namespace, config: Config, chosen: Sequence[Reader]) -> int:
+    matcher = _matcher(config, chosen, args.reader)
     async with await Store.open(config.database) as store:
         papers = await store.papers(since=args.since)
-        if args.json and not any(r.searches for r in chosen):  # nothing to fold in: straight to JSON
-            # The papers and the rules live until the end, and matching makes no reference cycles:
-            # the collector would only walk them again and again.
-            gc.freeze()
-            gc.disable()
-            try:
-                encoded = matcher.encoded(papers, readers)
-            finally:
-                gc.enable()
-            _write_encoded_array((line for r in chosen for line in encoded.get(r.name, ())),
-                                 getattr(sys.stdout, "write_json", sys.stdout.write))
-            return 0
+    encoded = matcher.encoded(papers, {r.name for r in chosen})
+    _write_encoded_array((line for r in chosen for line in encoded.get(r.name, ())),
+                         getattr(sys.stdout, "write_json", sys.stdout.write))
+    return 0
+
+
+async def _match_all(args: argparse.Namespace, config: Config, chosen: Sequence[Reader]) -> int:
+    matcher = _matcher(config, chosen, args.reader)
+    readers = {r.name for r in chosen}
+    async with await Store.open(config.database) as store:
+        papers = await store.papers(since=args.since)
         matches = [m for m in matcher.match_all(papers) if m.reader in readers]
         matches, found = await _with_search_hits(store, config, matches, readers, args.since)
         ran = {state.query for state in await store.search_states() if state.ok_at is not None}
