@@ -131,21 +131,7 @@ class _EncodedTexts(dict[int, str]):
         self._hits, self._texts = hits, texts
 
     def __missing__(self, key: int) -> str:
-        spot = self._hits[key]
-        if isinstance(spot, str):  # most: a word, at its first occurrence
-            field = self._texts[FIELDS[key % PROBE_STEP]]
-            folded = field.folded
-            start = folded.find(spot)
-            end = start + len(spot)
-            # Mostly its first place in the text is a whole word, in text folding did not lengthen.
-            if field.plain and (start == 0 or not folded[start - 1].isalnum()) and (
-                    end == len(folded) or not folded[end].isalnum()):
-                text = field.original[start:end]
-            else:
-                text = field.first(spot)
-        else:
-            text = self._texts[FIELDS[key % PROBE_STEP]].words(*spot) if len(spot) == 2 else spot[0]
-        encoded = self[key] = _encode_string(text) + "}"
+        encoded = self[key] = _encode_string(_hit_text(self._hits[key], key, self._texts)) + "}"
         return encoded
 
 

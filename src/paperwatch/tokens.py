@@ -89,6 +89,12 @@ class Text:
 
     def first(self, token: str) -> str:
         """The original text of the first occurrence of ``token``, one of the tokens."""
+        folded = self.folded
+        start = folded.find(token)
+        end = start + len(token)
+        # Mostly its first place in the text is a whole word, in text folding did not lengthen.
+        if self.plain and start >= 0 and _whole(folded, start, end):
+            return self.original[start:end]
         start = self._find(token, 0)
         return self.chars(start, start + len(token))
 
@@ -113,8 +119,7 @@ class Text:
             start = folded.find(token, start + 1)
             if start < 0:
                 raise ValueError(f"{token!r} is not a token of {folded!r}")
-            end = start + len(token)
-            if (start == 0 or not folded[start - 1].isalnum()) and (end == len(folded) or not folded[end].isalnum()):
+            if _whole(folded, start, start + len(token)):
                 if not skip:
                     return start
                 skip -= 1
@@ -128,6 +133,11 @@ class Text:
         if not origin:
             return self.original[start:end]
         return self.original[origin[start] : origin[end - 1] + 1]
+
+
+def _whole(folded: str, start: int, end: int) -> bool:
+    """Whether ``folded[start:end]`` is a whole token: no letter or digit just before or after it."""
+    return (start == 0 or not folded[start - 1].isalnum()) and (end == len(folded) or not folded[end].isalnum())
 
 
 def _hyphenated(marked: str, joinable: Callable[[str], bool]) -> tuple[list[str], dict[int, list[tuple[str, int]]]]:
