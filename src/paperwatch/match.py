@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from paperwatch.errors import RuleError
 from paperwatch.models import Paper
 from paperwatch.patterns import required_text
-from paperwatch.plans import Conditions, Plan, Shown, Verdict, plan_rules
+from paperwatch.plans import Conditions, Plan, Shown, Verdict, matches_when_triggered, plan_rules
 from paperwatch.rules import (
     DEFAULT_FIELDS,
     FIELDS,
@@ -297,10 +297,12 @@ def _encode_rules(rules: _Rules, paper: Paper, texts: dict[str, Text], hits: Hit
     upvotes, encoded_rules = paper.upvotes or 0, rules.json or []
     held = rules.conditions.true(hits)
     encoded = _EncodedTexts(hits, texts)
+    # The verdict of every rule that matches whenever triggered (most), decided once for the paper.
+    when_triggered = matches_when_triggered(held, upvotes)
     matched: dict[str, tuple[list[str], list[str]]] = {}
     for index in rules.candidates(held, allowed):
         decide, reader, name, pairs, repeats = encoded_rules[index]
-        verdict = decide(held, upvotes) if decide is not None else False if upvotes >= 0 else None
+        verdict = when_triggered if decide is None else decide(held, upvotes)
         if verdict is None:
             continue
         entry = matched.get(reader)

@@ -66,7 +66,7 @@ def plan_rules(rules: list[Rule], conditions: Conditions) -> list[Plan]:
     compiled = iter(eval("[" + ", ".join(f"lambda held, upvotes: {source}" for source in sources if source) + "]",
                          {"__builtins__": {}}) if any(sources) else ())
     return [Plan(rule.reader, rule.name, source is None,
-                 _matches_when_triggered if source is None else cast(Verdict, next(compiled)), _shown(rule))
+                 matches_when_triggered if source is None else cast(Verdict, next(compiled)), _shown(rule))
             for rule, source in zip(rules, sources, strict=True)]
 
 
@@ -83,7 +83,7 @@ def _shown(rule: Rule) -> tuple[Shown, Shown]:
     return shown((*rule.any_of, *rule.all_of)), shown((*rule.any_of, *rule.all_of, *rule.positive()))
 
 
-def _matches_when_triggered(held: set[int], upvotes: int) -> bool | None:
+def matches_when_triggered(held: set[int], upvotes: int) -> bool | None:
     return False if upvotes >= 0 else None
 
 
