@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Container, Hashable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import cast
 
 FIELD_PREFIXES = ("title", "abstract", "ai_keywords", "author", "org")
 
@@ -98,26 +97,10 @@ def evaluate(node: Node, holds: Callable[[Term], bool]) -> bool:
     return any(evaluate(operand, holds) for operand in node.operands)
 
 
-def compile_query(node: Node, key: Callable[[Term], Hashable]) -> Callable[[Container[Hashable]], bool]:
-    """``evaluate`` built once as one function: whether the query holds, given the keys of the
-    terms present, each term's key being ``key(term)``.
-
-    A matcher asks the same query of thousands of papers; walking the tree (or a tree of
-    closures) each time costs more than the tests themselves, so the query is written out as
-    one Python expression (``query_source``) and compiled."""
-    keys: list[Hashable] = []
-
-    def test(term: Term) -> str:
-        keys.append(key(term))
-        return f"keys[{len(keys) - 1}] in present"
-
-    source = query_source(node, test)
-    function = eval(f"lambda present: {source}", {"__builtins__": {}, "keys": tuple(keys)})
-    return cast(Callable[[Container[Hashable]], bool], function)
-
-
 def query_source(node: Node, test: Callable[[Term], str]) -> str:
-    """The query as a Python expression, each term written as ``test(term)`` says."""
+    """The query as a Python expression, each term written as ``test(term)`` says: a matcher asks
+    the same query of thousands of papers, and one compiled expression costs less than walking
+    the tree (or a tree of closures) each time."""
     if isinstance(node, Term):
         return test(node)
     if isinstance(node, Not):
