@@ -301,7 +301,8 @@ async def test_an_etag_we_cannot_send_back_is_dropped_and_the_page_stored(run: H
     assert (first.outcome, first.source, first.papers) == ("ok", PageSource.JSON, 6)
     assert second.outcome == "ok", "nothing to send back: the page is fetched whole again"
     assert await run.ids(WED) == served_ids(fake_hf, WED)
-    assert await run.store.validators(f"{fake_hf.base_url}/papers/date/{WED}") == Validators(None, None)
+    url = f"{fake_hf.base_url}/papers/date/{WED}"
+    assert await run.store.validators_of([url]) == {url: Validators(None, None)}
     sent = [r.headers for r in fake_hf.requests if r.path == f"/papers/date/{WED}"]
     assert not [h for h in sent if "If-None-Match" in h or "If-Modified-Since" in h]
     assert "dropping a ETag header we can't use" in caplog.text

@@ -115,9 +115,9 @@ async def test_a_failed_day_keeps_what_was_stored(store: Store) -> None:
 
 async def test_validators_are_remembered_per_url(store: Store) -> None:
     await store.record_day(ok(DAY, paper(), validators=Validators('"abc"', "Wed, 05 Mar 2025 10:00:00 GMT")))
-    assert await store.validators(f"http://site/papers/date/{DAY}") == Validators(
-        '"abc"', "Wed, 05 Mar 2025 10:00:00 GMT")
-    assert await store.validators("http://site/other") is None
+    assert await store.validators_of([f"http://site/papers/date/{DAY}"]) == {
+        f"http://site/papers/date/{DAY}": Validators('"abc"', "Wed, 05 Mar 2025 10:00:00 GMT")}
+    assert await store.validators_of(["http://site/other"]) == {}
     later = DAY + dt.timedelta(days=1)
     await store.record_day(ok(later, paper(), validators=Validators(None, "Thu, 06 Mar 2025 10:00:00 GMT")))
     urls = [f"http://site/papers/date/{day}" for day in (DAY, later)]

@@ -232,9 +232,6 @@ class Store:
 
     # -- reading -----------------------------------------------------------------------
 
-    async def validators(self, url: str) -> Validators | None:
-        return (await self.validators_of([url])).get(url)
-
     async def validators_of(self, urls: Iterable[str]) -> dict[str, Validators]:
         """The validators remembered for those of ``urls`` that have any."""
         found: dict[str, Validators] = {}
