@@ -312,7 +312,7 @@ def _all_clean(texts: list[Any]) -> bool:
         joined = "|".join(texts)
     except TypeError:  # one that is no text
         return False
-    return (joined.isprintable() and "  " not in joined and " |" not in joined and "| " not in joined
+    return (_printable(joined) and "  " not in joined and " |" not in joined and "| " not in joined
             and "||" not in joined and joined[:1] not in (" ", "|") and joined[-1:] not in (" ", "|")
             and (bool(joined) or not texts))
 
