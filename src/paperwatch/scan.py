@@ -203,10 +203,10 @@ class Scanner:
         term (``network``, ``networks``): the earlier explains it. Each token's hits are looked
         up in C (most have none), from the last token to the first, so that the earliest writes last."""
         found = self._found[number]
-        hits = dict(itertools.chain.from_iterable(filter(None, map(found.get, reversed(tokens), repeat(_UNSEEN)))))
+        hits = _looked_up(found, tokens)
         if _UNSEEN[0][0] in hits:  # words never seen before
             self._learn(tokens)
-            hits = dict(itertools.chain.from_iterable(filter(None, map(found.get, reversed(tokens), repeat(_UNSEEN)))))
+            hits = _looked_up(found, tokens)
         return cast(Spans, hits)
 
     def _going_on(self, tokens: list[str], joins: dict[int, list[tuple[str, int]]]) -> list[int]:
@@ -243,6 +243,11 @@ class Scanner:
             for joined, end in text.joins.get(after, ()):
                 if following := node.step(joined):
                     self._follow(following, first, end, text, number, hits)
+
+
+def _looked_up(found: dict[str, tuple[tuple[int, str], ...]], tokens: list[str]) -> dict[int, str]:
+    """Each key the tokens hit, with the earliest token hitting it (``_UNSEEN``'s key if one is new)."""
+    return dict(itertools.chain.from_iterable(filter(None, map(found.get, reversed(tokens), repeat(_UNSEEN)))))
 
 
 def _keys(trie: Node) -> tuple[set[str], set[str]]:
