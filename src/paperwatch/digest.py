@@ -238,10 +238,7 @@ class Templates:
             return self._run(self._text, context)
         full = self._text.new_context(dict(context))
         memo.install(self._text.environment, self._text_blocks, full)
-        try:
-            return "".join(self._text.root_render_func(full))
-        except Exception as exc:
-            raise _template_error(exc, self._files, self._text.name or TEXT_TEMPLATE) from exc
+        return self._generate(self._text, full, self._text.root_render_func)
 
     def _fit_cards(self, info: DigestInfo, merged: Sequence[DigestItem],
                    memo: BlockMemo | None = None) -> tuple[int, str, list[Entry]]:
@@ -288,7 +285,7 @@ class Templates:
             return "".join(function(context))
         except Exception as exc:
             # The inlined template's lines are not the file's: the template as written names the line.
-            if self._original is not None:
+            if template is self._html and self._original is not None:
                 self._run(self._original(), dict(context.get_all()))
             raise _template_error(exc, self._files, template.name or HTML_TEMPLATE) from exc
 
