@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from paperwatch import collector
 from paperwatch.address import parse_mailbox
 from paperwatch.errors import ConfigError
 from paperwatch.timespec import check, is_duration, parse_duration
@@ -249,8 +250,9 @@ def default_config() -> Config:
 
 def load_config(path: Path | None) -> Config:
     """Read and validate ``path`` (None: the embedded defaults); raise ConfigError listing every problem."""
-    text, data = _read(path)
-    config, findings = _validated(path, data, text)
+    with collector.paused():
+        text, data = _read(path)
+        config, findings = _validated(path, data, text)
     if config is None or findings:
         raise ConfigError(_rendered(path, text, data, findings))
     return _resolved(config)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from paperwatch import collector
 from paperwatch.config import Config, Reader
 from paperwatch.errors import ConfigError, PaperwatchError
 from paperwatch.notify import Notifier, watchdog_interval
@@ -229,6 +230,7 @@ class Daemon:
             log.warning("paperwatch.database changed: that takes a restart; keeping %s", self.config.database)
         await self.runtime.replace(loaded)
         self.loaded = loaded
+        collector.release()  # the first config's cycles can go now
         self.scheduler.replace(self._jobs())
         log.info("config reloaded (%s): %s", why, self._summary())
         return self._summary()
@@ -292,4 +294,6 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 async def serve(config: Config) -> int:
     """Run until SIGTERM/SIGINT; a broken config exits 78 before anything starts."""
-    return await Daemon(Loaded.of(config)).run()
+    loaded = Loaded.of(config)
+    collector.keep()  # the config and all it compiled to, until a reload replaces it
+    return await Daemon(loaded).run()

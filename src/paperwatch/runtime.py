@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from paperwatch import collector
 from paperwatch.config import Config, Reader, load_config
 from paperwatch.delivery import (
     CLAIM,
@@ -79,7 +80,8 @@ class Loaded:
     @classmethod
     def of(cls, config: Config) -> Loaded:
         """Everything checked at start-up: rules, templates, the SMTP password; ConfigError if not."""
-        matcher, templates = prepare(config)
+        with collector.paused():
+            matcher, templates = prepare(config)
         if config.mail.smtp is not None:
             read_password(config.mail.smtp)
         return cls(config, matcher, templates)
