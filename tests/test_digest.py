@@ -26,7 +26,7 @@ from paperwatch.digest import (
 )
 from paperwatch.errors import TemplateError
 from paperwatch.filters import shorten
-from paperwatch.message import build_message, make_message_id, message_domain
+from paperwatch.message import build_message, encoded_size, make_message_id, message_domain
 from paperwatch.models import Paper
 from paperwatch.parse import parse_daily_api
 from reference import HTML as REFERENCE_HTML
@@ -302,6 +302,22 @@ def test_size_budget_keeps_html_under_gmails_clip_with_and_n_more(templates: Tem
     assert f"and {rendered.omitted} more" in rendered.html and f"and {rendered.omitted} more" in rendered.text
     assert "Paper 0 on grokking" in rendered.html and "Paper 299 on grokking" not in rendered.html
     assert rendered.subject.startswith(f"{shown} new papers, {rendered.omitted} more next time: grokking")
+
+
+def test_size_budget_is_filled_to_the_last_card_that_fits(templates: Templates) -> None:
+    """Cards are measured as they will be sent: the room left is less than the next card needs."""
+    abstracts = [" ".join(f"Sentence {i} on grokking, · loss = {n}." for i in range(20 + n % 7)) for n in range(300)]
+    items = [item(paper(f"2503.{n:05d}", title=f"Paper {n} on grokking", summary=abstracts[n]),
+                  highlights=(Highlight("abstract", "grokking"),)) for n in range(300)]
+    rendered = templates.render(info(papers_seen=300), items)
+
+    shown = 300 - rendered.omitted
+    cards = rendered.html.split('<div class="card"')
+    assert len(cards) == shown + 1 and 0 < rendered.omitted < 300
+    room = 100_000 - encoded_size(rendered.html)
+    left_out = templates.render(info(papers_seen=300), items[shown:shown + 1]).html
+    next_card = '<div class="card"' + left_out.split('<div class="card"')[1].split("</div>")[0] + "</div>\n"
+    assert 0 <= room < encoded_size(next_card)
 
 
 def test_paper_matched_by_several_rules_appears_once_under_its_best(templates: Templates) -> None:

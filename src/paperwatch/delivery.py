@@ -39,7 +39,7 @@ from paperwatch.mail import (
     unsafe_config_file,
 )
 from paperwatch.match import Hit, Match, Matcher, RuleSpec
-from paperwatch.message import build_message, build_notice, list_id, make_message_id, message_domain
+from paperwatch.message import QpLines, build_message, build_notice, list_id, make_message_id, message_domain
 from paperwatch.models import FeaturedPaper, OutboxMessage, Paper, QueuedPaper, SearchHit
 from paperwatch.store import Store, utcnow
 
@@ -83,14 +83,16 @@ class Outcome:
 class RunMemo:
     """What one run's digests share, as it composes many readers' digests of mostly the same
     fresh papers: each paper matched once for every reader (a paper whose text changed is
-    matched again), the store's answers that are the same for all, and the template blocks
-    rendered for one digest that another would render alike (``blocks``)."""
+    matched again), the store's answers that are the same for all, the template blocks
+    rendered for one digest that another would render alike (``blocks``) and the lines
+    encoded for sending (``lines``)."""
 
-    __slots__ = ("_featured", "_found", "_matcher", "_papers", "blocks")
+    __slots__ = ("_featured", "_found", "_matcher", "_papers", "blocks", "lines")
 
     def __init__(self, matcher: Matcher) -> None:
         self._matcher = matcher
         self.blocks = BlockMemo()
+        self.lines = QpLines()
         self._found: dict[str, tuple[Paper, dict[str, Match]]] = {}
         # The store's answers that are the same for every reader, loaded once per run: the papers
         # featured since a window, fresh since the earliest last digest asked for yet, and each
@@ -218,13 +220,14 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
     days, seen = await (memo.featured_between(store, start, end) if memo else store.featured_between(start, end))
     info = DigestInfo(reader=reader.name, email=reader.email, days=days, papers_seen=seen,
                       period_start=start, period_end=end)
-    rendered = templates.render(info, items, memo=memo.blocks if memo else None)
+    lines = memo.lines if memo else QpLines()
+    rendered = templates.render(info, items, memo=memo.blocks if memo else None, lines=lines)
     kept = items[: len(items) - rendered.omitted]  # the rest stay pending, for the next digest
-    return _composed(config, reader, rendered, tuple(kept), now)
+    return _composed(config, reader, rendered, tuple(kept), now, lines)
 
 
 def _composed(config: Config, reader: Reader, rendered: Rendered, kept: tuple[DigestItem, ...],
-              now: dt.datetime) -> Composed:
+              now: dt.datetime, lines: QpLines) -> Composed:
     """The rendered digest as the message the outbox keeps, with its Message-ID."""
     sender, to = parse_mailbox(config.mail.from_), parse_mailbox(reader.email)
     domain = message_domain(sender.address)
@@ -232,7 +235,7 @@ def _composed(config: Config, reader: Reader, rendered: Rendered, kept: tuple[Di
     message = build_message(
         rendered, sender=sender.header(), to=to.header(), message_id=message_id, date=now,
         list_id=list_id(reader.name, domain), unsubscribe=_address(config.paperwatch.admin or config.mail.from_),
-        utf8=sender.needs_smtputf8 or to.needs_smtputf8,
+        utf8=sender.needs_smtputf8 or to.needs_smtputf8, encode=lines.encode,
     )
     return Composed(reader, rendered, message, message_id, kept)
 

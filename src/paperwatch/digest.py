@@ -54,7 +54,7 @@ from paperwatch.blocks import AttributePath, BlockMemo, memoizable_blocks
 from paperwatch.errors import TemplateError
 from paperwatch.filters import MONTHS, clean, day_label, fold, latex_text, register
 from paperwatch.inlining import inline_html, preinline
-from paperwatch.message import SUBJECT_LIMIT, encoded_size, encoded_size_at_most, header_text, qp_page
+from paperwatch.message import SUBJECT_LIMIT, QpLines, encoded_size, header_text
 from paperwatch.models import HF_SITE, Paper
 
 HTML_TEMPLATE, TEXT_TEMPLATE, SUBJECT_TEMPLATE = "digest.html.j2", "digest.txt.j2", "subject.txt.j2"
@@ -219,12 +219,14 @@ class Templates:
             templates._html_blocks = memoizable_blocks(html_env, inlined, skip=frozenset({"card"}))
         return templates
 
-    def render(self, info: DigestInfo, items: Sequence[DigestItem], *, memo: BlockMemo | None = None) -> Rendered:
+    def render(self, info: DigestInfo, items: Sequence[DigestItem], *, memo: BlockMemo | None = None,
+               lines: QpLines | None = None) -> Rendered:
         """Compose the digest, cutting papers from the end of ``items`` while the HTML part, as
-        sent, is over budget. ``memo``: the blocks already rendered for other digests of this run."""
+        sent, is over budget. ``memo``: the blocks already rendered for other digests of this run;
+        ``lines``: the lines they encoded."""
         merged = _merged(items)
         if self._original is not None:
-            shown, html, entries = self._fit_cards(info, merged, memo)
+            shown, html, entries = self._fit_cards(info, merged, memo, lines or QpLines())
         else:
             entries = [_entry(item) for item in merged]
             shown, html = self._fit(info, merged, entries)
@@ -240,13 +242,14 @@ class Templates:
         memo.install(self._text.environment, self._text_blocks, full)
         return self._generate(self._text, full, self._text.root_render_func)
 
-    def _fit_cards(self, info: DigestInfo, merged: Sequence[DigestItem],
-                   memo: BlockMemo | None = None) -> tuple[int, str, list[Entry]]:
+    def _fit_cards(self, info: DigestInfo, merged: Sequence[DigestItem], memo: BlockMemo | None,
+                   lines: QpLines) -> tuple[int, str, list[Entry]]:
         """Each paper's card rendered once, in order, while the cards so far, their rule headings
         and the page around them (with every paper left out: the longest "and N more") fit the
-        budget as encoded for sending; then the page around the cards that fit, checked whole."""
+        budget as encoded for sending; then the page around the cards that fit, checked whole.
+        A card is whole lines of the page, so its lines encoded are what it adds to the page."""
         around = _context(info, merged, [])
-        base = encoded_size(self._page(around, [], {}))
+        base = lines.size(self._page(around, [], {}))
         entries: list[Entry] = []
         cards: dict[int, str] = {}
         total, rule = base, None
@@ -259,7 +262,7 @@ class Templates:
             context.vars["e"] = entry
             card = self._card(context)
             heading = 0 if entry.rules[0] == rule else HEADING_ALLOWANCE + 3 * len(entry.rules[0].encode())
-            size = heading + encoded_size_at_most(card)
+            size = heading + lines.size(card)
             if entries and total + size > HTML_BUDGET:
                 break
             total, rule = total + size, entry.rules[0]
@@ -267,7 +270,7 @@ class Templates:
             cards[id(entry)] = card
         while True:  # the allowances are generous: this runs once but for a rule name of odd characters
             html = self._page(_context(info, merged, entries), entries, cards)
-            if len(entries) <= 1 or len(qp_page(html)) <= HTML_BUDGET:
+            if len(entries) <= 1 or lines.size(html) <= HTML_BUDGET:
                 return len(entries), html, entries
             entries.pop()
 
