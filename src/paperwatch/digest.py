@@ -270,7 +270,7 @@ class Templates:
             cards[id(entry)] = card
         while True:  # the allowances are generous: this runs once but for a rule name of odd characters
             html = self._page(_context(info, merged, entries), entries, cards)
-            if len(entries) <= 1 or lines.size(html) <= HTML_BUDGET:
+            if len(entries) <= 1 or len(lines.encode(html)) <= HTML_BUDGET:
                 return len(entries), html, entries
             entries.pop()
 

@@ -109,13 +109,16 @@ class QpLines:
     of a run share most of their lines (a paper's title, authors and links in every reader's
     card, the page around the cards), so a run encodes a fifth of the bytes it sends."""
 
-    __slots__ = ("_encoded",)
+    __slots__ = ("_encoded", "_last")
 
     def __init__(self) -> None:
         self._encoded: dict[str, bytes] = {}
+        self._last: tuple[str, bytes] = ("", b"\r\n")  # the page last checked against the budget is then sent
 
     def encode(self, text: str) -> bytes:
-        return b"".join(self._lines(text))
+        if text is not self._last[0]:
+            self._last = (text, b"".join(self._lines(text)))
+        return self._last[1]
 
     def size(self, text: str) -> int:
         return sum(map(len, self._lines(text)))
