@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from paperwatch.address import parse_mailbox
+from paperwatch.address import _DOT_ATOM, parse_mailbox
 from paperwatch.config import load_config
 from paperwatch.errors import ConfigError
 from support import paperwatch
@@ -86,3 +86,12 @@ def test_the_default_from_and_a_quoted_name_load(tmp_path: Path) -> None:
     path.write_text('[mail]\nfrom = "\\"Papers, daily\\" <papers@example.org>"\n')
     assert parse_mailbox(load_config(path).mail.from_).name == "Papers, daily"
     assert parse_mailbox(load_config(None).mail.from_).address == "paperwatch@localhost"
+
+
+def test_atext_is_rfc_5322s_and_any_character_past_ascii() -> None:
+    """A local part of one character: RFC 5322's atext, and with RFC 6531 anything not ASCII."""
+    specials = set("\"(),.:;<>@[\\]")
+    for code in [*range(0x80), 0x80, 0xA0, 0xFF, 0x100, 0x2028, 0xD7FF, 0xE000, 0xFFFF, 0x10000, 0x10FFFF]:
+        char = chr(code)
+        atext = code >= 0x80 or (0x20 < code < 0x7F and char not in specials)
+        assert (_DOT_ATOM.fullmatch(char) is not None) is atext, hex(code)
