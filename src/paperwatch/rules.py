@@ -48,7 +48,13 @@ class Term:
     keys: tuple[int, ...] = field(init=False, compare=False)  # the probe in each field, in the order of FIELDS
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "keys", tuple(self.probe + n for n, name in enumerate(FIELDS) if name in self.fields))
+        offsets = _OFFSETS.get(self.fields)
+        if offsets is None:  # one of the 31 sets of fields: a term's keys are then one C call
+            offsets = _OFFSETS[self.fields] = tuple(n for n, name in enumerate(FIELDS) if name in self.fields)
+        object.__setattr__(self, "keys", tuple(map(self.probe.__add__, offsets)))
+
+
+_OFFSETS: dict[frozenset[str], tuple[int, ...]] = {}
 
 
 @dataclass(frozen=True, slots=True)
