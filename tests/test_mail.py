@@ -127,6 +127,19 @@ async def test_the_size_announced_is_the_message_sent_and_leading_dots_survive(t
     assert f"SIZE={len(dotted)}" in received.mail_options
 
 
+async def test_a_message_with_bare_line_ends_arrives_with_crlf_and_its_dots(tmp_path: Path) -> None:
+    """Bytes not composed by paperwatch (LF or CR line ends, no final line end) are sent as
+    aiosmtplib normalizes them; composed ones as they are. Both arrive whole."""
+    loose = b"From: pw@example.org\nSubject: loose\n\n.first\rsecond\n.\nlast"
+    recorder = Recorder()
+    with SmtpServer(recorder) as server:
+        async with open_transport(smtp_config(server, tmp_path, security="none")) as transport:
+            await transport.send(Envelope("pw@example.org", ("alice@example.org",), "<1@example.org>", loose))
+            await transport.send(Envelope("pw@example.org", ("bob@example.org",), "<2@example.org>", MESSAGE))
+    assert [r.data for r in recorder.received] == [
+        b"From: pw@example.org\r\nSubject: loose\r\n\r\n.first\r\nsecond\r\n.\r\nlast\r\n", MESSAGE]
+
+
 async def test_one_refused_recipient_of_two_still_lets_the_other_have_it(tmp_path: Path) -> None:
     recorder = Recorder(refuse={"nobody@example.org": "550 5.1.1 no such user"})
     with SmtpServer(recorder) as server:

@@ -267,7 +267,7 @@ class SmtpTransport:
                 refused.append(exc)
         if len(refused) == len(envelope.recipients):
             raise aiosmtplib.SMTPRecipientsRefused(refused)
-        await client.data(envelope.data)
+        await _data(client, envelope.data)
 
     def _utf8_options(self, envelope: Envelope) -> list[str]:
         """SMTPUTF8 where an address has a non-ASCII local part (domains go as IDNA), if offered."""
@@ -294,6 +294,35 @@ class SmtpTransport:
             await client.quit()
         except (aiosmtplib.SMTPException, OSError):
             client.close()
+
+
+async def _data(client: aiosmtplib.SMTP, data: bytes) -> None:
+    """DATA, then the message with the dots that start its lines doubled and the final dot.
+
+    ``client.data`` makes every line end CRLF and doubles the dots with two regular expressions
+    over every byte: 0.4 s of CPU for a morning's 200 digests of 96 KB, more than building their
+    bytes. Ours are built with CRLF line ends throughout, so here the dots are doubled by
+    ``bytes.replace`` and the rest goes through aiosmtplib as it is: the DATA command and both
+    replies by its own calls, the bytes by its protocol's ``write``, in one step of the event
+    loop with the read that waits for the reply (so no reply can come before it is waited for).
+    Bytes in any other form (a message queued by hand) take ``client.data``."""
+    protocol = client.protocol
+    if protocol is None or not _crlf_throughout(data):
+        await client.data(data)
+        return
+    reply = await client.execute_command(b"DATA")
+    if reply.code != aiosmtplib.SMTPStatus.start_input:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    protocol.write(b"." * data.startswith(b".") + data.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+    reply = await protocol.read_response(timeout=client.timeout)
+    if reply.code != aiosmtplib.SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+
+
+def _crlf_throughout(data: bytes) -> bool:
+    """Every line of ``data`` ends in CRLF, the last one too: what DATA sends, as it is."""
+    crlf = data.count(b"\r\n")
+    return data.endswith(b"\r\n") and data.count(b"\n") == crlf == data.count(b"\r")
 
 
 async def probe(config: MailConfig, *, smtputf8: Sequence[str] = ()) -> list[str]:
