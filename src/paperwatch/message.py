@@ -113,12 +113,16 @@ class QpLines:
 
     def __init__(self) -> None:
         self._encoded: dict[str, bytes] = {}
-        self._last: tuple[str, bytes] = ("", b"\r\n")  # the page last checked against the budget is then sent
+        # The last two texts encoded: the page checked against the budget is then sent (after the text part).
+        self._last: list[tuple[str, bytes]] = []
 
     def encode(self, text: str) -> bytes:
-        if text is not self._last[0]:
-            self._last = (text, b"".join(self._lines(text)))
-        return self._last[1]
+        for seen, code in self._last:
+            if seen is text:
+                return code
+        code = b"".join(self._lines(text))
+        self._last = [(text, code), *self._last[:1]]
+        return code
 
     def size(self, text: str) -> int:
         return sum(map(len, self._lines(text)))
