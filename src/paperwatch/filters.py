@@ -216,7 +216,8 @@ def _marked(text: str, marks: tuple[str, ...]) -> Markup:
     for found in pattern.finditer(text):
         out += [escape(text[last:found.start()]), _HIGHLIGHT % found.group()]
         last = found.end()
-    return Markup("").join([*out, escape(text[last:])])
+    out.append(escape(text[last:]))
+    return Markup("".join(out))  # every piece escaped already: Markup's own join would escape each again
 
 
 def mark_text(text: str, marks: Sequence[str]) -> str:
