@@ -110,7 +110,11 @@ class RunMemo:
             bound = fresh if loaded is None or fresh is None or loaded[0] is None else (
                 min(fresh[0], loaded[0][0]), min(fresh[1], loaded[0][1]))
             loaded = self._papers[key] = (bound, await store.featured_papers(featured_since=featured_since, fresh=bound))
-        candidates = [f.paper for f in loaded[1] if fresh is None or f.fresh(fresh)]
+        if fresh is None:
+            candidates = [f.paper for f in loaded[1]]
+        else:
+            since, day = fresh[0].isoformat(), fresh[1].isoformat()
+            candidates = [f.paper for f in loaded[1] if f.fresh(since, day)]
         had = await store.delivered_among(reader, [paper.id for paper in candidates])
         return [paper for paper in candidates if paper.id not in had]
 

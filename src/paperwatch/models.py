@@ -243,6 +243,7 @@ class FeaturedPaper:
     first_seen: str
     last_featured: str
 
-    def fresh(self, fresh: tuple[dt.datetime, dt.date]) -> bool:
-        """Whether ``undelivered`` with this ``fresh`` would consider the paper."""
-        return self.first_seen > fresh[0].isoformat() or self.last_featured >= fresh[1].isoformat()
+    def fresh(self, since: str, day: str) -> bool:
+        """Whether ``undelivered`` with ``fresh`` would consider the paper: ``since`` and ``day``
+        are ``fresh``'s time and day in ISO format (as the store keeps them)."""
+        return self.first_seen > since or self.last_featured >= day
