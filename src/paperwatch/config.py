@@ -15,12 +15,12 @@ import ipaddress
 import os
 import re
 import stat
-import tomllib
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import tomli
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -273,14 +273,14 @@ def _read(path: Path | None) -> tuple[str, dict[str, Any]]:
         return "", {}
     try:
         text = path.read_text(encoding="utf-8")
-        return text, tomllib.loads(text)
+        return text, tomli.loads(text)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text ({exc.reason})"]) from exc
-    except tomllib.TOMLDecodeError as exc:
+    except tomli.TOMLDecodeError as exc:
         raise ConfigError([_toml_error(path, exc, text)]) from exc
-    except RecursionError:  # tomllib recurses per level: a file nested thousands deep
+    except RecursionError:  # the parser recurses per level: a file nested thousands deep
         raise ConfigError([f"{path}: arrays or tables nested too deeply to read"]) from None
 
 
@@ -398,7 +398,7 @@ _TOML_HINTS = {
 }
 
 
-def _toml_error(path: Path, exc: tomllib.TOMLDecodeError, text: str = "") -> str:
+def _toml_error(path: Path, exc: tomli.TOMLDecodeError, text: str = "") -> str:
     """The parser's complaint with the key, the column and a hint for the usual slips."""
     message = str(exc)
     found = re.search(r"\(at line (\d+), column (\d+)\)", message)
@@ -543,7 +543,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
 
 
 class _KeyLines:
-    """Maps a key path to the line and column that set it; tomllib keeps no positions."""
+    """Maps a key path to the line and column that set it; the parser keeps no positions."""
 
     _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(?:#.*)?$")
     _KEY = re.compile(r"^(\s*)([A-Za-z0-9_\-]+(?:\s*\.\s*[A-Za-z0-9_\-]+)*)\s*=\s*")
