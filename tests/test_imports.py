@@ -3,6 +3,7 @@ or the scheduler; the daemon loads all of them at start, so its first digest pay
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -10,6 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from fakehf import FakeHF
+from smtpserver import Recorder, SmtpServer
+from support import serve_samples, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -43,3 +48,23 @@ def test_the_daemon_loads_everything_a_digest_needs_at_start() -> None:
                 "Matcher.compile([RuleSpec('alice', 'r', keywords=({!r},))])")
     assert loaded_after(compiled.format("re:gr[oa]k"))["re2"] is True
     assert loaded_after(compiled.format("grokking"))["re2"] is False
+
+
+async def test_run_once_does_without_the_daemon_and_its_scheduler(tmp_path: Path) -> None:
+    """``run --once`` (a timer's job) polls, queues and delivers as the daemon does, without
+    loading the daemon and the scheduler it does not use."""
+    code = ("import json, sys\nfrom paperwatch.cli import main\nstatus = main(sys.argv[1:])\n"
+            f"print(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))\nsys.exit(status)")
+    recorder = Recorder()
+    async with FakeHF() as hf:
+        serve_samples(hf, 13)
+        with SmtpServer(recorder) as smtp:
+            path = write_config(tmp_path, hf, smtp=smtp)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", code, "-c", str(path), "run", "--once", stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(SRC)})
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()
+    loaded = json.loads(out.decode().splitlines()[-1])
+    assert recorder.received and loaded["paperwatch.delivery"] and loaded["aiosmtplib"]
+    assert not loaded["paperwatch.daemon"] and not loaded["apscheduler.schedulers"]
