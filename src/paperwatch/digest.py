@@ -492,8 +492,8 @@ def _merged(items: Sequence[DigestItem]) -> list[DigestItem]:
 def _entry(item: DigestItem) -> Entry:
     found: dict[str, list[str]] = {name: [] for name in FIELDS}
     for mark in item.highlights:
-        if mark.field in found and clean(mark.text):
-            found[mark.field].append(clean(mark.text))
+        if mark.field in found and (text := clean(mark.text)):
+            found[mark.field].append(text)
     paper, title, abstract, authors, keywords, organization, url, links = _paper_text(item.paper)
     return Entry(
         paper=paper, title=title, abstract=abstract, authors=authors, keywords=keywords, organization=organization,
