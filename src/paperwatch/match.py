@@ -228,6 +228,11 @@ class Matcher:
             raise RuleError(builder.problems)
         return cls(compiled, builder)
 
+    def build(self) -> None:
+        """Build the tables ``match`` looks in now, not at the first paper: a daemon's first
+        digest then pays nothing, and a run sets them aside with the config (``collector.keep``)."""
+        self._rules()
+
     def _rules(self) -> _Rules:
         built = self._built
         if built is None:

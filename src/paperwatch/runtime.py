@@ -79,9 +79,11 @@ class Loaded:
 
     @classmethod
     def of(cls, config: Config) -> Loaded:
-        """Everything checked at start-up: rules, templates, the SMTP password; ConfigError if not."""
+        """Everything checked at start-up: rules, templates, the SMTP password; ConfigError if not.
+        The matcher's tables are built now too, with the collector paused, like all of the config."""
         with collector.paused():
             matcher, templates = prepare(config)
+            matcher.build()
         if config.mail.smtp is not None:
             read_password(config.mail.smtp)
         return cls(config, matcher, templates)
