@@ -98,7 +98,7 @@ def test_a_block_is_rendered_once_for_the_same_values_and_again_for_others(tmp_p
 def _counting_templates(folder: Path) -> Path:
     """The packaged templates, with a filter in each card head that notes every render of it."""
     for name, text in packaged_templates().items():
-        text = text.replace("{% block card_head scoped %}\n", "{% block card_head scoped %}\n{{ e.paper.title | count }}\n")
+        text = text.replace("{% block card_head %}\n", "{% block card_head %}\n{{ e.paper.title | count }}\n")
         (folder / name).write_text(text, encoding="utf-8")
     return folder
 
@@ -119,7 +119,7 @@ def test_markup_and_text_alike_in_characters_are_different_values() -> None:
 def test_a_mistake_in_a_memoized_block_still_names_its_file_and_line(tmp_path: Path) -> None:
     for name, text in packaged_templates().items():
         if name == "digest.txt.j2":
-            text = text.replace("{% block card_foot scoped %}\n", "{% block card_foot scoped %}\n{{ p.no_such_field }}\n")
+            text = text.replace("{% block card_foot %}\n", "{% block card_foot %}\n{{ e.paper.no_such_field }}\n")
         (tmp_path / name).write_text(text, encoding="utf-8")
     with pytest.raises(TemplateError, match=r"digest\.txt\.j2:\d+: UndefinedError"):
         Templates.load(tmp_path)
