@@ -61,22 +61,20 @@ def _wrapped(text: str, width: int, break_long_words: bool, wrapstring: str, bre
     lines = []
     for line in text.splitlines():
         words = line.split(" ")
-        if break_on_hyphens or "\t" in line or any(not word or len(word) > width for word in words):
+        if break_on_hyphens or "\t" in line or "" in words or max(map(len, words)) > width:
             lines.append(wrapstring.join(textwrap.wrap(line, width=width, expand_tabs=False, replace_whitespace=False,
                                                        break_long_words=break_long_words,
                                                        break_on_hyphens=break_on_hyphens)))
             continue
-        # Words one space apart, none too long: textwrap's result, greedily.
-        out, current = [], words[0]
-        for word in words[1:]:
-            if len(current) + 1 + len(word) <= width:
-                current += " " + word
-            else:
-                out.append(current)
-                current = word
-        out.append(current)
-        lines.append(wrapstring.join(out))
+        # Words one space apart, none too long: textwrap's result, greedily, as the longest run of
+        # at most ``width`` characters that ends where a word does, again and again.
+        lines.append(wrapstring.join(_greedy(width).findall(line)))
     return wrapstring.join(lines)
+
+
+@lru_cache(maxsize=16)
+def _greedy(width: int) -> re.Pattern[str]:
+    return re.compile(rf"(.{{1,{width}}})(?: |$)")
 
 
 def day_label(day: dt.date) -> str:
