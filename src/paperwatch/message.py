@@ -88,16 +88,16 @@ def _unsubscribe_url(value: str) -> str:
 def qp_encode(text: str) -> bytes:
     """``text`` as UTF-8 in quoted-printable with CRLF line ends, by the C encoder: lines of at
     most 76 characters, 7-bit clean, whatever the SMTP server offers."""
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _lf(text)
     if not text.endswith("\n"):
         text += "\n"
     # Given LF line ends the encoder writes LF for its soft breaks too; a raw LF is then only ever one.
     return binascii.b2a_qp(text.encode(), istext=True).replace(b"\n", b"\r\n")
 
 
-def _qp_line(line: str) -> bytes:
-    return binascii.b2a_qp((line + "\n").encode(), istext=True).replace(b"\n", b"\r\n")
+def _lf(text: str) -> str:
+    """``text`` with each line end LF, whichever kind it was."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 _LINES_KEPT = 32_768  # a run's digests share about 16,000 distinct lines at 200 readers: 8 MB
@@ -128,9 +128,7 @@ class QpLines:
         return sum(map(len, self._lines(text)))
 
     def _lines(self, text: str) -> list[bytes]:
-        if "\r" in text:
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-        lines = text.split("\n")
+        lines = _lf(text).split("\n")
         if len(lines) > 1 and not lines[-1]:  # the text's own last line end
             lines.pop()
         encoded = self._encoded
@@ -139,7 +137,7 @@ class QpLines:
         found = list(map(encoded.get, lines))
         for n, code in enumerate(found):
             if code is None:
-                found[n] = encoded[lines[n]] = _qp_line(lines[n])
+                found[n] = encoded[lines[n]] = qp_encode(lines[n])
         return cast(list[bytes], found)
 
 
