@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jinja2 import Environment
+from markupsafe import Markup, escape
 
-from paperwatch.filters import register
+from paperwatch.filters import HIGHLIGHT_STYLE, mark_html, register
 
 ENV = Environment()
 register(ENV, html=False)
@@ -27,3 +29,24 @@ def test_wordwrap_is_textwraps_line_by_line(text: str, width: int) -> None:
     expected = "\n".join("\n".join(textwrap.wrap(line, width=width, expand_tabs=False, replace_whitespace=False,
                                                  break_on_hyphens=False)) for line in text.splitlines())
     assert WRAP.render(s=text, w=width) == expected
+
+
+# Text with everything HTML escapes, words that are marks or hold one, and one mark changing length when lowered.
+MARKED = st.lists(st.sampled_from(["grok", "Grokking", "a&b", "<i>", "'", '"', ">", " ", "İx", "x", "&amp;"]),
+                  max_size=20).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=MARKED, marks=st.lists(st.sampled_from(["grok", "Grokking", "a&b", "<i>", "İx", "x"]), max_size=3))
+def test_highlight_is_each_mark_spanned_and_everything_escaped(text: str, marks: list[str]) -> None:
+    """The highlighted text is what markupsafe makes of it: the text escaped piece by piece, each
+    mark (longest first, never inside a longer word) in a highlighted span."""
+    words = sorted(set(marks), key=len, reverse=True)
+    pattern = re.compile("|".join((r"(?<!\w)" if re.match(r"\w", w) else "") + re.escape(w)
+                                  + (r"(?!\w)" if re.search(r"\w$", w) else "") for w in words), re.IGNORECASE)
+    span = Markup(f'<span class="hl" style="{HIGHLIGHT_STYLE}">%s</span>')
+    expected, last = Markup(""), 0
+    for found in pattern.finditer(text) if words else ():
+        expected += escape(text[last:found.start()]) + span % found.group()
+        last = found.end()
+    assert mark_html(text, marks) == expected + escape(text[last:])

@@ -44,7 +44,7 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9$\\(\[\"'])")
 
 
-_HIGHLIGHT = Markup(f'<span class="hl" style="{HIGHLIGHT_STYLE}">%s</span>')
+_HIGHLIGHT_OPEN, _HIGHLIGHT_CLOSE = f'<span class="hl" style="{HIGHLIGHT_STYLE}">', "</span>"
 
 
 @pass_environment
@@ -157,7 +157,7 @@ class _Finder:
             self._regex = re.compile("|".join(map(_bounded, words)), re.IGNORECASE)
 
     def finditer(self, text: str) -> Iterator[_Found | re.Match[str]]:
-        low = text.lower()
+        low = _lowered(text)
         if self._regex is not None or len(low) != len(text):  # lowering moved the indexes
             yield from (self._regex or re.compile("|".join(_bounded(w) for w, _b, _a in self._words),
                                                   re.IGNORECASE)).finditer(text)
@@ -178,6 +178,10 @@ class _Finder:
 
     def search(self, text: str) -> _Found | re.Match[str] | None:
         return next(self.finditer(text), None)
+
+
+# An abstract is searched for each reader's marks, shortened and then highlighted: lowered once.
+_lowered = lru_cache(maxsize=256)(str.lower)
 
 
 def _is_word(char: str) -> bool:
@@ -212,10 +216,18 @@ def _marked(text: str, marks: tuple[str, ...]) -> Markup:
         return escape(text)
     out, last = [], 0
     for found in pattern.finditer(text):
-        out += [escape(text[last:found.start()]), _HIGHLIGHT % found.group()]
+        out += [_escaped(text[last:found.start()]), _HIGHLIGHT_OPEN, _escaped(found.group()), _HIGHLIGHT_CLOSE]
         last = found.end()
-    out.append(escape(text[last:]))
+    out.append(_escaped(text[last:]))
     return Markup("".join(out))  # every piece escaped already: Markup's own join would escape each again
+
+
+def _escaped(text: str) -> str:
+    """``markupsafe.escape(text)`` as a plain string: a piece of a highlighted text is joined at
+    once, and a Markup made for each piece cost more than escaping it."""
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    return text.replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#39;").replace('"', "&#34;")
 
 
 def mark_text(text: str, marks: Sequence[str]) -> str:
