@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from bs4 import BeautifulSoup
 
+from paperwatch.blocks import BlockMemo
 from paperwatch.digest import (
     DigestInfo,
     DigestItem,
@@ -26,7 +27,7 @@ from paperwatch.digest import (
 )
 from paperwatch.errors import TemplateError
 from paperwatch.filters import shorten
-from paperwatch.message import build_message, encoded_size, make_message_id, message_domain
+from paperwatch.message import QpLines, build_message, encoded_size, make_message_id, message_domain, qp_encode
 from paperwatch.models import Paper
 from paperwatch.parse import parse_daily_api
 from reference import HTML as REFERENCE_HTML
@@ -318,6 +319,32 @@ def test_size_budget_is_filled_to_the_last_card_that_fits(templates: Templates) 
     left_out = templates.render(info(papers_seen=300), items[shown:shown + 1]).html
     next_card = '<div class="card"' + left_out.split('<div class="card"')[1].split("</div>")[0] + "</div>\n"
     assert 0 <= room < encoded_size(next_card)
+
+
+_CARD_LOOP = "{% for g in groups %}<h2>{{ g.rule }}</h2>\n{% for e in g.entries %}{% block card scoped %}"
+
+
+@pytest.mark.parametrize("html", [
+    None,  # ours: cards are whole lines of the page
+    # A card in the middle of a line, and the page's own text holding the mark a card goes in as.
+    f'<p class="x">{_CARD_LOOP}<b>{{{{ e.title }}}}</b> = {{{{ e.paper.upvotes }}}}{{% endblock %}}{{% endfor %}}'
+    "{% endfor %}</p>\n",
+    f'<p>{{{{ "\\x00" }}}}</p>\n{_CARD_LOOP}<p>{{{{ e.title }}}}</p>\n{{% endblock %}}{{% endfor %}}{{% endfor %}}',
+])
+def test_page_as_sent_is_the_page_encoded_whatever_the_cards(tmp_path: Path, html: str | None) -> None:
+    """The page is encoded from its cards' lines, encoded once when they were measured, and the
+    text between them: byte for byte what encoding it whole gives, for a second reader too."""
+    if html is not None:
+        write_templates(tmp_path, {"digest.html.j2": html})
+    loaded = Templates.load(None if html is None else tmp_path)
+    items = [item(paper(f"2503.{n:05d}", title=f"Paper {n} · on = grokking", summary=ABSTRACT * (1 + n % 3)),
+                  rules=("grokking",) if n % 2 else ("loss",), highlights=(Highlight("abstract", "grokking"),))
+             for n in range(30)]
+    lines, memo = QpLines(), BlockMemo()
+    for seen in (30, 31):  # a second digest, its headline its own
+        rendered = loaded.render(info(papers_seen=seen), items, memo=memo, lines=lines)
+        assert lines.encode(rendered.html) == qp_encode(rendered.html)
+        assert [rendered.html.count(f"Paper {n} ") for n in range(30)] == [1] * 30
 
 
 def test_paper_matched_by_several_rules_appears_once_under_its_best(templates: Templates) -> None:

@@ -33,7 +33,7 @@ import importlib.resources
 import re
 import traceback
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -249,9 +249,9 @@ class Templates:
         budget as encoded for sending; then the page around the cards that fit, checked whole.
         A card is whole lines of the page, so its lines encoded are what it adds to the page."""
         around = _context(info, merged, [])
-        base = lines.size(self._page(around, [], {}))
+        base = lines.size(self._page(around, {}, lines))
         entries: list[Entry] = []
-        cards: dict[int, str] = {}
+        cards: dict[int, tuple[str, bytes]] = {}
         total, rule = base, None
         # One context for every card: a card sees what is around it and its own ``e``.
         context = self._html.new_context(dict(around))
@@ -261,15 +261,15 @@ class Templates:
             entry = _entry(item)
             context.vars["e"] = entry
             card = self._card(context)
+            code = lines.lines(card)
             heading = 0 if entry.rules[0] == rule else HEADING_ALLOWANCE + 3 * len(entry.rules[0].encode())
-            size = heading + lines.size(card)
-            if entries and total + size > HTML_BUDGET:
+            if entries and total + heading + len(code) > HTML_BUDGET:
                 break
-            total, rule = total + size, entry.rules[0]
+            total, rule = total + heading + len(code), entry.rules[0]
             entries.append(entry)
-            cards[id(entry)] = card
+            cards[id(entry)] = card, code
         while True:  # the allowances are generous: this runs once but for a rule name of odd characters
-            html = self._page(_context(info, merged, entries), entries, cards)
+            html = self._page(_context(info, merged, entries), cards, lines)
             if len(entries) <= 1 or len(lines.encode(html)) <= HTML_BUDGET:
                 return len(entries), html, entries
             entries.pop()
@@ -277,11 +277,32 @@ class Templates:
     def _card(self, context: Any) -> str:
         return self._generate(self._html, context, self._html.blocks["card"])
 
-    def _page(self, around: Mapping[str, Any], entries: Sequence[Entry], cards: Mapping[int, str]) -> str:
-        """The page around ``entries``, whose cards are those already rendered."""
+    def _page(self, around: Mapping[str, Any], cards: Mapping[int, tuple[str, bytes]], lines: QpLines) -> str:
+        """The page around the cards of ``around``'s entries, rendered and encoded already. Each
+        card goes in as a mark, and the page is put together from the text between them and the
+        cards: when all of these are whole lines, its encoding is theirs, and is remembered."""
         context = self._html.new_context(dict(around))
-        context.blocks["card"] = [lambda block: iter((cards[id(block["e"])],))]
-        return self._generate(self._html, context, self._html.root_render_func)
+        slots: list[tuple[str, bytes]] = []
+
+        def card(block: Any) -> Iterator[str]:
+            slots.append(cards[id(block["e"])])
+            return iter((_SLOT,))
+
+        context.blocks["card"] = [card]
+        parts = self._generate(self._html, context, self._html.root_render_func).split(_SLOT)
+        if len(parts) != len(slots) + 1:  # the page's own text held the mark: rendered again, as it is
+            context = self._html.new_context(dict(around))
+            context.blocks["card"] = [lambda block: iter((cards[id(block["e"])][0],))]
+            return self._generate(self._html, context, self._html.root_render_func)
+        pieces, codes = [parts[0]], [lines.lines(parts[0])]
+        for (text, code), part in zip(slots, parts[1:], strict=True):
+            pieces += (text, part)
+            codes += (code, lines.lines(part))
+        html = "".join(pieces)
+        if slots and all(text.endswith("\n") for text, _ in slots) and all(
+                not part or part.endswith("\n") for part in parts[:-1]):
+            lines.remember(html, b"".join(codes))
+        return html
 
     def _generate(self, template: Template, context: Any, function: Callable[[Any], Iterable[str]]) -> str:
         try:
@@ -326,6 +347,9 @@ class Templates:
 
     def _inline(self, html: str) -> str:
         return inline_html(html, HTML_TEMPLATE)
+
+
+_SLOT = "\x00"  # where a card goes in the page: no text shown holds it (``clean``)
 
 
 _SAMPLE_PAPER = Paper(

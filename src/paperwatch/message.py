@@ -127,6 +127,15 @@ class QpLines:
     def size(self, text: str) -> int:
         return sum(map(len, self._lines(text)))
 
+    def lines(self, text: str) -> bytes:
+        """``encode(text)`` for a text of whole lines, ready to join with other such texts: the
+        empty text is no line. Not remembered as ``encode``'s last texts."""
+        return b"".join(self._lines(text)) if text else b""
+
+    def remember(self, text: str, code: bytes) -> None:
+        """``code`` is ``encode(text)``, made of texts encoded apart (``lines``): ``encode`` answers with it."""
+        self._last = [(text, code), *self._last[:1]]
+
     def _lines(self, text: str) -> list[bytes]:
         lines = _lf(text).split("\n")
         if len(lines) > 1 and not lines[-1]:  # the text's own last line end
