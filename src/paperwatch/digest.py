@@ -514,15 +514,20 @@ def _merged(items: Sequence[DigestItem]) -> list[DigestItem]:
 
 
 def _entry(item: DigestItem) -> Entry:
-    found: dict[str, list[str]] = {name: [] for name in FIELDS}
-    for mark in item.highlights:
-        if mark.field in found and (text := clean(mark.text)):
-            found[mark.field].append(text)
     paper, title, abstract, authors, keywords, organization, url, links = _paper_text(item.paper)
-    return Entry(
-        paper=paper, title=title, abstract=abstract, authors=authors, keywords=keywords, organization=organization,
-        rules=tuple(clean(r) for r in item.rules) or ("other",), why=tuple(clean(w) for w in item.why),
-        marks=Marks(**{name: _unique(texts) for name, texts in found.items()}), url=url, links=links)
+    return Entry(paper, title, abstract, authors, keywords, organization, tuple(map(clean, item.rules)) or ("other",),
+                 tuple(map(clean, item.why)), _marks(item.highlights), url, links)
+
+
+def _marks(highlights: Iterable[Highlight]) -> Marks:
+    found: dict[str, dict[str, None]] = {}
+    for mark in highlights:
+        if mark.field in _MARKED_FIELDS and (text := clean(mark.text)):
+            found.setdefault(mark.field, {})[text] = None
+    return Marks(**{name: tuple(texts) for name, texts in found.items()})
+
+
+_MARKED_FIELDS = frozenset(FIELDS)
 
 
 _PaperText = tuple[Paper, str, str, tuple[str, ...], tuple[str, ...], str | None, str, tuple[tuple[str, str], ...]]
