@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from jinja2 import Environment
 from markupsafe import Markup, escape
 
-from paperwatch.filters import HIGHLIGHT_STYLE, mark_html, register
+from paperwatch.filters import HIGHLIGHT_STYLE, mark_html, register, shorten
 
 ENV = Environment()
 register(ENV, html=False)
@@ -50,3 +50,21 @@ def test_highlight_is_each_mark_spanned_and_everything_escaped(text: str, marks:
         expected += escape(text[last:found.start()]) + span % found.group()
         last = found.end()
     assert mark_html(text, marks) == expected + escape(text[last:])
+
+
+FILLER = st.lists(st.sampled_from(["a", "curve", "loss-free", "x_loss", "grokked", "slow"]), min_size=6, max_size=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(fillers=st.lists(FILLER, min_size=12, max_size=24), spots=st.lists(st.tuples(st.integers(0, 23),
+       st.sampled_from(["grok", "grokking", "loss", "Loss", "İ"])), min_size=1, max_size=4))
+def test_shortened_abstract_keeps_the_sentence_of_the_first_mark(fillers: list[list[str]],
+                                                                 spots: list[tuple[int, str]]) -> None:
+    """Marks put in sentences far apart: the first of them, whichever mark it is, stays in view."""
+    for index, mark in spots:
+        fillers[index % len(fillers)].insert(1, mark)
+    sentences = [" ".join(words).capitalize() + "." for words in fillers]
+    marks = sorted({mark.lower() for _, mark in spots}, key=len, reverse=True)
+    pattern = re.compile("|".join(rf"(?<!\w){re.escape(m)}(?!\w)" for m in marks), re.IGNORECASE)
+    first = next(s for s in sentences if pattern.search(s))
+    assert first in shorten(" ".join(sentences), marks, 200)

@@ -177,7 +177,20 @@ class _Finder:
                 last = end
 
     def search(self, text: str) -> _Found | re.Match[str] | None:
-        return next(self.finditer(text), None)
+        """The first of ``finditer``: each mark's first place, the earliest (the longest there) taken."""
+        low = _lowered(text)
+        if self._regex is not None or len(low) != len(text):
+            return next(self.finditer(text), None)
+        first: tuple[int, int] | None = None
+        for word, before, after in self._words:  # longest first: at a tie the longer stays
+            at = low.find(word, 0, None if first is None else first[0] + len(word))
+            while at >= 0 and (first is None or at < first[0]):
+                end = at + len(word)
+                if not (before and at and _is_word(text[at - 1])) and not (after and end < len(text) and _is_word(text[end])):
+                    first = at, end
+                    break
+                at = low.find(word, at + 1)
+        return None if first is None else _Found(text, *first)
 
 
 # An abstract is searched for each reader's marks, shortened and then highlighted: lowered once.
