@@ -4,8 +4,8 @@ name authors, wrap lines and write dates; and the cleaning every shown text goes
 (control characters out, whitespace folded, LaTeX text commands reduced to their text).
 
 ``register`` installs them in a template environment: ``highlight(text, marks)``,
-``shorten(text, marks, limit)``, ``authors(names, marks)``, ``day(date)`` and a remembering
-``wordwrap``. The same titles, names and abstracts come in many readers' digests, so the
+``shorten(text, marks, limit)``, ``authors(names, marks)``, ``day(date)``, and ``wordwrap`` and
+``indent`` that remember. The same titles, names and abstracts come in many readers' digests, so the
 costly ones remember their recent answers.
 """
 
@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache, partial
 
 from jinja2 import Environment, pass_environment
+from jinja2.filters import do_indent
 from markupsafe import Markup, escape
 
 from paperwatch.message import one_line
@@ -27,7 +28,7 @@ from paperwatch.message import one_line
 def register(environment: Environment, *, html: bool) -> None:
     """Install the filters; ``highlight`` marks up only in HTML."""
     mark = mark_html if html else mark_text
-    environment.filters.update(highlight=mark, shorten=shorten, day=day_label, wordwrap=_wordwrap,
+    environment.filters.update(highlight=mark, shorten=shorten, day=day_label, wordwrap=_wordwrap, indent=_indent,
                                authors=partial(_authors, mark=mark, glue=Markup("") if html else ""))
 
 
@@ -70,6 +71,16 @@ def _wrapped(text: str, width: int, break_long_words: bool, wrapstring: str, bre
         # at most ``width`` characters that ends where a word does, again and again.
         lines.append(wrapstring.join(_greedy(width).findall(line)))
     return wrapstring.join(lines)
+
+
+def _indent(s: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    """Jinja's ``indent``, remembered for plain text: it follows ``wordwrap`` on the same texts."""
+    if type(s) is not str:  # Markup: Jinja's own, as it is
+        return do_indent(s, width, first, blank)
+    return _indented(s, width, first, blank)
+
+
+_indented = lru_cache(maxsize=1024)(do_indent)
 
 
 @lru_cache(maxsize=16)
