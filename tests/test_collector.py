@@ -27,16 +27,20 @@ def test_paused_restores_it_after_an_error_too() -> None:
     assert gc.isenabled()
 
 
-def test_kept_objects_are_released_for_collection() -> None:
+def test_kept_objects_are_set_aside_at_once_and_released_for_collection() -> None:
     class Node:
         other: object = None
 
-    cycle = Node()
-    cycle.other = cycle
-    alive = weakref.ref(cycle)
-    collector.keep()
+    with collector.kept():
+        cycle = Node()
+        cycle.other = cycle
+        made = [[n] for n in range(10_000)]
     try:
-        del cycle
+        assert gc.isenabled()
+        # Nothing made inside is left for the next young collection to walk.
+        assert len(gc.get_objects(generation=0)) < len(made) // 10
+        alive = weakref.ref(cycle)
+        del cycle, made
         gc.collect()
         assert alive() is not None  # set aside: the cycle is not collected
     finally:

@@ -417,8 +417,8 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
         return await serve(config)
     # The daemon's own operations, once: the days missed since the last poll are fetched too,
     # old records pruned, and the operator told if the source keeps failing.
-    loaded = Loaded.of(config)
-    collector.keep()  # the config and all it compiled to, until the process ends
+    with collector.kept():  # the config and all it compiled to, until the process ends
+        loaded = Loaded.of(config)
     async with Runtime.open(loaded) as runtime:
         await runtime.record_readers()
         polled = await runtime.poll()

@@ -294,6 +294,6 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 async def serve(config: Config) -> int:
     """Run until SIGTERM/SIGINT; a broken config exits 78 before anything starts."""
-    loaded = Loaded.of(config)
-    collector.keep()  # the config and all it compiled to, until a reload replaces it
+    with collector.kept():  # the config and all it compiled to, until a reload replaces it
+        loaded = Loaded.of(config)
     return await Daemon(loaded).run()

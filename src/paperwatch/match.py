@@ -230,7 +230,7 @@ class Matcher:
 
     def build(self) -> None:
         """Build the tables ``match`` looks in now, not at the first paper: a daemon's first
-        digest then pays nothing, and a run sets them aside with the config (``collector.keep``)."""
+        digest then pays nothing, and a run sets them aside with the config (``collector.kept``)."""
         self._rules()
 
     def _rules(self) -> _Rules:
