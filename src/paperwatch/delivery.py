@@ -16,6 +16,8 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
+from itertools import starmap
 from pathlib import Path
 
 from paperwatch.address import parse_mailbox
@@ -275,9 +277,14 @@ def with_search_hits(reader: Reader, matches: Mapping[str, Match], hits: Iterabl
 
 
 def _item(paper: Paper, match: Match, order: dict[str, int]) -> DigestItem:
-    rules = tuple(sorted(match.rules, key=lambda name: order.get(name, len(order))))
-    highlights = tuple(dict.fromkeys(Highlight(hit.field, hit.text) for hit in match.why))
-    return DigestItem(paper=paper, rules=rules, highlights=highlights, why=_why(match.why, rules))
+    rules = match.rules if len(match.rules) == 1 else tuple(
+        sorted(match.rules, key=lambda name: order.get(name, len(order))))
+    highlights = tuple(starmap(_highlight, dict.fromkeys((hit.field, hit.text) for hit in match.why)))
+    return DigestItem(paper, rules, highlights, _why(match.why, rules))
+
+
+# A paper's highlights are those of its hits, and hits are shared (``Match``): so are these.
+_highlight = lru_cache(maxsize=4096)(Highlight)
 
 
 _FIELD_NAMES = {"ai_keywords": "AI keywords"}
