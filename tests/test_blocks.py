@@ -116,6 +116,20 @@ def test_markup_and_text_alike_in_characters_are_different_values() -> None:
     assert out == ["&lt;b&gt;", "<b>"]
 
 
+def test_a_block_reading_an_unhashable_value_is_rendered_as_written_each_time() -> None:
+    env = Environment(autoescape=True)
+    source = "{% block head scoped %}{{ v | join(',') }}{% endblock %}"
+    template, found = env.from_string(source), memoizable_blocks(env, source)
+    memo, value = BlockMemo(), ["a"]
+    out = []
+    for _ in range(2):
+        context = template.new_context({"v": value})
+        memo.install(env, found, context)
+        out.append("".join(template.root_render_func(context)))
+        value.append("b")  # a list read again is read as it is now
+    assert found == {"head": (("v",),)} and out == ["a", "a,b"]
+
+
 def test_a_mistake_in_a_memoized_block_still_names_its_file_and_line(tmp_path: Path) -> None:
     for name, text in packaged_templates().items():
         if name == "digest.txt.j2":

@@ -98,10 +98,13 @@ class BlockMemo:
 
         def block(context: Any) -> Iterator[str]:
             key = read(context)
+            try:
+                text = None if key is None else self._rendered.get(key)
+            except TypeError:  # an unhashable value: nothing to memoize
+                key = None
             if key is None:
                 yield from function(context)
                 return
-            text = self._rendered.get(key)
             if text is None:
                 if len(self._rendered) >= _CAPACITY:
                     self._rendered.clear()
@@ -120,8 +123,7 @@ class BlockMemo:
 def _reader(environment: Environment, name: str,
             paths: tuple[AttributePath, ...]) -> Callable[[Any], tuple[Any, ...] | None]:
     """A function of a block's context giving the values the block reads; None when one is
-    missing or cannot be a key (the block then renders as written, and says what is wrong if
-    anything is)."""
+    missing (the block then renders as written, and says what is wrong if anything is)."""
     roots: dict[str, list[tuple[str, ...]]] = {}
     for root, *attrs in paths:
         roots.setdefault(root, []).append(tuple(attrs))
@@ -141,11 +143,9 @@ def _reader(environment: Environment, name: str,
                 found = _follow(environment, value, attrs, get)
                 # Markup("a") equals "a", but renders otherwise: the types are part of the key.
                 values += (found, tuple(map(type, found)))
-            key = tuple(values)
-            hash(key)
-        except Exception:  # an undefined attribute or an unhashable value: nothing to memoize
+        except Exception:  # an undefined attribute: nothing to memoize
             return None
-        return key
+        return tuple(values)  # hashed once, by the memo's lookup
 
     return read
 
