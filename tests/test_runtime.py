@@ -55,3 +55,23 @@ async def test_the_runtime_swaps_its_fetcher_when_the_source_changes(tmp_path: P
     assert [r.papers for r in first.days if r.day == TODAY] == [2]
     assert [r.papers for r in second.days if r.day == TODAY] == [3]
     assert other.requests and first.summary.startswith("poll: ")
+
+
+async def test_readers_are_recorded_when_first_served_and_keep_that_start(tmp_path: Path) -> None:
+    """A reader's digests start from the day paperwatch first served them: recorded when the
+    runtime starts, before any digest; a reader recorded before keeps their start, and one only
+    renamed in case takes the old name's."""
+    async with FakeHF() as hf:
+        path = write_config(tmp_path, hf)
+        async with Runtime.open(Loaded.load(path)) as runtime:
+            await runtime.record_readers()
+            started = {name: (await runtime.store.reader_state(name, record=False)).started_at
+                       for name in ("alice", "bob")}
+            assert set(await runtime.store.last_digests()) == {"alice", "bob", "carol"}
+        path.write_text(path.read_text().replace('name = "bob"', 'name = "Bob"'))
+        async with Runtime.open(Loaded.load(path)) as runtime:
+            await runtime.record_readers()
+            assert set(await runtime.store.last_digests()) == {"alice", "Bob", "carol"}
+            again = {name: (await runtime.store.reader_state(name, record=False)).started_at
+                     for name in ("alice", "Bob")}
+    assert again == {"alice": started["alice"], "Bob": started["bob"]}

@@ -139,8 +139,10 @@ class Runtime:
 
     async def record_readers(self) -> None:
         """A reader's digests start from the day paperwatch first served them, never from history."""
+        known = await self.store.last_digests()  # one read for the readers already recorded
         for reader in self.config.readers:
-            await self.store.reader_state(reader.name)
+            if reader.name not in known:
+                await self.store.reader_state(reader.name)
         await self.store.watch_searches(saved_searches(self.config))
 
     # -- poll -----------------------------------------------------------------------------
