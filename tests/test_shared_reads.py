@@ -51,3 +51,21 @@ async def test_shared_reads_answer_as_each_reader_alone(tmp_path: Path) -> None:
             assert [p.id for p in shared] == [p.id for p in alone] and shared == alone, (reader, fresh)
             assert alone, (reader, fresh)  # each case has papers to compare
         assert await memo.featured_between(store, window, DAY) == await store.featured_between(window, DAY)
+
+
+async def test_reader_states_read_at_once_are_each_readers_own(tmp_path: Path) -> None:
+    """Recorded, never recorded, with a digest, and with one stamped while the clock ran ahead."""
+    now = dt.datetime(2026, 3, 10, 8, tzinfo=dt.UTC)
+    async with await Store.open(tmp_path / "p.db") as store:
+        for name, started in (("a", now - dt.timedelta(days=9)), ("b", now - dt.timedelta(days=3)),
+                              ("c", now + dt.timedelta(days=2))):
+            await store.reader_state(name, now=started)
+        await store.queue_digest(reader="b", recipient="b@x.org", sender="p@x.org", message_id="<1@x>", data=b"x",
+                                 papers=[], now=now - dt.timedelta(days=1))
+        await store.queue_digest(reader="c", recipient="c@x.org", sender="p@x.org", message_id="<2@x>", data=b"x",
+                                 papers=[], now=now + dt.timedelta(days=3))
+        memo = RunMemo(Matcher.compile([]))
+        for name in ("a", "b", "c", "never seen"):
+            for at in (now, now + dt.timedelta(days=5)):
+                assert await memo.reader_state(store, name, at) == await store.reader_state(name, now=at, record=False)
+        assert (await memo.reader_state(store, "c", now)).last_digest_at == now  # the future stamp reads as now

@@ -42,7 +42,7 @@ from paperwatch.mail import (
 )
 from paperwatch.match import Hit, Match, Matcher, RuleSpec
 from paperwatch.message import QpLines, build_message, build_notice, list_id, make_message_id, message_domain
-from paperwatch.models import FeaturedPaper, OutboxMessage, Paper, QueuedPaper, SearchHit
+from paperwatch.models import FeaturedPaper, OutboxMessage, Paper, QueuedPaper, ReaderState, SearchHit
 from paperwatch.store import Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -85,11 +85,11 @@ class Outcome:
 class RunMemo:
     """What one run's digests share, as it composes many readers' digests of mostly the same
     fresh papers: each paper matched once for every reader (a paper whose text changed is
-    matched again), the store's answers that are the same for all, the template blocks
-    rendered for one digest that another would render alike (``blocks``) and the lines
-    encoded for sending (``lines``)."""
+    matched again), the store's answers that are the same for all (every reader's state among
+    them, read at once), the template blocks rendered for one digest that another would render
+    alike (``blocks``) and the lines encoded for sending (``lines``)."""
 
-    __slots__ = ("_featured", "_found", "_matcher", "_papers", "blocks", "lines")
+    __slots__ = ("_featured", "_found", "_matcher", "_papers", "_states", "blocks", "lines")
 
     def __init__(self, matcher: Matcher) -> None:
         self._matcher = matcher
@@ -102,6 +102,7 @@ class RunMemo:
         # FRESH_MARGIN reaches back for it.
         self._papers: dict[tuple[dt.date, bool], tuple[tuple[dt.datetime, dt.date] | None, list[FeaturedPaper]]] = {}
         self._featured: dict[tuple[dt.date, dt.date], tuple[tuple[dt.date, ...], int]] = {}
+        self._states: dict[str, ReaderState] | None = None
 
     async def undelivered(self, store: Store, reader: str, *, featured_since: dt.date,
                           fresh: tuple[dt.datetime, dt.date] | None) -> list[Paper]:
@@ -119,6 +120,14 @@ class RunMemo:
             candidates = [f.paper for f in loaded[1] if f.fresh(since, day)]
         had = await store.delivered_among(reader, [paper.id for paper in candidates])
         return [paper for paper in candidates if paper.id not in had]
+
+    async def reader_state(self, store: Store, name: str, now: dt.datetime) -> ReaderState:
+        """``store.reader_state(name, now=now, record=False)``, from the states read once for every
+        reader: a reader's own digest is the only one of the run that changes theirs."""
+        if self._states is None:
+            self._states = await store.reader_states()
+        state = self._states.get(name)
+        return ReaderState(name, now, None) if state is None else state.as_of(now)
 
     async def featured_between(self, store: Store, first: dt.date, last: dt.date) -> tuple[tuple[dt.date, ...], int]:
         if (first, last) not in self._featured:
@@ -190,7 +199,8 @@ async def compose(store: Store, config: Config, matcher: Matcher, templates: Tem
     """Render the reader's digest of every matched paper they never received; None when
     there is nothing to send (and the reader did not ask for empty notes)."""
     now = now or utcnow()
-    state = await store.reader_state(reader.name, now=now, record=False)
+    state = await (memo.reader_state(store, reader.name, now) if memo else store.reader_state(
+        reader.name, now=now, record=False))
     # Only a reader not stored yet is written: a write per reader per digest was a transaction
     # (and a sync to disk) that changed nothing.
     if not preview and state.last_digest_at is None and state.started_at == now:

@@ -200,6 +200,12 @@ class ReaderState:
     started_at: dt.datetime
     last_digest_at: dt.datetime | None
 
+    def as_of(self, now: dt.datetime) -> ReaderState:
+        """The state as read at ``now``: a stamp made while the clock ran ahead counts as now,
+        not as that future date."""
+        last = self.last_digest_at
+        return ReaderState(self.name, min(self.started_at, now), None if last is None else min(last, now))
+
 
 @dataclass(frozen=True, slots=True)
 class SearchFetch:

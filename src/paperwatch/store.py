@@ -319,15 +319,13 @@ class Store:
         if record:
             await self.adopt_reader(name)
             await self._write("INSERT OR IGNORE INTO readers (name, started_at) VALUES (?, ?)", (name, now.isoformat()))
-        rows = list(await self._db.execute_fetchall(
-            "SELECT name, started_at, last_digest_at FROM readers WHERE name = ?", (name,)))
-        if not rows:
-            return ReaderState(name, now, None)
-        row = rows[0]
-        last = _datetime(row[2])
-        # A digest stamped while the clock ran ahead counts as sent now, not at that future date.
-        return ReaderState(row[0], min(dt.datetime.fromisoformat(row[1]), now),
-                           None if last is None else min(last, now))
+        rows = await self._db.execute_fetchall(f"SELECT {_READER_COLUMNS} FROM readers WHERE name = ?", (name,))
+        return next((_reader(row).as_of(now) for row in rows), ReaderState(name, now, None))
+
+    async def reader_states(self) -> dict[str, ReaderState]:
+        """Every recorded reader's state as stored, by name, in one read (``as_of`` reads it at a time)."""
+        rows = await self._db.execute_fetchall(f"SELECT {_READER_COLUMNS} FROM readers")
+        return {row[0]: _reader(row) for row in rows}
 
     async def undelivered(self, reader: str, *, featured_since: dt.date,
                           fresh: tuple[dt.datetime, dt.date] | None = None) -> list[Paper]:
@@ -909,6 +907,13 @@ def _paper(row: Sequence[Any]) -> Paper:
         organization=row[10], ai_keywords=tuple(json.loads(row[11])), complete=bool(row[12]),
         ai_summary=row[13], authors=tuple(json.loads(row[14])),
     )
+
+
+_READER_COLUMNS = "name, started_at, last_digest_at"
+
+
+def _reader(row: Sequence[Any]) -> ReaderState:
+    return ReaderState(row[0], dt.datetime.fromisoformat(row[1]), _datetime(row[2]))
 
 
 _OUTBOX = "outbox JOIN outbox_data ON outbox_id = id"
