@@ -5,8 +5,8 @@ name authors, wrap lines and write dates; and the cleaning every shown text goes
 
 ``register`` installs them in a template environment: ``highlight(text, marks)``,
 ``shorten(text, marks, limit)``, ``authors(names, marks)``, ``day(date)``, and ``wordwrap`` and
-``indent`` that remember. The same titles, names and abstracts come in many readers' digests, so the
-costly ones remember their recent answers.
+``indent`` that remember. The same titles, names and abstracts come in many readers' digests,
+so the costly ones remember their recent answers.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ class _Finder:
             at = low.find(word)
             while at >= 0:
                 end = at + len(word)
-                if not (before and at and _is_word(text[at - 1])) and not (after and end < len(text) and _is_word(text[end])):
+                if _alone(text, at, end, before, after):
                     spans.append((at, -len(word), end))
                 at = low.find(word, at + 1)
         last = 0
@@ -197,7 +197,7 @@ class _Finder:
             at = low.find(word, 0, None if first is None else first[0] + len(word))
             while at >= 0 and (first is None or at < first[0]):
                 end = at + len(word)
-                if not (before and at and _is_word(text[at - 1])) and not (after and end < len(text) and _is_word(text[end])):
+                if _alone(text, at, end, before, after):
                     first = at, end
                     break
                 at = low.find(word, at + 1)
@@ -206,6 +206,12 @@ class _Finder:
 
 # An abstract is searched for each reader's marks, shortened and then highlighted: lowered once.
 _lowered = lru_cache(maxsize=256)(str.lower)
+
+
+def _alone(text: str, at: int, end: int, before: bool, after: bool) -> bool:
+    """Whether ``text[at:end]`` is not inside a longer word; ``before``, ``after``: the mark begins,
+    ends with a word character (else it may touch one there: "C++" in "C++17")."""
+    return not (before and at and _is_word(text[at - 1])) and not (after and end < len(text) and _is_word(text[end]))
 
 
 def _is_word(char: str) -> bool:

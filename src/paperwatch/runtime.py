@@ -139,7 +139,7 @@ class Runtime:
 
     async def record_readers(self) -> None:
         """A reader's digests start from the day paperwatch first served them, never from history."""
-        known = await self.store.last_digests()  # one read for the readers already recorded
+        known = await self.store.reader_states()  # one read for the readers already recorded
         for reader in self.config.readers:
             if reader.name not in known:
                 await self.store.reader_state(reader.name)
