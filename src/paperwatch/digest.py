@@ -294,13 +294,15 @@ class Templates:
             context = self._html.new_context(dict(around))
             context.blocks["card"] = [lambda block: iter((cards[id(block["e"])][0],))]
             return self._generate(self._html, context, self._html.root_render_func)
-        pieces, codes = [parts[0]], [lines.lines(parts[0])]
-        for (text, code), part in zip(slots, parts[1:], strict=True):
+        pieces = [parts[0]]
+        for (text, _), part in zip(slots, parts[1:], strict=True):
             pieces += (text, part)
-            codes += (code, lines.lines(part))
         html = "".join(pieces)
         if slots and all(text.endswith("\n") for text, _ in slots) and all(
                 not part or part.endswith("\n") for part in parts[:-1]):
+            codes = [lines.lines(parts[0])]
+            for (_, code), part in zip(slots, parts[1:], strict=True):
+                codes += (code, lines.lines(part))
             lines.remember(html, b"".join(codes))
         return html
 
