@@ -11,10 +11,11 @@ from pathlib import Path
 
 from fakehf import SAMPLES
 from paperwatch.config import Config, Reader
-from paperwatch.delivery import compile_rules, digest_items
+from paperwatch.delivery import digest_items
 from paperwatch.digest import DigestInfo, DigestItem, Rendered, Templates
 from paperwatch.models import Paper
 from paperwatch.parse import parse_daily_api
+from paperwatch.ruleset import compile_rules
 
 SAMPLE = SAMPLES / "api-daily_papers-2025-03-05.json"
 DATA = Path(__file__).resolve().parent / "data"

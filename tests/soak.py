@@ -91,9 +91,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from fakehf import MISSING, FakeHF, Fault
 from paperwatch.config import load_config
-from paperwatch.delivery import compile_rules, deliver_due, prepare
+from paperwatch.delivery import deliver_due, prepare
 from paperwatch.errors import ConfigError
 from paperwatch.models import Paper
+from paperwatch.ruleset import compile_rules
 from paperwatch.runtime import LAST_POLL_AT, LAST_POLL_SUMMARY
 from paperwatch.store import Store
 from paperwatch.timespec import parse_duration

@@ -19,7 +19,7 @@ from typing import Any
 from conftest import FAST_SOURCE, toml_value
 from fakehf import FakeHF
 from paperwatch.config import Config
-from paperwatch.delivery import compile_rules
+from paperwatch.ruleset import compile_rules
 from paperwatch.store import Store
 from smtpserver import PASSWORD, Certificates, Recorder, SmtpServer
 

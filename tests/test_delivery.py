@@ -19,8 +19,9 @@ import pytest
 
 from fakehf import FakeHF
 from paperwatch.config import load_config
-from paperwatch.delivery import compile_rules, compose, deliver_due, queue_digests
+from paperwatch.delivery import compose, deliver_due, queue_digests
 from paperwatch.digest import Templates
+from paperwatch.ruleset import compile_rules
 from paperwatch.store import Store
 from smtpserver import PASSWORD, Certificates, Recorder, SmtpServer
 from support import (

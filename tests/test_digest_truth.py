@@ -18,7 +18,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from paperwatch.config import Config, Reader
-from paperwatch.delivery import RunMemo, compile_rules, digest_items
+from paperwatch.delivery import RunMemo, digest_items
 from paperwatch.digest import (
     INLINED_FOLDER,
     DigestInfo,
@@ -32,6 +32,7 @@ from paperwatch.digest import (
 from paperwatch.filters import HIGHLIGHT_STYLE, latex_text
 from paperwatch.message import build_message, encoded_size, make_message_id
 from paperwatch.models import Paper, SearchHit
+from paperwatch.ruleset import compile_rules
 from reference import render_reference
 from support import packaged_templates
 

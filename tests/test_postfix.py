@@ -29,8 +29,9 @@ import pytest
 from conftest import require_system
 from fakehf import FakeHF
 from paperwatch.config import Config, load_config
-from paperwatch.delivery import OPERATOR, compile_rules, deliver_due, queue_digests
+from paperwatch.delivery import OPERATOR, deliver_due, queue_digests
 from paperwatch.digest import Templates
+from paperwatch.ruleset import compile_rules
 from paperwatch.store import Store
 from smtpserver import PASSWORD, Certificates, free_port
 from support import paperwatch, serve_samples, write_config, write_smtp_login

@@ -442,8 +442,8 @@ async def _match(args: argparse.Namespace, config: Config) -> int:
 
 
 def _matcher(config: Config, chosen: Sequence[Reader], reader: str | None) -> Matcher:
-    from paperwatch.delivery import compile_rules, rule_specs
     from paperwatch.match import Matcher
+    from paperwatch.ruleset import compile_rules, rule_specs
 
     matcher = compile_rules(config)  # every reader's rules checked; the templates are no concern here
     # Only that reader's terms to look for in every paper.

@@ -30,7 +30,7 @@ from paperwatch.digest import (
     Rendered,
     Templates,
 )
-from paperwatch.errors import ConfigError, MailError, RuleError, RuleProblem, TemplateError
+from paperwatch.errors import ConfigError, MailError, TemplateError
 from paperwatch.mail import (
     AuthError,
     Envelope,
@@ -40,9 +40,10 @@ from paperwatch.mail import (
     open_transport,
     unsafe_config_file,
 )
-from paperwatch.match import Hit, Match, Matcher, RuleSpec
+from paperwatch.match import Hit, Match, Matcher
 from paperwatch.message import QpLines, build_message, build_notice, list_id, make_message_id, message_domain
 from paperwatch.models import FeaturedPaper, OutboxMessage, Paper, QueuedPaper, ReaderState, SearchHit
+from paperwatch.ruleset import compile_rules
 from paperwatch.store import Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -146,24 +147,6 @@ def _covers(bound: tuple[dt.datetime, dt.date] | None, fresh: tuple[dt.datetime,
     return bound is None or (fresh is not None and bound[0] <= fresh[0] and bound[1] <= fresh[1])
 
 
-def rule_specs(readers: Iterable[Reader]) -> list[RuleSpec]:
-    """The config's rules as the matcher takes them."""
-    return [
-        RuleSpec(reader=reader.name, name=rule.name, keywords=rule.keywords, all=rule.all, exclude=rule.exclude,
-                 authors=rule.authors, organizations=rule.organizations, fields=rule.fields, query=rule.query,
-                 min_upvotes=rule.min_upvotes)
-        for reader in readers for rule in reader.rules
-    ]
-
-
-def compile_rules(config: Config) -> Matcher:
-    """Every reader's rules compiled; a ConfigError names each mistake with its file line."""
-    try:
-        return Matcher.compile(rule_specs(config.readers))
-    except RuleError as exc:
-        raise ConfigError([_locate(config, problem) for problem in exc.rules]) from None
-
-
 def prepare(config: Config) -> tuple[Matcher, Templates]:
     """Compile every rule, load the templates and check that the config file is safe to take an
     SMTP login from, reporting every mistake at once."""
@@ -182,15 +165,6 @@ def prepare(config: Config) -> tuple[Matcher, Templates]:
     if problems or matcher is None or templates is None:
         raise ConfigError(problems)
     return matcher, templates
-
-
-def _locate(config: Config, problem: RuleProblem) -> str:
-    """The problem's line, prefixed with where its rule is in the config file."""
-    for r, reader in enumerate(config.readers):
-        for n, rule in enumerate(reader.rules):
-            if (reader.name, rule.name) == (problem.reader, problem.rule):
-                return located(config, ("readers", r, "rules", n, *problem.key[:1]), str(problem))
-    return located(config, (), str(problem))
 
 
 async def compose(store: Store, config: Config, matcher: Matcher, templates: Templates, reader: Reader,
