@@ -297,8 +297,7 @@ class Matcher:
                 paper_id = ', "paper": ' + _encode_string(paper.id) + ', "rules": ['
                 title = '], "title": ' + _encode_string(paper.title) + "}"
                 for reader, (names, why) in matched.items():
-                    out[reader].append("".join((heads[reader], paper_id, ", ".join(names), '], "why": [',
-                                                ", ".join(why), title)))
+                    out[reader].append(f'{heads[reader]}{paper_id}{", ".join(names)}], "why": [{", ".join(why)}{title}')
         return {reader: lines for reader, lines in out.items() if lines}
 
 
