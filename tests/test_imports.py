@@ -68,3 +68,15 @@ async def test_run_once_does_without_the_daemon_and_its_scheduler(tmp_path: Path
     loaded = json.loads(out.decode().splitlines()[-1])
     assert recorder.received and loaded["paperwatch.delivery"] and loaded["aiosmtplib"]
     assert not loaded["paperwatch.daemon"] and not loaded["apscheduler.schedulers"]
+
+
+def test_compiling_the_configs_rules_loads_the_matcher_without_digests_or_mail() -> None:
+    """``match`` compiles every reader's rules (as ``compile_rules``) and loads no template engine
+    and no mail module to do it."""
+    compiled = ("from paperwatch.config import Config\nfrom paperwatch.ruleset import compile_rules\n"
+                "compile_rules(Config.model_validate({'readers': [{'name': 'alice', 'email': 'a@example.org', "
+                "'rules': [{'name': 'r', 'keywords': ['grokking']}]}]})).build()")
+    loaded = loaded_after(compiled)
+    assert loaded["paperwatch.match"] and loaded["ahocorasick"]
+    assert not any(loaded[m] for m in ("jinja2", "aiosmtplib", "paperwatch.digest", "paperwatch.delivery",
+                                       "paperwatch.mail"))
