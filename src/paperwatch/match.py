@@ -131,13 +131,7 @@ class _EncodedTexts(dict[int, str]):
         self._hits, self._texts = hits, texts
 
     def __missing__(self, key: int) -> str:
-        spot = self._hits[key]
-        # Most hits are one word, found where it first is (``_hit_text``, inline: 40 a paper).
-        if isinstance(spot, str):
-            text = self._texts[FIELDS[key % PROBE_STEP]].first(spot)
-        else:
-            text = _hit_text(spot, key, self._texts)
-        encoded = self[key] = _encode_string(text) + "}"
+        encoded = self[key] = _encode_string(_hit_text(self._hits[key], key, self._texts)) + "}"
         return encoded
 
 

@@ -92,10 +92,8 @@ class Text:
         folded = self.folded
         start = folded.find(token)
         end = start + len(token)
-        # Mostly its first place in the text is a whole word (``_whole``, inline: a why's every
-        # word is found so), in text folding did not lengthen.
-        if (self.plain and start >= 0 and (start == 0 or not folded[start - 1].isalnum())
-                and (end == len(folded) or not folded[end].isalnum())):
+        # Mostly its first place in the text is a whole word, in text folding did not lengthen.
+        if self.plain and start >= 0 and _whole(folded, start, end):
             return self.original[start:end]
         start = self._find(token, 0)
         return self.chars(start, start + len(token))
