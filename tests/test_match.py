@@ -311,6 +311,8 @@ CASES = [
          abstract("Grokking, or delayed generalization, is a phenomenon", upvotes=4), NO),
     Case("min_upvotes: as many pass", {"keywords": ["grokking"], "min_upvotes": 5},
          abstract("Grokking, or delayed generalization, is a phenomenon", upvotes=5), YES),
+    Case("upvotes below zero (never read from the site) fail even a rule asking for none", {"keywords": ["grokking"]},
+         abstract("Grokking, or delayed generalization, is a phenomenon", upvotes=-1), NO),
     Case("any positive part is enough: an author", {"keywords": ["diffusion"], "authors": ["Sutskever"]},
          authors("Oriol Sutskever", "Xin Peng", title="Parallelizing Linear Transformers with the Delta Rule over "
                                                       "Sequence Length"), YES,

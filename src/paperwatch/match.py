@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import json
 import logging
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ from dataclasses import dataclass
 from paperwatch.errors import RuleError
 from paperwatch.models import Paper
 from paperwatch.patterns import required_text
-from paperwatch.plans import Conditions, Plan, Shown, Verdict, matches_when_triggered, plan_rules
+from paperwatch.plans import Conditions, Plan, Shown, Verdict, plan_rules
 from paperwatch.rules import (
     DEFAULT_FIELDS,
     FIELDS,
@@ -135,23 +136,41 @@ class _EncodedTexts(dict[int, str]):
         return encoded
 
 
-# A rule as ``match --json`` needs it: its verdict (None if it matches whenever triggered), its
-# reader, and what ``Match.as_json`` encodes of it that is the same for every paper: its name
-# and, without and with the query's terms, each hit key its why shows with the start of the
-# hit's JSON object, and whether two of those can be the same (two terms of one label and field).
-_RuleJson = tuple[Verdict | None, str, str, tuple[_Heads, _Heads], tuple[bool, bool]]
+# A rule with a verdict as ``match --json`` needs it: its verdict, and, without and with the
+# query's terms, each hit key its why shows with the start of the hit's JSON object, and whether
+# two of those can be the same (two terms of one label and field).
+_RuleJson = tuple[Verdict, tuple[_Heads, _Heads], tuple[bool, bool]]
+# A slot as ``match --json`` needs it: its rule's index, reader and encoded name, and the hit key
+# it shows with the start of the hit's JSON object ("" in the slot of a rule with a verdict).
+_SlotJson = tuple[int, str, str, int, str]
+_Json = tuple[list[_SlotJson], dict[int, _RuleJson]]
 
 
-def _rule_json(plan: Plan) -> _RuleJson:
-    name = _encode_string(plan.name)
+def _json(rules: _Rules) -> _Json:
+    """What ``Match.as_json`` encodes of each slot and of each rule with a verdict that is the same for every paper."""
+    names = [_encode_string(plan.name) for plan in rules.plans]
 
-    def heads(shown: Shown) -> _Heads:
-        return tuple(dict.fromkeys((key, '{"rule": ' + name + ', "field": ' + _encode_string(field_name) + ', "term": '
-                                    + _encode_string(label) + ', "text": ') for key, label, field_name in shown))
+    def heads(index: int, shown: Shown) -> _Heads:
+        return tuple(dict.fromkeys((key, '{"rule": ' + names[index] + ', "field": ' + _encode_string(field_name)
+                                    + ', "term": ' + _encode_string(label) + ', "text": ')
+                                   for key, label, field_name in shown))
 
-    pairs = (heads(plan.shown[0]), heads(plan.shown[1]))
-    repeats = (len({head for _, head in pairs[0]}) < len(pairs[0]), len({head for _, head in pairs[1]}) < len(pairs[1]))
-    return None if plan.simple else plan.verdict, plan.reader, name, pairs, repeats
+    slots: list[_SlotJson] = []
+    verdicts: dict[int, _RuleJson] = {}
+    for index, place in rules.slots:
+        plan = rules.plans[index]
+        if place < 0:
+            pairs = (heads(index, plan.shown[0]), heads(index, plan.shown[1]))
+            repeats = (len({head for _, head in pairs[0]}) < len(pairs[0]),
+                       len({head for _, head in pairs[1]}) < len(pairs[1]))
+            verdicts[index] = (plan.verdict, pairs, repeats)
+            slots.append((index, plan.reader, names[index], -1, ""))
+        else:
+            if place == 0:  # a rule's slots are its shown terms', in order
+                shown = heads(index, plan.shown[0])
+            key, head = shown[place]
+            slots.append((index, plan.reader, names[index], key, head))
+    return slots, verdicts
 
 
 def _explain(reader: str, rules: list[tuple[str, Shown]], paper_id: str, hits: Hits,
@@ -183,29 +202,59 @@ def _hit(key: tuple[str, str, str, str]) -> Hit:
 
 class _Rules:
     """The rules as the matcher evaluates them, and the scanner of their probes: built when first
-    needed, as a matcher made only to check a config never is."""
+    needed, as a matcher made only to check a config never is.
 
-    __slots__ = ("always", "by_reader", "conditions", "indices", "json", "plans", "scanner")
+    Each rule has slots, numbered in the order of the rules: a rule that matches whenever one of
+    the terms it shows is found (most) has a slot for each of them, which that term's hit keys
+    make true, and its matches need no verdict; any other rule has one, which its triggers make
+    true, and its verdict is decided. A paper's slots, in order, are its candidate rules in order,
+    and each slot of a rule that matches without a verdict is one hit of its why."""
+
+    __slots__ = ("always", "by_reader", "conditions", "json", "plans", "scanner", "slots", "with_verdict")
 
     def __init__(self, rules: list[Rule], builder: Builder) -> None:
         self.conditions = Conditions()
         self.plans = plan_rules(rules, self.conditions)
-        for index, rule in enumerate(rules):
-            for term in rule.triggers():
-                for key in term.keys:
-                    self.conditions.trigger(key, index)
-        self.always = frozenset(i for i, rule in enumerate(rules) if rule.holds_without_hits())
-        self.indices = frozenset(range(len(rules)))
+        self.slots: list[tuple[int, int]] = []  # each slot's rule, and the place of the hit it shows (-1: none)
         self.by_reader: dict[str, frozenset[int]] = {}
-        for index, rule in enumerate(rules):
-            self.by_reader[rule.reader] = self.by_reader.get(rule.reader, frozenset()) | {index}
-        self.json: list[_RuleJson] | None = None  # each rule's JSON, made when first asked for
+        always = []
+        for index, (rule, plan) in enumerate(zip(rules, self.plans, strict=True)):
+            first = len(self.slots)
+            if _without_verdict(plan):
+                for place, (key, _label, _field) in enumerate(plan.shown[0]):
+                    self.conditions.trigger(key, len(self.slots))
+                    self.slots.append((index, place))
+            else:
+                self.slots.append((index, -1))
+                for term in rule.triggers():
+                    for key in term.keys:
+                        self.conditions.trigger(key, first)
+                if rule.holds_without_hits():
+                    always.append(first)
+            self.by_reader[rule.reader] = self.by_reader.get(rule.reader, frozenset()).union(
+                range(first, len(self.slots)))
+        self.always = frozenset(always)
+        self.with_verdict = frozenset(slot for slot, (_index, place) in enumerate(self.slots) if place < 0)
+        self.json: _Json | None = None  # made when first asked for
         self.scanner = Scanner(builder, *_looked_at(rules, builder))
 
-    def candidates(self, true: set[int], allowed: frozenset[int] | None) -> list[int]:
-        """Of what a paper's hits make true, the rules they can make match, and those that may
-        match without a hit, in order."""
-        return sorted((true | self.always) & (self.indices if allowed is None else allowed))
+    def candidates(self, held: set[int], upvotes: int, allowed: frozenset[int] | None) -> list[int]:
+        """Of what a paper's hits make true (``held``), the slots of the rules they may make
+        match, and of those that may match without a hit, in order."""
+        if self.always:
+            held |= self.always
+        slots = sorted(held if allowed is None else held & allowed)
+        del slots[: bisect_left(slots, 0)]  # the conditions
+        if upvotes < 0:  # a paper no rule without a verdict matches
+            slots = [slot for slot in slots if slot in self.with_verdict]
+        return slots
+
+
+def _without_verdict(plan: Plan) -> bool:
+    """Whether ``plan`` matches with each hit it shows, each shown once: no two of its terms
+    show the same words as the same term in the same field."""
+    shown = plan.shown[0]
+    return plan.simple and len({(label, field) for _key, label, field in shown}) == len(shown)
 
 
 class Matcher:
@@ -247,11 +296,15 @@ class Matcher:
         allowed = None if reader is None else rules.by_reader.get(reader, frozenset())
         by_reader: dict[str, list[tuple[str, Shown]]] = {}
         held, upvotes = rules.conditions.true(hits), paper.upvotes or 0
-        for index in rules.candidates(held, allowed):
-            plan = rules.plans[index]
-            verdict = plan.verdict(held, upvotes)
-            if verdict is not None:
-                by_reader.setdefault(plan.reader, []).append((plan.name, plan.shown[verdict]))
+        last = -1
+        for slot in rules.candidates(held, upvotes, allowed):
+            index = rules.slots[slot][0]
+            if index != last:  # a rule's first slot: its others say no more
+                last = index
+                plan = rules.plans[index]
+                verdict = plan.verdict(held, upvotes)
+                if verdict is not None:
+                    by_reader.setdefault(plan.reader, []).append((plan.name, plan.shown[verdict]))
         return [_explain(reader, shown, paper.id, hits, texts) for reader, shown in by_reader.items()]
 
     def match_all(self, papers: Iterable[Paper]) -> list[Match]:
@@ -278,10 +331,10 @@ class Matcher:
         text is encoded once per paper for every reader, each rule's terms once per process."""
         rules = self._rules()
         if rules.json is None:
-            rules.json = [_rule_json(plan) for plan in rules.plans]
+            rules.json = _json(rules)
         allowed = None
         if readers is not None and not rules.by_reader.keys() <= set(readers):
-            allowed = frozenset(i for i, plan in enumerate(rules.plans) if plan.reader in readers)
+            allowed = frozenset().union(*(slots for reader, slots in rules.by_reader.items() if reader in readers))
         out: dict[str, list[str]] = {reader: [] for reader in rules.by_reader}
         heads = {reader: '{"reader": ' + _encode_string(reader) for reader in rules.by_reader}
         for paper in papers:
@@ -298,29 +351,40 @@ class Matcher:
 def _encode_rules(rules: _Rules, paper: Paper, texts: dict[str, Text], hits: Hits,
                   allowed: frozenset[int] | None) -> dict[str, tuple[list[str], list[str]]]:
     """Each reader's rules matching the paper (names, encoded) and their hits (encoded objects)."""
-    upvotes, encoded_rules = paper.upvotes or 0, rules.json or []
+    upvotes, (slots, verdicts) = paper.upvotes or 0, rules.json or ([], {})
     held = rules.conditions.true(hits)
     encoded = _EncodedTexts(hits, texts)
-    # The verdict of every rule that matches whenever triggered (most), decided once for the paper.
-    when_triggered = matches_when_triggered(held, upvotes)
     matched: dict[str, tuple[list[str], list[str]]] = {}
-    for index in rules.candidates(held, allowed):
-        decide, reader, name, pairs, repeats = encoded_rules[index]
-        verdict = when_triggered if decide is None else decide(held, upvotes)
-        if verdict is None:
+    last, found = -1, []
+    for slot in rules.candidates(held, upvotes, allowed):
+        index, reader, name, key, head = slots[slot]
+        if index == last:  # another hit of the rule just matched
+            found.append(head + encoded[key])
             continue
+        last = index
+        shown = None
+        if not head:  # a rule with a verdict
+            decide, pairs, repeats = verdicts[index]
+            verdict = decide(held, upvotes)
+            if verdict is None:
+                continue
+            shown = _shown(pairs[verdict], repeats[verdict], hits, encoded)
         entry = matched.get(reader)
         if entry is None:
             entry = matched[reader] = ([], [])
         entry[0].append(name)
         found = entry[1]
-        if repeats[verdict]:  # a rule's hits are distinct
-            found += dict.fromkeys([head + encoded[key] for key, head in pairs[verdict] if key in hits])
-            continue
-        for key, head in pairs[verdict]:
-            if key in hits:
-                found.append(head + encoded[key])
+        if shown is None:
+            found.append(head + encoded[key])
+        else:
+            found += shown
     return matched
+
+
+def _shown(pairs: _Heads, repeats: bool, hits: Hits, encoded: _EncodedTexts) -> list[str]:
+    """The hits a rule with a verdict shows (encoded objects): those of ``pairs`` found, each once."""
+    found = [head + encoded[key] for key, head in pairs if key in hits]
+    return list(dict.fromkeys(found)) if repeats else found
 
 
 def _looked_at(rules: list[Rule], builder: Builder) -> tuple[set[str], dict[int, set[str]]]:

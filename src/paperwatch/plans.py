@@ -35,8 +35,8 @@ class Plan:
 
 class Conditions:
     """Each distinct term condition (a probe, in some fields) numbered once for every rule, and
-    what each hit key makes true: the conditions it fulfils (negative numbers) and the rules it
-    may make match (their indices). A paper's are one set, built in C."""
+    what each hit key makes true: the conditions it fulfils (negative numbers) and the matcher's
+    slots of the rules it may make match (``match._Rules``). A paper's are one set, built in C."""
 
     def __init__(self) -> None:
         self.ids: dict[tuple[int, frozenset[str]], int] = {}
@@ -50,10 +50,10 @@ class Conditions:
                 self.by_key.setdefault(key, []).append(condition)
         return condition
 
-    def trigger(self, key: int, rule: int) -> None:
+    def trigger(self, key: int, slot: int) -> None:
         made = self.by_key.setdefault(key, [])
-        if rule not in made:
-            made.append(rule)
+        if slot not in made:
+            made.append(slot)
 
     def true(self, hits: Hits) -> set[int]:
         return set(chain.from_iterable(map(self.by_key.get, hits, repeat(()))))
