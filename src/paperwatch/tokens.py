@@ -44,6 +44,7 @@ def _ascii_table() -> bytes:
 
 
 _MARK = _ascii_table()
+_SPACED = bytes(code if chr(code).isalnum() and code < 128 else ord(" ") for code in range(256))
 _SEPARATORS = bytes.maketrans(b".#", b"  ")
 
 
@@ -61,7 +62,7 @@ def _mark(text: str) -> bytes:
 class Text:
     """One field of one paper, folded and tokenized; its tokens found back in the original on demand."""
 
-    __slots__ = ("_cuts", "_origin", "folded", "joins", "original", "plain", "tokens")
+    __slots__ = ("_cuts", "_origin", "_spaced", "folded", "joins", "original", "plain", "tokens")
 
     def __init__(self, original: str) -> None:
         self.original = original
@@ -71,6 +72,7 @@ class Text:
         self.joins: dict[int, list[tuple[str, int]]] = {}
         self._cuts: dict[tuple[int, int], str] = {}
         self._origin: list[int] | None = None  # folded offset -> original offset; [] when they agree
+        self._spaced: str | None = None  # ASCII text: the folded text, all but letters and digits spaces
 
     def tokenize(self, joinable: Callable[[str], bool]) -> None:
         """Tokens and joins; ``joinable`` says whether a joined word may be read as part of a
@@ -89,12 +91,8 @@ class Text:
 
     def first(self, token: str) -> str:
         """The original text of the first occurrence of ``token``, one of the tokens."""
-        folded = self.folded
-        start = folded.find(token)
-        end = start + len(token)
-        # Mostly its first place in the text is a whole word, in text folding did not lengthen.
-        if self.plain and start >= 0 and _whole(folded, start, end):
-            return self.original[start:end]
+        if self.plain and (start := (self._spaced or self._space()).find(f" {token} ")) >= 0:  # most: no call
+            return self.original[start : start + len(token)]
         start = self._find(token, 0)
         return self.chars(start, start + len(token))
 
@@ -114,15 +112,26 @@ class Text:
 
     def _find(self, token: str, skip: int) -> int:
         """Where ``token`` is a whole token (not part of a longer one) for the ``skip + 1``-th time."""
-        folded, start = self.folded, -1
-        while True:
-            start = folded.find(token, start + 1)
-            if start < 0:
-                raise ValueError(f"{token!r} is not a token of {folded!r}")
-            if _whole(folded, start, start + len(token)):
-                if not skip:
-                    return start
+        if self.plain:  # a search for the token between spaces, in C
+            spaced, start = self._spaced or self._space(), -1
+            needle = f" {token} "
+            while (start := spaced.find(needle, start + 1)) >= 0 and skip:
                 skip -= 1
+        else:
+            folded, start = self.folded, -1
+            while (start := folded.find(token, start + 1)) >= 0:
+                if _whole(folded, start, start + len(token)):
+                    if not skip:
+                        break
+                    skip -= 1
+        if start < 0:
+            raise ValueError(f"{token!r} is not a token of {self.folded!r}")
+        return start
+
+    def _space(self) -> str:
+        # A space before and after: a token at offset n of the folded text is found between spaces at n.
+        spaced = self._spaced = " " + self.folded.encode("ascii").translate(_SPACED).decode("ascii") + " "
+        return spaced
 
     def chars(self, start: int, end: int) -> str:
         """The original text of the folded text's ``[start:end]``."""
