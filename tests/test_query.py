@@ -168,6 +168,53 @@ def test_a_compiled_query_says_what_evaluate_says(text: str, present: set[str], 
         assert compiled(some) is q.evaluate(tree, lambda term, some=some: term.text in some)
 
 
+NEEDED = [
+    # query                                  terms one of which it needs (None: it may hold with none)
+    ("a", ["a"]),
+    ("a OR b", ["a", "b"]),
+    ("a b", ["a"]),
+    ("(a OR b) c", ["c"]),
+    ("a NOT b", ["a"]),
+    ("NOT b a", ["a"]),
+    ("NOT a", None),
+    ("a OR NOT b", None),
+    ("NOT (NOT a)", None),
+    ("(a OR b) (c OR d OR e)", ["a", "b"]),
+    ('title:"x y" OR (abstract:z AND NOT w)', ['title:"x y"', "abstract:z"]),
+]
+
+
+@pytest.mark.parametrize(("text", "needed"), NEEDED, ids=[text for text, _ in NEEDED])
+def test_a_query_needs_one_of_the_terms_of_each_or_branch_and_one_and_operand(text: str, needed: list[str] | None) -> None:
+    """The terms a matcher looks for before evaluating a query: a term under NOT never makes it
+    hold, and an AND's operand with the fewest stands for the AND."""
+    found = q.needed_terms(q.parse(text))
+    assert (None if found is None else [str(term) for term in found]) == needed
+
+
+_OPERAND: st.SearchStrategy[str] = st.recursive(
+    st.sampled_from(["a", "b", "c", "d"]),
+    lambda inner: st.one_of(inner.map(lambda x: f"NOT ({x})"), st.tuples(inner, inner).map(" ".join),
+                            st.tuples(inner, inner).map(lambda pair: f"({pair[0]}) OR ({pair[1]})")),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_OPERAND)
+def test_a_query_never_holds_without_one_of_the_terms_it_needs(text: str) -> None:
+    """Whichever terms are present, a query holds only with one of its needed terms among them, or
+    it needs none (None); and a query that holds with no term present always needs none."""
+    tree = q.parse(text)
+    needed = q.needed_terms(tree)
+    for mask in range(16):
+        present = {name for bit, name in enumerate("abcd") if mask >> bit & 1}
+        if q.evaluate(tree, lambda term, present=present: term.text in present) and needed is not None:
+            assert any(term.text in present for term in needed)
+    if q.evaluate(tree, lambda term: False):
+        assert needed is None
+
+
 # Mostly the grammar's own characters, so that most examples get past the first lexeme.
 QUERY_TEXT = st.lists(
     st.sampled_from(["(", ")", '"', " ", ":", "*", "AND", "OR", "NOT", "and", "title:", "author:", "org:", "x:",

@@ -226,11 +226,12 @@ class _Rules:
                     self.slots.append((index, place))
             else:
                 self.slots.append((index, -1))
-                for term in rule.triggers():
+                triggers = rule.triggers()
+                if triggers is None:
+                    always.append(first)
+                for term in triggers or ():
                     for key in term.keys:
                         self.conditions.trigger(key, first)
-                if rule.holds_without_hits():
-                    always.append(first)
             self.by_reader[rule.reader] = self.by_reader.get(rule.reader, frozenset()).union(
                 range(first, len(self.slots)))
         self.always = frozenset(always)

@@ -119,6 +119,22 @@ def positive_terms(node: Node) -> Iterator[Term]:
     return (term for term, negated in _walk(node, False) if not negated)
 
 
+def needed_terms(node: Node) -> tuple[Term, ...] | None:
+    """Terms one of which is present whenever the query holds, so that it need not be evaluated
+    for a paper holding none of them: of an AND, one operand's (the fewest); of an OR, every
+    operand's. None if it may hold with none of its terms present (``NOT survey``)."""
+    if isinstance(node, Term):
+        return (node,)
+    if isinstance(node, Not):
+        return None
+    needed = [found for found in map(needed_terms, node.operands) if found is not None]
+    if isinstance(node, And):
+        return min(needed, key=len, default=None)
+    if len(needed) < len(node.operands):
+        return None
+    return tuple(term for found in needed for term in found)
+
+
 def _walk(node: Node, negated: bool) -> Iterator[tuple[Term, bool]]:
     if isinstance(node, Term):
         yield node, negated

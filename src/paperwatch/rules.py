@@ -75,18 +75,19 @@ class Rule:
         yield from self.none_of
         yield from self.query_terms.values()
 
-    def triggers(self) -> Iterator[Term]:
-        """The terms whose hit can make the rule match, so the rule must then be evaluated."""
-        yield from self.any_of
-        yield from self.query_terms.values()
+    def triggers(self) -> tuple[Term, ...] | None:
+        """Terms one of which a paper holds whenever the rule matches, so that it need be evaluated
+        only then: its keywords, authors and organizations, and those its query needs (a term
+        under NOT never makes it hold, and an AND holds only if each operand does, so one's terms
+        will do); None if it may match a paper holding none of them (a query such as ``NOT survey``)."""
+        if self.query is None:
+            return self.any_of
+        needed = q.needed_terms(self.query)
+        return None if needed is None else self.any_of + tuple(self.query_terms[term] for term in needed)
 
     def positive(self) -> tuple[Term, ...]:
         """The query's terms a why shows when the query holds."""
         return () if self.query is None else tuple(self.query_terms[t] for t in q.positive_terms(self.query))
-
-    def holds_without_hits(self) -> bool:
-        """Whether the query holds for a paper with no hit at all (``NOT survey``)."""
-        return self.query is not None and q.evaluate(self.query, lambda _term: False)
 
 
 class _Report(Protocol):
