@@ -735,6 +735,17 @@ def test_encoded_matches_are_the_json_of_every_match_byte_for_byte() -> None:
     assert rows.encoded(papers, {"reader 3"}) == _as_json_lines(rows, papers, {"reader 3"}) != {}
 
 
+def test_readers_come_in_the_order_of_their_first_rules_each_with_its_rules_in_order() -> None:
+    """Rules of readers written in turns: each reader's matches list its rules in order, and the
+    readers come in the order their first rules do, whichever rules match."""
+    rules = [RuleSpec("ann", "first", keywords=("absent",)), RuleSpec("bo", "only", keywords=("grokking",)),
+             RuleSpec("ann", "second", keywords=("grokking",)), RuleSpec("ann", "third", keywords=("phenomenon",))]
+    paper = Paper(id="2503.00001", title="Grokking", summary="Grokking is a phenomenon")
+    matcher = Matcher.compile(rules)
+    assert [(m.reader, m.rules) for m in matcher.match(paper)] == [("ann", ("second", "third")), ("bo", ("only",))]
+    assert list(matcher.encoded([paper])) == ["ann", "bo"]
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(words=st.lists(st.sampled_from(_VOCAB), min_size=1, max_size=16),
        gaps=st.lists(st.sampled_from([" ", "-", " ", ", ", "_"]), min_size=16, max_size=16),

@@ -49,6 +49,7 @@ Semantics, as the README states them:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from bisect import bisect_left
@@ -218,7 +219,12 @@ class _Rules:
         self.slots: list[tuple[int, int]] = []  # each slot's rule, and the place of the hit it shows (-1: none)
         self.by_reader: dict[str, frozenset[int]] = {}
         always = []
-        for index, (rule, plan) in enumerate(zip(rules, self.plans, strict=True)):
+        # A reader's rules next to each other, readers in the order they first come.
+        by_reader: dict[str, list[int]] = {}
+        for index, rule in enumerate(rules):
+            by_reader.setdefault(rule.reader, []).append(index)
+        for index in itertools.chain.from_iterable(by_reader.values()):
+            rule, plan = rules[index], self.plans[index]
             first = len(self.slots)
             if _without_verdict(plan):
                 for place, (key, _label, _field) in enumerate(plan.shown[0]):
@@ -291,7 +297,7 @@ class Matcher:
 
     def match(self, paper: Paper, *, reader: str | None = None) -> list[Match]:
         """One Match per reader with a rule matching ``paper`` (only ``reader``'s, if given),
-        readers in the order of their rules."""
+        readers in the order their first rules come in."""
         rules = self._rules()
         texts, hits = self._scanned(paper, rules.scanner)
         allowed = None if reader is None else rules.by_reader.get(reader, frozenset())
@@ -344,20 +350,20 @@ class Matcher:
             if matched:
                 paper_id = ', "paper": ' + _encode_string(paper.id) + ', "rules": ['
                 title = '], "title": ' + _encode_string(paper.title) + "}"
-                for reader, (names, why) in matched.items():
+                for reader, names, why in matched:
                     out[reader].append(f'{heads[reader]}{paper_id}{", ".join(names)}], "why": [{", ".join(why)}{title}')
         return {reader: lines for reader, lines in out.items() if lines}
 
 
 def _encode_rules(rules: _Rules, paper: Paper, texts: dict[str, Text], hits: Hits,
-                  allowed: frozenset[int] | None) -> dict[str, tuple[list[str], list[str]]]:
-    """Each reader's rules matching the paper (names, encoded) and their hits (encoded objects)."""
+                  allowed: frozenset[int] | None) -> list[tuple[str, list[str], list[str]]]:
+    """Each reader with rules matching the paper, their names (encoded) and their hits (encoded objects)."""
     upvotes, (slots, verdicts) = paper.upvotes or 0, rules.json or ([], {})
     held = rules.conditions.true(hits)
     encoded = _EncodedTexts(hits, texts)
-    matched: dict[str, tuple[list[str], list[str]]] = {}
-    last, found = -1, []
-    for slot in rules.candidates(held, upvotes, allowed):
+    matched: list[tuple[str, list[str], list[str]]] = []
+    last, last_reader, names, found = -1, None, [], []
+    for slot in rules.candidates(held, upvotes, allowed):  # a reader's slots are next to each other
         index, reader, name, key, head = slots[slot]
         if index == last:  # another hit of the rule just matched
             found.append(head + encoded[key])
@@ -370,11 +376,11 @@ def _encode_rules(rules: _Rules, paper: Paper, texts: dict[str, Text], hits: Hit
             if verdict is None:
                 continue
             shown = _shown(pairs[verdict], repeats[verdict], hits, encoded)
-        entry = matched.get(reader)
-        if entry is None:
-            entry = matched[reader] = ([], [])
-        entry[0].append(name)
-        found = entry[1]
+        if reader != last_reader:
+            last_reader, names, found = reader, [name], []
+            matched.append((reader, names, found))
+        else:
+            names.append(name)
         if shown is None:
             found.append(head + encoded[key])
         else:
