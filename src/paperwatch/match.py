@@ -205,11 +205,12 @@ class _Rules:
     """The rules as the matcher evaluates them, and the scanner of their probes: built when first
     needed, as a matcher made only to check a config never is.
 
-    Each rule has slots, numbered in the order of the rules: a rule that matches whenever one of
-    the terms it shows is found (most) has a slot for each of them, which that term's hit keys
-    make true, and its matches need no verdict; any other rule has one, which its triggers make
-    true, and its verdict is decided. A paper's slots, in order, are its candidate rules in order,
-    and each slot of a rule that matches without a verdict is one hit of its why."""
+    Each rule has slots, numbered reader by reader (readers in the order their first rules come,
+    each one's rules in order): a rule that matches whenever one of the terms it shows is found
+    (most) has a slot for each of them, which that term's hit keys make true, and its matches
+    need no verdict; any other rule has one, which its triggers make true, and its verdict is
+    decided. A paper's slots, in order, are its candidate rules in that order, and each slot of a
+    rule that matches without a verdict is one hit of its why."""
 
     __slots__ = ("always", "by_reader", "conditions", "json", "plans", "scanner", "slots", "with_verdict")
 
