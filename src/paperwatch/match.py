@@ -49,7 +49,6 @@ Semantics, as the README states them:
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from bisect import bisect_left
@@ -212,7 +211,7 @@ class _Rules:
     decided. A paper's slots, in order, are its candidate rules in that order, and each slot of a
     rule that matches without a verdict is one hit of its why."""
 
-    __slots__ = ("always", "by_reader", "conditions", "json", "plans", "scanner", "slots", "with_verdict")
+    __slots__ = ("always", "by_reader", "conditions", "json", "plans", "scanner", "slots")
 
     def __init__(self, rules: list[Rule], builder: Builder) -> None:
         self.conditions = Conditions()
@@ -220,29 +219,27 @@ class _Rules:
         self.slots: list[tuple[int, int]] = []  # each slot's rule, and the place of the hit it shows (-1: none)
         self.by_reader: dict[str, frozenset[int]] = {}
         always = []
-        # A reader's rules next to each other, readers in the order they first come.
-        by_reader: dict[str, list[int]] = {}
+        rules_of: dict[str, list[int]] = {}  # each reader's rules, readers in the order they first come
         for index, rule in enumerate(rules):
-            by_reader.setdefault(rule.reader, []).append(index)
-        for index in itertools.chain.from_iterable(by_reader.values()):
-            rule, plan = rules[index], self.plans[index]
-            first = len(self.slots)
-            if _without_verdict(plan):
-                for place, (key, _label, _field) in enumerate(plan.shown[0]):
-                    self.conditions.trigger(key, len(self.slots))
-                    self.slots.append((index, place))
-            else:
+            rules_of.setdefault(rule.reader, []).append(index)
+        for reader, indices in rules_of.items():
+            start = len(self.slots)
+            for index in indices:
+                first, plan = len(self.slots), self.plans[index]
+                if _without_verdict(plan):
+                    for place, (key, _label, _field) in enumerate(plan.shown[0]):
+                        self.conditions.trigger(key, first + place)
+                        self.slots.append((index, place))
+                    continue
                 self.slots.append((index, -1))
-                triggers = rule.triggers()
+                triggers = rules[index].triggers()
                 if triggers is None:
                     always.append(first)
                 for term in triggers or ():
                     for key in term.keys:
                         self.conditions.trigger(key, first)
-            self.by_reader[rule.reader] = self.by_reader.get(rule.reader, frozenset()).union(
-                range(first, len(self.slots)))
+            self.by_reader[reader] = frozenset(range(start, len(self.slots)))
         self.always = frozenset(always)
-        self.with_verdict = frozenset(slot for slot, (_index, place) in enumerate(self.slots) if place < 0)
         self.json: _Json | None = None  # made when first asked for
         self.scanner = Scanner(builder, *_looked_at(rules, builder))
 
@@ -254,7 +251,7 @@ class _Rules:
         slots = sorted(held if allowed is None else held & allowed)
         del slots[: bisect_left(slots, 0)]  # the conditions
         if upvotes < 0:  # a paper no rule without a verdict matches
-            slots = [slot for slot in slots if slot in self.with_verdict]
+            slots = [slot for slot in slots if self.slots[slot][1] < 0]
         return slots
 
 
