@@ -91,10 +91,8 @@ class Text:
 
     def first(self, token: str) -> str:
         """The original text of the first occurrence of ``token``, one of the tokens."""
-        if self.plain and (start := (self._spaced or self._space()).find(f" {token} ")) >= 0:  # most: no call
-            return self.original[start : start + len(token)]
         start = self._find(token, 0)
-        return self.chars(start, start + len(token))
+        return self.original[start : start + len(token)] if self.plain else self.chars(start, start + len(token))
 
     def words(self, first: int, last: int) -> str:
         """The original text of tokens ``first`` to ``last`` (inclusive, neither a break); cut
