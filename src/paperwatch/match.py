@@ -161,9 +161,7 @@ def _json(rules: _Rules) -> _Json:
         plan = rules.plans[index]
         if place < 0:
             pairs = (heads(index, plan.shown[0]), heads(index, plan.shown[1]))
-            repeats = (len({head for _, head in pairs[0]}) < len(pairs[0]),
-                       len({head for _, head in pairs[1]}) < len(pairs[1]))
-            verdicts[index] = (plan.verdict, pairs, repeats)
+            verdicts[index] = (plan.verdict, pairs, (_shows_alike(plan.shown[0]), _shows_alike(plan.shown[1])))
             slots.append((index, plan.reader, names[index], -1, ""))
         else:
             if place == 0:  # a rule's slots are its shown terms', in order
@@ -256,10 +254,13 @@ class _Rules:
 
 
 def _without_verdict(plan: Plan) -> bool:
-    """Whether ``plan`` matches with each hit it shows, each shown once: no two of its terms
-    show the same words as the same term in the same field."""
-    shown = plan.shown[0]
-    return plan.simple and len({(label, field) for _key, label, field in shown}) == len(shown)
+    """Whether ``plan`` matches with each hit it shows, each shown once."""
+    return plan.simple and not _shows_alike(plan.shown[0])
+
+
+def _shows_alike(shown: Shown) -> bool:
+    """Whether two of the terms shown can show the same hit: one label, one field, two hit keys."""
+    return len({(label, field) for _key, label, field in shown}) < len(shown)
 
 
 class Matcher:
